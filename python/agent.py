@@ -1,0 +1,510 @@
+"""rtest worker agent.
+
+This file is embedded in the rtest binary and sent to a fresh Python over its
+stdin by the bootstrap one-liner.  It must run on Python 3.8+ and import
+nothing outside the standard library before pytest starts.
+
+Wire format (both directions): a 4-byte big-endian length, then one UTF-8
+JSON object whose "t" field names the message type.  The coordinator owns all
+scheduling and reporting; this agent only collects, runs the test indices it
+is given with pytest's own runtest protocol, and reports what happened.
+"""
+
+import collections
+import json
+import os
+import struct
+import sys
+import threading
+import time
+
+PROTOCOL_VERSION = 1
+SHUTDOWN = -1
+
+
+class Channel:
+    """Framed JSON messages over two private file descriptors."""
+
+    def __init__(self, rfd, wfd):
+        self.rfd = rfd
+        self.wfd = wfd
+        self.lock = threading.Lock()
+
+    def send(self, msg):
+        data = json.dumps(msg, ensure_ascii=False, default=str)
+        # Lone surrogates (undecodable bytes from a test's output) are not
+        # valid UTF-8: replace them rather than corrupt the frame.
+        payload = data.encode("utf-8", "replace")
+        frame = struct.pack(">I", len(payload)) + payload
+        with self.lock:
+            view = memoryview(frame)
+            while view:
+                written = os.write(self.wfd, view)
+                view = view[written:]
+
+    def _read_exact(self, n):
+        chunks = []
+        while n:
+            chunk = os.read(self.rfd, min(n, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    def receive(self):
+        header = self._read_exact(4)
+        if header is None:
+            return None
+        (length,) = struct.unpack(">I", header)
+        payload = self._read_exact(length)
+        if payload is None:
+            return None
+        return json.loads(payload.decode("utf-8"))
+
+
+class Inbox:
+    """Commands from the coordinator, filled by a reader thread.
+
+    The reader thread also notices when the coordinator goes away (EOF on
+    the protocol pipe) and ends this process, so no worker outlives it.
+    """
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.cond = threading.Condition()
+        self.queue = collections.deque()
+        self.handlers = {}
+        thread = threading.Thread(target=self._pump, name="rtest-inbox", daemon=True)
+        thread.start()
+
+    def _pump(self):
+        while True:
+            try:
+                msg = self.channel.receive()
+            except Exception:
+                msg = None
+            if msg is None:
+                os._exit(70)
+            handler = self.handlers.get(msg.get("t"))
+            if handler is not None:
+                handler(msg)
+                continue
+            with self.cond:
+                self.queue.append(msg)
+                self.cond.notify_all()
+
+    def get(self):
+        with self.cond:
+            while not self.queue:
+                self.cond.wait()
+            return self.queue.popleft()
+
+
+def python_info():
+    import platform
+
+    info = {
+        "t": "ready",
+        "protocol": PROTOCOL_VERSION,
+        "python_version": "%d.%d.%d" % sys.version_info[:3],
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "platform": sys.platform,
+        "cwd": os.getcwd(),
+        "pid": os.getpid(),
+        "pytest": None,
+        "pluggy": None,
+    }
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("pytest") is not None:
+            info["pytest"] = _dist_version("pytest") or "unknown"
+            info["pluggy"] = _dist_version("pluggy")
+    except Exception:
+        pass
+    return info
+
+
+def _dist_version(name):
+    try:
+        from importlib import metadata
+
+        return metadata.version(name)
+    except Exception:
+        return None
+
+
+def _text(value):
+    if value is None:
+        return None
+    try:
+        return str(value)
+    except Exception as exc:  # a broken __str__ in user code
+        return "<unprintable %s: %s>" % (type(value).__name__, exc)
+
+
+class Worker:
+    """The pytest plugin that turns a pytest session into an rtest worker."""
+
+    def __init__(self, channel, inbox, start):
+        self.channel = channel
+        self.inbox = inbox
+        self.start = start
+        self.full_reports = bool(start.get("full_reports"))
+        self.torun = collections.deque()
+        self.item_index = None
+        self.phases = []
+        self.session = None
+        self.config = None
+        self.stopping = False
+        self.deselected = 0
+        inbox.handlers["steal"] = self._steal
+        inbox.handlers["stop"] = self._stop
+
+    # -- commands -------------------------------------------------------
+
+    def _steal(self, msg):
+        wanted = set(msg.get("indices", []))
+        with self.inbox.cond:
+            stolen = [i for i in self.torun if i in wanted]
+            if stolen:
+                self.torun = collections.deque(i for i in self.torun if i not in wanted)
+        self.channel.send({"t": "stolen", "indices": stolen})
+
+    def _stop(self, msg):
+        with self.inbox.cond:
+            self.stopping = True
+            self.torun.clear()
+            self.torun.append(SHUTDOWN)
+            self.inbox.cond.notify_all()
+
+    def _next_index(self):
+        """Block until the coordinator tells us the next test (or shutdown)."""
+        while True:
+            with self.inbox.cond:
+                if self.torun:
+                    return self.torun.popleft()
+                if self.inbox.queue:
+                    msg = self.inbox.queue.popleft()
+                else:
+                    self.inbox.cond.wait()
+                    continue
+            kind = msg.get("t")
+            if kind == "run":
+                with self.inbox.cond:
+                    self.torun.extend(msg["indices"])
+            elif kind == "shutdown":
+                with self.inbox.cond:
+                    self.torun.append(SHUTDOWN)
+
+    # -- pytest hooks ---------------------------------------------------
+
+    def pytest_configure(self, config):
+        # The coordinator renders everything; a worker's own terminal output
+        # would only be noise on stderr.
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            try:
+                from _pytest.config import create_terminal_writer
+
+                self._devnull = open(os.devnull, "w")
+                reporter._tw = create_terminal_writer(config, self._devnull)
+            except Exception:
+                pass
+
+    def pytest_sessionstart(self, session):
+        self.session = session
+
+    def pytest_collectreport(self, report):
+        if report.passed:
+            return
+        msg = {
+            "t": "collect_report",
+            "nodeid": report.nodeid,
+            "outcome": report.outcome,
+            "longrepr": _text(report.longreprtext) if report.longrepr else None,
+        }
+        if report.skipped and isinstance(report.longrepr, tuple):
+            msg["skip"] = [_text(x) for x in report.longrepr]
+        if self.full_reports:
+            msg["raw"] = self._serialize(report)
+        self.channel.send(msg)
+
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_collection_finish(self, session):
+        self.channel.send(
+            {
+                "t": "collected",
+                "deselected": self.deselected,
+                "rootdir": str(session.config.rootpath),
+                "ids": [item.nodeid for item in session.items],
+                "locations": [_location(item) for item in session.items],
+                "groups": [_groups(item) for item in session.items],
+            }
+        )
+
+    def pytest_runtestloop(self, session):
+        # Collection errors are decided by the coordinator (it sends
+        # shutdown), so that every worker ends the same way.
+        if session.config.option.collectonly:
+            return True
+        items = session.items
+        index = self._next_index()
+        while index != SHUTDOWN:
+            nxt = self._next_index()
+            self.item_index = index
+            self.phases = []
+            item = items[index]
+            nextitem = None if nxt == SHUTDOWN else items[nxt]
+            start = time.perf_counter()
+            try:
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            except KeyboardInterrupt:
+                import traceback
+
+                self.channel.send(
+                    {
+                        "t": "interrupted",
+                        "i": index,
+                        "message": traceback.format_exc(limit=-3),
+                    }
+                )
+                raise
+            self.channel.send(
+                {
+                    "t": "finished",
+                    "i": index,
+                    "d": time.perf_counter() - start,
+                    "ph": self.phases,
+                }
+            )
+            if session.shouldfail or session.shouldstop:
+                self.channel.send(
+                    {
+                        "t": "should_stop",
+                        "reason": _text(session.shouldfail or session.shouldstop),
+                    }
+                )
+                break
+            index = nxt
+        return True
+
+    def pytest_runtest_logreport(self, report):
+        self.phases.append([report.when, report.outcome, report.duration])
+        wasxfail = getattr(report, "wasxfail", None)
+        interesting = (
+            not report.passed
+            or report.sections
+            or wasxfail is not None
+            or report.user_properties
+            or self.full_reports
+        )
+        if not interesting:
+            return
+        msg = {
+            "t": "report",
+            "i": self.item_index,
+            "when": report.when,
+            "outcome": report.outcome,
+            "duration": report.duration,
+            "sections": [[_text(a), _text(b)] for a, b in report.sections],
+            "location": list(report.location) if report.location else None,
+            "head_line": _text(report.head_line),
+            "wasxfail": _text(wasxfail),
+            "user_properties": [[_text(k), _text(v)] for k, v in report.user_properties],
+        }
+        longrepr = report.longrepr
+        if longrepr is not None:
+            if report.skipped and isinstance(longrepr, tuple):
+                msg["skip"] = [_text(x) for x in longrepr]
+            else:
+                msg["longrepr"] = _text(report.longreprtext)
+                crash = getattr(longrepr, "reprcrash", None)
+                if crash is not None:
+                    msg["crash"] = {
+                        "path": _text(crash.path),
+                        "lineno": crash.lineno,
+                        "message": _text(crash.message),
+                    }
+        if self.full_reports:
+            msg["raw"] = self._serialize(report)
+        self.channel.send(msg)
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        import warnings
+
+        try:
+            text = warnings.formatwarning(
+                warning_message.message,
+                warning_message.category,
+                warning_message.filename,
+                warning_message.lineno,
+                warning_message.line,
+            )
+        except Exception:
+            text = _text(warning_message.message)
+        self.channel.send(
+            {"t": "warning", "nodeid": nodeid, "when": when, "text": text.rstrip("\n")}
+        )
+
+    def pytest_internalerror(self, excrepr, excinfo):
+        self.channel.send({"t": "internal_error", "message": _text(excrepr)})
+
+    def _serialize(self, report):
+        try:
+            data = self.config.hook.pytest_report_to_serializable(
+                config=self.config, report=report
+            )
+            json.dumps(data, default=str)
+            return data
+        except Exception:
+            return None
+
+
+def _location(item):
+    try:
+        path, lineno, domain = item.location
+        return [path, lineno, domain]
+    except Exception:
+        return None
+
+
+def _groups(item):
+    names = []
+    try:
+        for mark in item.iter_markers("xdist_group"):
+            if mark.args:
+                names.append(str(mark.args[0]))
+            else:
+                names.append(str(mark.kwargs.get("name", "default")))
+    except Exception:
+        pass
+    return sorted(set(names)) or None
+
+
+def define_fixtures(pytest):
+    """xdist's worker_id and testrun_uid fixtures, for suites written for it."""
+
+    @pytest.fixture(scope="session")
+    def worker_id(request):
+        return request.config.workerinput["workerid"]
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(request):
+        return request.config.workerinput["testrunuid"]
+
+    class Fixtures:
+        pass
+
+    fixtures = Fixtures()
+    fixtures.worker_id = worker_id
+    fixtures.testrun_uid = testrun_uid
+    return fixtures
+
+
+def run_pytest(channel, inbox, start):
+    for key, value in (start.get("env") or {}).items():
+        os.environ[key] = value
+    os.environ["PYTEST_XDIST_WORKER"] = start["worker_id"]
+    os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(start["worker_count"])
+    os.environ["PYTEST_XDIST_TESTRUNUID"] = start["testrun_uid"]
+    # Like pytest-xdist: the working directory is importable, in this process
+    # and in the subprocesses tests start.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    os.environ["PYTHONPATH"] = cwd + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+    import pytest
+    from _pytest.config import _prepareconfig
+
+    worker = Worker(channel, inbox, start)
+    try:
+        config = _prepareconfig(list(start["args"]), None)
+    except pytest.UsageError as exc:
+        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
+        return 4
+    except SystemExit as exc:
+        channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
+        return exc.code if isinstance(exc.code, int) else 4
+    config.workerinput = {
+        "workerid": start["worker_id"],
+        "workercount": start["worker_count"],
+        "testrunuid": start["testrun_uid"],
+    }
+    config.workeroutput = {}
+    worker.config = config
+    config.option.usepdb = False
+    config.option.looponfail = False
+    config.option.dist = "no"
+    config.option.numprocesses = None
+    config.pluginmanager.register(worker, "rtest-worker")
+    config.pluginmanager.register(define_fixtures(pytest), "rtest-fixtures")
+    try:
+        status = config.hook.pytest_cmdline_main(config=config)
+    except pytest.UsageError as exc:
+        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
+        return 4
+    finally:
+        try:
+            config._ensure_unconfigure()
+        except Exception:
+            pass
+    return int(status)
+
+
+def main():
+    # Protect the protocol: keep private copies of fd 0 and 1, point fd 0 at
+    # /dev/null and fd 1 at stderr, so nothing a test does can corrupt frames.
+    rfd = os.dup(0)
+    wfd = os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    channel = Channel(rfd, wfd)
+    inbox = Inbox(channel)
+
+    hello = inbox.get()
+    if hello.get("t") != "hello":
+        channel.send({"t": "internal_error", "message": "expected hello, got %r" % hello.get("t")})
+        return 3
+    for entry in reversed(hello.get("sys_path") or []):
+        sys.path.insert(0, entry)
+    if hello.get("chdir"):
+        os.makedirs(hello["chdir"], exist_ok=True)
+        os.chdir(hello["chdir"])
+    channel.send(python_info())
+    if hello.get("protocol") != PROTOCOL_VERSION:
+        return 3
+
+    while True:
+        msg = inbox.get()
+        kind = msg.get("t")
+        if kind == "shutdown":
+            return 0
+        if kind == "start":
+            break
+    status = 3
+    try:
+        status = run_pytest(channel, inbox, msg)
+    except KeyboardInterrupt:
+        status = 2
+    except BaseException:
+        import traceback
+
+        channel.send({"t": "internal_error", "message": traceback.format_exc()})
+        status = 3
+    channel.send({"t": "done", "status": status})
+    return status
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 3)

@@ -1,0 +1,371 @@
+//! The command line: the only place that knows argv, the terminal and exit
+//! codes.
+//!
+//! Stage one ([`args`]) splits a pytest-compatible command line into what
+//! rtest owns and what goes to pytest; stage two (here) validates it into
+//! [`plan::Settings`], probes local interpreters, builds the [`Plan`] and
+//! runs it.
+
+pub mod args;
+
+use crate::error::{Error, ExitCode};
+use crate::events::Reporter;
+use crate::gateway::provision;
+use crate::plan::{self, DistMode, Machine, Plan, Settings};
+use crate::report::{self, junit::JUnit, reportlog::ReportLog, terminal};
+use crate::session::{self, SessionOptions};
+use crate::spec::{Transport, TxSpec};
+use args::{NumProcesses, RawArgs};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+const HELP: &str = "\
+rtest: run a pytest suite on many workers.
+
+usage: rtest [RTEST OPTIONS] [PYTEST OPTIONS] [FILE_OR_DIR ...]
+
+rtest takes pytest's command line: every option below is rtest's, every
+other option goes to pytest unchanged and in order (also options that a
+conftest.py adds). `--` is optional; everything after it goes to pytest.
+
+distribution:
+  -n, --numprocesses N|auto|logical
+                        N local workers (auto: one per physical core,
+                        logical: one per logical CPU; 0: no distribution).
+                        Default without -n and --tx: auto.
+  --tx SPEC             add workers: [N*]popen[//python=PY][//chdir=DIR]
+                        [//env:NAME=VALUE][//id=ID][//nice=N]
+                        [//dont_write_bytecode]. Repeatable.
+  --dist MODE           load (default), loadscope, loadfile, loadgroup,
+                        worksteal, each, no.
+  -d                    the same as --dist load.
+  --max-worker-restart N
+                        replace at most N crashed workers (default 4 per
+                        worker).
+  --timeout SECS        kill a test's worker after SECS and report the
+                        test failed (0: no timeout).
+  --no-provision        do not create a venv with pytest when the chosen
+                        interpreter lacks it; fail instead.
+
+outputs:
+  --junitxml PATH       write JUnit XML (pytest's xunit2 layout).
+  --report-log PATH     write pytest-reportlog JSON lines.
+
+read by rtest and passed to pytest:
+  -x, --maxfail N, -v, -q, --tb, -r, -s/--capture, --collect-only,
+  --show-capture, --durations, --color, --basetemp (one subdir per worker),
+  --continue-on-collection-errors.
+
+  -h, --help            this help; `pytest --help` lists pytest's options.
+  -V, --version         rtest's version.
+
+exit codes: 0 all passed, 1 tests failed, 2 interrupted or collection
+errors, 3 internal error, 4 usage error, 5 no tests collected.
+";
+
+/// Entry point of the `rtest` binary.
+pub fn main() -> ! {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let code = run(&args);
+    std::process::exit(code.code())
+}
+
+/// Run rtest with these arguments (without the program name).
+pub fn run(argv: &[String]) -> ExitCode {
+    match run_inner(argv) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
+    let raw = args::parse(argv).map_err(|e| Error::usage(e.0))?;
+    if raw.help {
+        print!("{HELP}");
+        return Ok(ExitCode::Ok);
+    }
+    if raw.version {
+        println!("rtest {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::Ok);
+    }
+    let settings = settings(&raw)?;
+    let machine = Machine {
+        default_python: default_python(),
+        default_workers: auto_workers(false),
+    };
+    let mut plan = plan::build(&settings, &machine)?;
+    let notes = prepare_interpreters(&mut plan, raw.no_provision)?;
+    run_plan(&plan, &raw, notes)
+}
+
+fn settings(raw: &RawArgs) -> Result<Settings, Error> {
+    let tx = raw
+        .tx
+        .iter()
+        .map(|s| s.parse::<TxSpec>().map_err(|e| Error::usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dist = raw
+        .dist
+        .as_deref()
+        .map(|d| {
+            d.parse::<DistMode>()
+                .map_err(|e| Error::usage(format!("--dist: {e}")))
+        })
+        .transpose()?;
+    let numprocesses = raw.numprocesses.as_ref().map(|n| match n {
+        NumProcesses::Count(c) => *c,
+        NumProcesses::Auto => auto_workers(false),
+        NumProcesses::Logical => auto_workers(true),
+    });
+    if !raw.rsyncdirs.is_empty() || !raw.rsyncignore.is_empty() {
+        let remote = tx.iter().any(|s| s.transport != Transport::Popen);
+        if !remote {
+            // Local workers see the tree as it is; nothing to sync.
+            eprintln!("rtest: --rsyncdir/--rsyncignore only matter for ssh and socket workers; ignored for local workers");
+        }
+    }
+    Ok(Settings {
+        numprocesses,
+        tx,
+        dist,
+        pytest_args: raw.pytest_args.clone(),
+        basetemp: raw.basetemp.clone(),
+        timeout: raw.timeout,
+        max_worker_restart: raw.max_worker_restart,
+        maxfail: raw.maxfail,
+        junitxml: raw.junitxml.clone(),
+        report_log: raw.report_log.clone(),
+        collect_only: raw.collect_only,
+    })
+}
+
+/// The interpreter workers use when a spec names none.
+fn default_python() -> String {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(venv).join("bin").join("python");
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    "python3".to_string()
+}
+
+/// Workers for `-n auto` (physical cores) or `-n logical`.
+fn auto_workers(logical: bool) -> usize {
+    if let Some(n) = std::env::var("PYTEST_XDIST_AUTO_NUM_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    let logical_count = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if logical {
+        return logical_count;
+    }
+    physical_cores()
+        .unwrap_or(logical_count)
+        .min(logical_count)
+        .max(1)
+}
+
+fn physical_cores() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut cores = std::collections::HashSet::new();
+    let (mut phys, mut core) = (None, None);
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim() {
+                "physical id" => phys = Some(v.trim().to_string()),
+                "core id" => core = Some(v.trim().to_string()),
+                _ => {}
+            }
+        } else if line.trim().is_empty() {
+            if let (Some(p), Some(c)) = (phys.take(), core.take()) {
+                cores.insert((p, c));
+            }
+        }
+    }
+    if let (Some(p), Some(c)) = (phys, core) {
+        cores.insert((p, c));
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+/// Check every local interpreter once; give those without pytest a
+/// provisioned venv (unless `--no-provision`). Returns notes for the header.
+fn prepare_interpreters(plan: &mut Plan, no_provision: bool) -> Result<Vec<String>, Error> {
+    let mut notes = Vec::new();
+    let mut resolved: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for i in 0..plan.workers.len() {
+        if plan.workers[i].transport != Transport::Popen {
+            continue;
+        }
+        let python = plan.workers[i].python.clone();
+        if let Some(r) = resolved.get(&python) {
+            plan.workers[i].python = r.clone();
+            continue;
+        }
+        let probe = provision::probe(&python)?;
+        let use_python = if probe.has_pytest {
+            python.clone()
+        } else if no_provision {
+            return Err(Error::usage(format!(
+                "python {python:?} (Python {}.{}.{}) has no pytest and --no-provision was given: install it with `{} -m pip install pytest`, or drop --no-provision to let rtest create a venv with pytest",
+                probe.version.0, probe.version.1, probe.version.2, probe.executable
+            )));
+        } else {
+            let mut say = |m: &str| eprintln!("rtest: {m}");
+            let venv = provision::provision(&python, &probe, &mut say)?;
+            notes.push(format!(
+                "provisioned: {python} has no pytest; using {}",
+                venv.display()
+            ));
+            venv.display().to_string()
+        };
+        resolved.insert(python, use_python.clone());
+        plan.workers[i].python = use_python;
+    }
+    Ok(notes)
+}
+
+fn terminal_width() -> usize {
+    if let Some(w) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|w| *w >= 20)
+    {
+        return w;
+    }
+    // SAFETY: TIOCGWINSZ fills a winsize struct that we own.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_col >= 20 {
+            return ws.ws_col as usize;
+        }
+    }
+    80
+}
+
+fn use_color(raw: &RawArgs, tty: bool) -> bool {
+    match raw.color.as_deref() {
+        Some("yes") => return true,
+        Some("no") => return false,
+        _ => {}
+    }
+    if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+        return false;
+    }
+    match std::env::var("PY_COLORS").as_deref() {
+        Ok("1") => return true,
+        Ok("0") => return false,
+        _ => {}
+    }
+    if std::env::var_os("FORCE_COLOR").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    tty && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(true)
+}
+
+fn testrun_uid() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes());
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn run_plan(plan: &Plan, raw: &RawArgs, header_notes: Vec<String>) -> Result<ExitCode, Error> {
+    let tty = std::io::stdout().is_terminal();
+    let width = terminal_width();
+    let errors: report::WriteErrors = Default::default();
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
+    reporters.push(Box::new(terminal::Terminal::new(
+        terminal::TerminalOptions {
+            width,
+            color: use_color(raw, tty),
+            live: tty && std::env::var_os("CI").is_none(),
+            verbosity: raw.verbosity,
+            tb: raw.tb.clone().unwrap_or_else(|| "auto".into()),
+            report_chars: terminal::expand_report_chars(raw.report_chars.as_deref()),
+            show_capture: raw.show_capture.clone().unwrap_or_else(|| "all".into()),
+            durations: raw.durations,
+            durations_min: raw.durations_min.unwrap_or(0.005),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            cwd: cwd.clone(),
+            collect_only: plan.collect_only,
+            header_notes,
+        },
+    )));
+    if let Some(path) = &plan.junitxml {
+        let path = cwd.join(path);
+        check_writable(&path, "--junitxml")?;
+        reporters.push(Box::new(JUnit::new(path, "pytest".into(), errors.clone())));
+    }
+    if let Some(path) = &plan.report_log {
+        let path = cwd.join(path);
+        let log = ReportLog::create(path.clone(), errors.clone()).map_err(|e| {
+            Error::usage(format!(
+                "could not write --report-log {}: {e}",
+                path.display()
+            ))
+        })?;
+        reporters.push(Box::new(log));
+    }
+    let opts = SessionOptions {
+        testrun_uid: testrun_uid(),
+        full_reports: plan.report_log.is_some(),
+        echo_output: raw.capture_no,
+        continue_on_collection_errors: raw.continue_on_collection_errors,
+        env: vec![("COLUMNS".into(), width.to_string())],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    let mut fanout = report::Fanout { reporters };
+    let outcome = runtime.block_on(session::run(plan, &opts, &mut fanout));
+    drop(fanout);
+    let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
+    for e in &errs {
+        eprintln!("ERROR: {e}");
+    }
+    if !errs.is_empty() && outcome.exit == ExitCode::Ok {
+        return Ok(ExitCode::InternalError);
+    }
+    Ok(outcome.exit)
+}
+
+/// Fail early (exit 4) when an output file cannot be written.
+fn check_writable(path: &std::path::Path, option: &str) -> Result<(), Error> {
+    let fail = |e: std::io::Error| {
+        Error::usage(format!("could not write {option} {}: {e}", path.display()))
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    if path.is_dir() {
+        return Err(Error::usage(format!(
+            "could not write {option} {}: it is a directory",
+            path.display()
+        )));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(fail)?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The one-way contract between the session and the reporters.
+//!
+//! The session emits [`Event`]s; reporters (terminal, JUnit, report-log)
+//! consume them and never look back into the session. A [`TestResult`] is
+//! complete when emitted: every phase, every captured section, the worker.
+
+use crate::protocol::{CollectReport, PhaseReport, ReadyInfo};
+use std::time::Duration;
+
+/// A worker as reporters see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerDesc {
+    /// `gw0`.
+    pub id: String,
+    /// The tx spec it came from.
+    pub spec: String,
+    /// `localhost` or the remote host.
+    pub host: String,
+    /// What its Python said in the handshake.
+    pub info: ReadyInfo,
+}
+
+impl WorkerDesc {
+    /// `linux -- Python 3.11.7 /usr/bin/python3`, as xdist prints it.
+    pub fn platform_line(&self) -> String {
+        format!(
+            "{} -- Python {} {}",
+            self.info.platform, self.info.python_version, self.info.executable
+        )
+    }
+}
+
+/// What a phase counts as in the summary, as pytest's terminal reporter
+/// decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    /// A failed call.
+    Failed,
+    /// A passed call.
+    Passed,
+    /// Skipped.
+    Skipped,
+    /// Expected failure.
+    XFailed,
+    /// Unexpected pass (non-strict).
+    XPassed,
+    /// A failed setup or teardown.
+    Error,
+}
+
+impl Category {
+    /// pytest's word in the final line (`failed`, `passed`, ...).
+    pub fn word(self) -> &'static str {
+        match self {
+            Category::Failed => "failed",
+            Category::Passed => "passed",
+            Category::Skipped => "skipped",
+            Category::XFailed => "xfailed",
+            Category::XPassed => "xpassed",
+            Category::Error => "error",
+        }
+    }
+
+    /// The progress letter.
+    pub fn letter(self) -> char {
+        match self {
+            Category::Failed => 'F',
+            Category::Passed => '.',
+            Category::Skipped => 's',
+            Category::XFailed => 'x',
+            Category::XPassed => 'X',
+            Category::Error => 'E',
+        }
+    }
+
+    /// The verbose word (`PASSED`, `FAILED`, `XFAIL`, ...).
+    pub fn verbose_word(self) -> &'static str {
+        match self {
+            Category::Failed => "FAILED",
+            Category::Passed => "PASSED",
+            Category::Skipped => "SKIPPED",
+            Category::XFailed => "XFAIL",
+            Category::XPassed => "XPASS",
+            Category::Error => "ERROR",
+        }
+    }
+}
+
+/// The category of one phase report, or `None` for a phase that does not
+/// count (a passing setup or teardown).
+pub fn categorize(report: &PhaseReport) -> Option<Category> {
+    let xfail = report.wasxfail.is_some();
+    match (report.when.as_str(), report.outcome.as_str()) {
+        ("call", "passed") => Some(if xfail {
+            Category::XPassed
+        } else {
+            Category::Passed
+        }),
+        (_, "passed") => None,
+        ("call", "failed") => Some(Category::Failed),
+        (_, "failed") => Some(Category::Error),
+        (_, "skipped") => Some(if xfail {
+            Category::XFailed
+        } else {
+            Category::Skipped
+        }),
+        _ => None,
+    }
+}
+
+/// One finished test with all its phases.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestResult {
+    /// pytest node id.
+    pub nodeid: String,
+    /// The worker that ran it.
+    pub worker: String,
+    /// Index of the worker (for environment details).
+    pub worker_index: usize,
+    /// `(path, line, domain)`.
+    pub location: Option<(String, Option<u64>, String)>,
+    /// Every phase, in order.
+    pub phases: Vec<PhaseReport>,
+    /// Wall time of the whole test protocol, seconds.
+    pub duration: f64,
+    /// The worker died or was killed while running it.
+    pub crashed: bool,
+}
+
+impl TestResult {
+    /// Categories of its phases, in order.
+    pub fn categories(&self) -> impl Iterator<Item = (Category, &PhaseReport)> {
+        self.phases
+            .iter()
+            .filter_map(|p| categorize(p).map(|c| (c, p)))
+    }
+
+    /// Whether any phase failed.
+    pub fn failed(&self) -> bool {
+        self.phases.iter().any(|p| p.outcome == "failed")
+    }
+}
+
+/// Why a run stopped early.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StopReason {
+    /// `-x`/`--maxfail` reached.
+    MaxFail(usize),
+    /// pytest itself asked to stop (from an ini `-x`, `pytest.exit`).
+    PytestStop(String),
+    /// Errors during collection.
+    CollectionErrors(usize),
+    /// A test raised KeyboardInterrupt.
+    TestInterrupted(String),
+    /// Ctrl-C or SIGTERM.
+    Signal(String),
+    /// Every worker died and none can be replaced.
+    WorkersLost,
+}
+
+/// What the session tells reporters.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The first worker is up: the header can be printed.
+    SessionStarted {
+        /// That worker.
+        worker: WorkerDesc,
+    },
+    /// Collection is done and agreed on.
+    Collected {
+        /// pytest's rootdir.
+        rootdir: String,
+        /// Every worker, in id order.
+        workers: Vec<WorkerDesc>,
+        /// Items that will run (per environment, for `each`).
+        total: usize,
+        /// Items per environment.
+        per_worker: usize,
+        /// How many `-k`/`-m` deselected.
+        deselected: usize,
+        /// Collectors that errored or were skipped.
+        collect_reports: Vec<CollectReport>,
+        /// Node ids (for `--collect-only`).
+        ids: Vec<String>,
+    },
+    /// A test finished.
+    TestFinished(Box<TestResult>),
+    /// Output a worker wrote to its stderr (with `-s`, everything a test
+    /// prints).
+    WorkerOutput {
+        /// Worker id.
+        worker: String,
+        /// Raw bytes.
+        data: Vec<u8>,
+    },
+    /// Something the user should know (a worker replaced, provisioning).
+    Notice(String),
+    /// A warning pytest recorded.
+    Warning {
+        /// Node id ("" for session warnings).
+        nodeid: String,
+        /// The formatted warning.
+        text: String,
+    },
+    /// The run is over.
+    Finished {
+        /// Why it stopped early, if it did.
+        stop: Option<StopReason>,
+        /// Wall time.
+        elapsed: Duration,
+        /// An error that ended the run (usage, worker start), shown last.
+        error: Option<String>,
+        /// The run's exit code.
+        exit: crate::error::ExitCode,
+    },
+}
+
+/// Anything that consumes events.
+pub trait Reporter {
+    /// Handle one event.
+    fn on_event(&mut self, event: &Event);
+    /// Called on a timer while tests run (live status on a TTY).
+    fn tick(&mut self) {}
+}

@@ -1,0 +1,320 @@
+//! The plan: everything a run will do, resolved before anything starts.
+//!
+//! [`build`] is pure and deterministic: settings (from the command line and,
+//! later, config files) plus facts about this machine go in, a [`Plan`]
+//! comes out. A run executes exactly the plan it was given, so `rtest plan`
+//! and a run cannot disagree.
+
+use crate::error::Error;
+use crate::spec::{Transport, TxSpec};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// How tests are distributed across workers (pytest-xdist's `--dist`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistMode {
+    /// Any test to any free worker.
+    Load,
+    /// Tests of one module or class stay on one worker.
+    LoadScope,
+    /// Tests of one file stay on one worker.
+    LoadFile,
+    /// Tests with the same `xdist_group` mark stay on one worker.
+    LoadGroup,
+    /// Like load, stealing queued tests from busy workers at the end.
+    WorkSteal,
+    /// Every worker runs every test.
+    Each,
+    /// One worker runs everything in collection order.
+    No,
+}
+
+impl DistMode {
+    /// All modes, in documentation order.
+    pub const ALL: [DistMode; 7] = [
+        DistMode::Load,
+        DistMode::LoadScope,
+        DistMode::LoadFile,
+        DistMode::LoadGroup,
+        DistMode::WorkSteal,
+        DistMode::Each,
+        DistMode::No,
+    ];
+
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DistMode::Load => "load",
+            DistMode::LoadScope => "loadscope",
+            DistMode::LoadFile => "loadfile",
+            DistMode::LoadGroup => "loadgroup",
+            DistMode::WorkSteal => "worksteal",
+            DistMode::Each => "each",
+            DistMode::No => "no",
+        }
+    }
+}
+
+impl fmt::Display for DistMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DistMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DistMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = DistMode::ALL.iter().map(|m| m.name()).collect();
+                format!(
+                    "unknown dist mode {s:?} (expected one of: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// One worker of the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkerPlan {
+    /// `gw0`, `gw1`, ... (or the spec's `id=`).
+    pub id: String,
+    /// Where it runs.
+    pub transport: Transport,
+    /// The interpreter command or path.
+    pub python: String,
+    /// Working directory, if not the current one.
+    pub chdir: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Niceness for local workers.
+    pub nice: Option<i32>,
+    /// The spec this worker came from (its environment, for `--dist each`).
+    pub spec: String,
+}
+
+/// Settings a plan is built from (stage two of the command line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// Local workers from `-n` (`None`: not given).
+    pub numprocesses: Option<usize>,
+    /// Parsed `--tx` specs.
+    pub tx: Vec<TxSpec>,
+    /// `--dist`.
+    pub dist: Option<DistMode>,
+    /// pytest's arguments.
+    pub pytest_args: Vec<String>,
+    /// `--basetemp`.
+    pub basetemp: Option<String>,
+    /// `--timeout` seconds.
+    pub timeout: Option<f64>,
+    /// `--max-worker-restart`.
+    pub max_worker_restart: Option<usize>,
+    /// `-x`/`--maxfail`.
+    pub maxfail: Option<usize>,
+    /// `--junitxml`.
+    pub junitxml: Option<PathBuf>,
+    /// `--report-log`.
+    pub report_log: Option<PathBuf>,
+    /// `--collect-only`.
+    pub collect_only: bool,
+}
+
+/// Facts about the machine the plan needs (kept out of [`build`] so it
+/// stays pure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    /// The default interpreter: the active virtualenv's, else `python3`.
+    pub default_python: String,
+    /// Workers for `-n auto` when no `-n`/`--tx` is given.
+    pub default_workers: usize,
+}
+
+/// Everything a run does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The workers, in id order.
+    pub workers: Vec<WorkerPlan>,
+    /// The distribution mode.
+    pub dist: DistMode,
+    /// Arguments every worker's pytest gets (before per-worker additions).
+    pub pytest_args: Vec<String>,
+    /// `--basetemp`, split per worker.
+    pub basetemp: Option<String>,
+    /// Per-test timeout, seconds.
+    pub timeout: Option<f64>,
+    /// How many crashed workers may be replaced.
+    pub max_worker_restart: usize,
+    /// Stop after this many failures.
+    pub maxfail: Option<usize>,
+    /// JUnit XML output.
+    pub junitxml: Option<PathBuf>,
+    /// pytest-reportlog output.
+    pub report_log: Option<PathBuf>,
+    /// Only collect.
+    pub collect_only: bool,
+}
+
+/// Resolve settings into a plan.
+pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
+    let mut specs: Vec<TxSpec> = Vec::new();
+    let mut dist = settings.dist;
+    match settings.numprocesses {
+        Some(0) => {
+            // `-n 0`, as in xdist: no distribution.
+            if settings.tx.is_empty() {
+                specs.push(TxSpec::popen(None));
+            }
+            dist.get_or_insert(DistMode::No);
+        }
+        Some(n) => {
+            let mut spec = TxSpec::popen(None);
+            spec.count = n;
+            specs.push(spec);
+        }
+        None if settings.tx.is_empty() => {
+            let mut spec = TxSpec::popen(None);
+            spec.count = machine.default_workers.max(1);
+            specs.push(spec);
+        }
+        None => {}
+    }
+    specs.extend(settings.tx.iter().cloned());
+    let dist = dist.unwrap_or(DistMode::Load);
+
+    let mut workers = Vec::new();
+    for spec in &specs {
+        for k in 0..spec.count {
+            let id = match &spec.id {
+                Some(id) if spec.count == 1 => id.clone(),
+                Some(id) => format!("{id}{k}"),
+                None => format!("gw{}", workers.len()),
+            };
+            if workers.iter().any(|w: &WorkerPlan| w.id == id) {
+                return Err(Error::usage(format!(
+                    "two workers are named {id:?}: give each tx spec a different id="
+                )));
+            }
+            let mut env: BTreeMap<String, String> = spec.env.iter().cloned().collect();
+            if spec.dont_write_bytecode {
+                env.insert("PYTHONDONTWRITEBYTECODE".into(), "1".into());
+            }
+            let mut one = spec.clone();
+            one.count = 1;
+            workers.push(WorkerPlan {
+                id,
+                transport: spec.transport.clone(),
+                python: spec
+                    .python
+                    .clone()
+                    .unwrap_or_else(|| machine.default_python.clone()),
+                chdir: spec.chdir.as_ref().map(PathBuf::from),
+                env,
+                nice: spec.nice,
+                spec: one.to_string(),
+            });
+        }
+    }
+    if dist == DistMode::No || settings.collect_only {
+        workers.truncate(1);
+    }
+    if workers.is_empty() {
+        return Err(Error::usage("no workers: give -n N or --tx SPEC"));
+    }
+    if let Some(w) = workers.iter().find(|w| w.transport != Transport::Popen) {
+        return Err(Error::usage(format!(
+            "worker {} uses the {} transport, which this build of rtest cannot start yet; use popen workers",
+            w.id,
+            w.transport.name()
+        )));
+    }
+    let max_worker_restart = settings.max_worker_restart.unwrap_or(4 * workers.len());
+    Ok(Plan {
+        workers,
+        dist,
+        pytest_args: settings.pytest_args.clone(),
+        basetemp: settings.basetemp.clone(),
+        timeout: settings.timeout,
+        max_worker_restart,
+        maxfail: settings.maxfail,
+        junitxml: settings.junitxml.clone(),
+        report_log: settings.report_log.clone(),
+        collect_only: settings.collect_only,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            default_python: "python3".into(),
+            default_workers: 2,
+        }
+    }
+
+    #[test]
+    fn numprocesses_and_tx_add_up_with_sequential_ids() {
+        let settings = Settings {
+            numprocesses: Some(2),
+            tx: vec!["popen//python=python3.12//env:A=1".parse().unwrap()],
+            ..Settings::default()
+        };
+        let plan = build(&settings, &machine()).unwrap();
+        let ids: Vec<_> = plan.workers.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["gw0", "gw1", "gw2"]);
+        assert_eq!(plan.workers[2].python, "python3.12");
+        assert_eq!(plan.workers[2].env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(plan.workers[0].python, "python3");
+        assert_eq!(plan.max_worker_restart, 12);
+        assert_eq!(plan.dist, DistMode::Load);
+    }
+
+    #[test]
+    fn default_is_one_worker_per_core_and_n0_is_no_distribution() {
+        let plan = build(&Settings::default(), &machine()).unwrap();
+        assert_eq!(plan.workers.len(), 2);
+        let plan = build(
+            &Settings {
+                numprocesses: Some(0),
+                ..Settings::default()
+            },
+            &machine(),
+        )
+        .unwrap();
+        assert_eq!(plan.workers.len(), 1);
+        assert_eq!(plan.dist, DistMode::No);
+    }
+
+    #[test]
+    fn ids_from_specs_must_be_unique() {
+        let settings = Settings {
+            tx: vec![
+                "popen//id=a".parse().unwrap(),
+                "popen//id=a".parse().unwrap(),
+            ],
+            ..Settings::default()
+        };
+        assert_eq!(
+            build(&settings, &machine()).unwrap_err().message,
+            "two workers are named \"a\": give each tx spec a different id="
+        );
+    }
+
+    #[test]
+    fn dist_mode_names() {
+        assert_eq!("loadfile".parse::<DistMode>(), Ok(DistMode::LoadFile));
+        assert_eq!(
+            "fast".parse::<DistMode>().unwrap_err(),
+            "unknown dist mode \"fast\" (expected one of: load, loadscope, loadfile, loadgroup, worksteal, each, no)"
+        );
+    }
+}

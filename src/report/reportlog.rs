@@ -1,0 +1,132 @@
+//! `--report-log`: JSON lines compatible with pytest-reportlog.
+//!
+//! One object per line: `SessionStart`, a `CollectReport` per collector
+//! that did not pass, a `TestReport` per phase (pytest's own serialization,
+//! sent by the workers), `WarningMessage`s, then `SessionFinish`.
+
+use crate::events::{Event, Reporter, TestResult};
+use crate::protocol::PhaseReport;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Streams the log as the run goes (a crashed coordinator still leaves
+/// everything up to the crash).
+pub struct ReportLog {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    errors: super::WriteErrors,
+}
+
+impl ReportLog {
+    /// Open `path` for writing now, so an unwritable path is found before
+    /// any test runs.
+    pub fn create(path: PathBuf, errors: super::WriteErrors) -> std::io::Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::File::create(&path)?;
+        Ok(ReportLog {
+            path,
+            file: Some(std::io::BufWriter::new(file)),
+            errors,
+        })
+    }
+
+    fn write(&mut self, value: Value) {
+        let Some(f) = &mut self.file else { return };
+        let line = serde_json::to_string(&value).unwrap_or_default();
+        if let Err(e) = writeln!(f, "{line}") {
+            if let Ok(mut errs) = self.errors.lock() {
+                errs.push(format!(
+                    "could not write --report-log {}: {e}",
+                    self.path.display()
+                ));
+            }
+            self.file = None;
+        }
+    }
+}
+
+/// A phase as pytest-reportlog writes it.
+pub fn phase_json(result: &TestResult, p: &PhaseReport) -> Value {
+    let mut v = match &p.raw {
+        Some(Value::Object(m)) => Value::Object(m.clone()),
+        _ => {
+            let location = result
+                .location
+                .as_ref()
+                .map(|(a, b, c)| json!([a, b, c]))
+                .unwrap_or(Value::Null);
+            json!({
+                "nodeid": result.nodeid,
+                "location": location,
+                "keywords": {},
+                "outcome": p.outcome,
+                "longrepr": p.longrepr,
+                "when": p.when,
+                "user_properties": p.user_properties,
+                "sections": p.sections,
+                "duration": p.duration,
+            })
+        }
+    };
+    if let Value::Object(m) = &mut v {
+        m.insert("worker_id".into(), json!(result.worker));
+        m.insert("$report_type".into(), json!("TestReport"));
+    }
+    v
+}
+
+impl Reporter for ReportLog {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::SessionStarted { worker } => {
+                let version = worker.info.pytest.clone().unwrap_or_default();
+                self.write(json!({"pytest_version": version, "$report_type": "SessionStart"}));
+            }
+            Event::Collected {
+                collect_reports, ..
+            } => {
+                for c in collect_reports {
+                    let v = match &c.raw {
+                        Some(Value::Object(m)) => {
+                            let mut m = m.clone();
+                            m.insert("$report_type".into(), json!("CollectReport"));
+                            Value::Object(m)
+                        }
+                        _ => json!({
+                            "nodeid": c.nodeid, "outcome": c.outcome, "longrepr": c.longrepr,
+                            "result": [], "sections": [], "$report_type": "CollectReport"
+                        }),
+                    };
+                    self.write(v);
+                }
+            }
+            Event::TestFinished(r) => {
+                for p in &r.phases {
+                    self.write(phase_json(r, p));
+                }
+            }
+            Event::Warning { nodeid, text } => {
+                self.write(
+                    json!({"nodeid": nodeid, "message": text, "$report_type": "WarningMessage"}),
+                );
+            }
+            Event::Finished { exit, .. } => {
+                self.write(json!({"exitstatus": exit.code(), "$report_type": "SessionFinish"}));
+                if let Some(f) = &mut self.file {
+                    if let Err(e) = f.flush() {
+                        if let Ok(mut errs) = self.errors.lock() {
+                            errs.push(format!(
+                                "could not write --report-log {}: {e}",
+                                self.path.display()
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

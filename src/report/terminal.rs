@@ -1,0 +1,973 @@
+//! The terminal reporter: pytest's look, with xdist's worker tags.
+//!
+//! Header, progress (dots with `[ NN%]`, or one `[gw1] PASSED id` line per
+//! test with `-v`), failure and error sections with pytest's own rendering,
+//! warnings, the short test summary and the final `== ... in 1.23s ==`
+//! line. On a TTY a live status line sits below the progress.
+
+use crate::events::{categorize, Category, Event, Reporter, StopReason, TestResult, WorkerDesc};
+use crate::protocol::{CollectReport, PhaseReport};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// How the terminal reporter draws.
+#[derive(Debug, Clone)]
+pub struct TerminalOptions {
+    /// Width in columns.
+    pub width: usize,
+    /// ANSI colors.
+    pub color: bool,
+    /// Live status line (stdout is a TTY).
+    pub live: bool,
+    /// pytest's verbosity (`-v` +1, `-q` -1).
+    pub verbosity: i32,
+    /// `--tb`.
+    pub tb: String,
+    /// `-r` characters, already expanded.
+    pub report_chars: String,
+    /// `--show-capture`.
+    pub show_capture: String,
+    /// `--durations`.
+    pub durations: Option<usize>,
+    /// `--durations-min`.
+    pub durations_min: f64,
+    /// The version to print in the header.
+    pub version: String,
+    /// Directory that paths in the summary are made relative to.
+    pub cwd: std::path::PathBuf,
+    /// `--collect-only`.
+    pub collect_only: bool,
+    /// Extra lines for the header (what was provisioned, outputs).
+    pub header_notes: Vec<String>,
+}
+
+/// Expand pytest's `-r` characters (default `fE`).
+pub fn expand_report_chars(chars: Option<&str>) -> String {
+    let mut out = String::new();
+    for c in chars.unwrap_or("fE").chars() {
+        match c {
+            'a' => out.push_str("sxXEf"),
+            'A' => out.push_str("PpsxXEf"),
+            'N' => out.clear(),
+            'w' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Counts of everything that ended, for the final line.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Per category.
+    pub counts: BTreeMap<Category, usize>,
+    /// Deselected items.
+    pub deselected: usize,
+    /// Warnings.
+    pub warnings: usize,
+    /// Collection errors.
+    pub collect_errors: usize,
+}
+
+impl Stats {
+    /// The words of pytest's final line, in pytest's order, with each
+    /// part's color.
+    pub fn parts(&self) -> Vec<(String, &'static str)> {
+        let get = |c: Category| self.counts.get(&c).copied().unwrap_or(0);
+        let mut parts = Vec::new();
+        let mut push = |n: usize, word: &str, color: &'static str| {
+            if n > 0 {
+                parts.push((format!("{n} {word}"), color));
+            }
+        };
+        push(get(Category::Failed), "failed", RED);
+        push(get(Category::Passed), "passed", GREEN);
+        push(get(Category::Skipped), "skipped", YELLOW);
+        push(self.deselected, "deselected", YELLOW);
+        push(get(Category::XFailed), "xfailed", YELLOW);
+        push(get(Category::XPassed), "xpassed", YELLOW);
+        let w = self.warnings;
+        push(w, if w == 1 { "warning" } else { "warnings" }, YELLOW);
+        let e = get(Category::Error) + self.collect_errors;
+        push(e, if e == 1 { "error" } else { "errors" }, RED);
+        parts
+    }
+
+    /// The main color of the final line.
+    pub fn main_color(&self) -> &'static str {
+        let get = |c: Category| self.counts.get(&c).copied().unwrap_or(0);
+        if get(Category::Failed) + get(Category::Error) + self.collect_errors > 0 {
+            RED
+        } else if self.warnings > 0 || get(Category::XPassed) > 0 {
+            YELLOW
+        } else if get(Category::Passed) > 0 {
+            GREEN
+        } else {
+            YELLOW
+        }
+    }
+}
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// The terminal reporter.
+pub struct Terminal {
+    opts: TerminalOptions,
+    out: Box<dyn Write + Send>,
+    err: Box<dyn Write + Send>,
+    stats: Stats,
+    total: usize,
+    done: usize,
+    line_len: usize,
+    current_line: String,
+    status_visible: bool,
+    last_draw: Instant,
+    started: Instant,
+    workers: Vec<WorkerDesc>,
+    failures: Vec<TestResult>,
+    interesting: Vec<TestResult>,
+    collect_reports: Vec<CollectReport>,
+    warnings: Vec<(String, String)>,
+    durations: Vec<(f64, String, String)>,
+    partial: BTreeMap<String, bool>,
+    header_done: bool,
+}
+
+impl Terminal {
+    /// A terminal reporter writing to stdout and stderr.
+    pub fn new(opts: TerminalOptions) -> Self {
+        Self::with_writers(
+            opts,
+            Box::new(std::io::stdout()),
+            Box::new(std::io::stderr()),
+        )
+    }
+
+    /// A terminal reporter writing to the given streams (tests).
+    pub fn with_writers(
+        opts: TerminalOptions,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+    ) -> Self {
+        Terminal {
+            opts,
+            out,
+            err,
+            stats: Stats::default(),
+            total: 0,
+            done: 0,
+            line_len: 0,
+            current_line: String::new(),
+            status_visible: false,
+            last_draw: Instant::now(),
+            started: Instant::now(),
+            workers: Vec::new(),
+            failures: Vec::new(),
+            interesting: Vec::new(),
+            collect_reports: Vec::new(),
+            warnings: Vec::new(),
+            durations: Vec::new(),
+            partial: BTreeMap::new(),
+            header_done: false,
+        }
+    }
+
+    fn paint(&self, text: &str, color: &str, bold: bool) -> String {
+        if !self.opts.color {
+            return text.to_string();
+        }
+        format!("{}{color}{text}{RESET}", if bold { BOLD } else { "" })
+    }
+
+    fn sep(&self, ch: char, title: &str) -> String {
+        let width = self.opts.width.max(20);
+        if title.is_empty() {
+            return ch.to_string().repeat(width);
+        }
+        let n = ((width.saturating_sub(title.chars().count() + 2)) / 2).max(1);
+        let fill = ch.to_string().repeat(n);
+        let mut line = format!("{fill} {title} {fill}");
+        if line.chars().count() < width {
+            line.push(ch);
+        }
+        line
+    }
+
+    fn line(&mut self, text: &str) {
+        self.hide_status();
+        self.finish_progress_line();
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn sep_line(&mut self, ch: char, title: &str, color: &str, bold: bool) {
+        let s = self.sep(ch, title);
+        let painted = self.paint(&s, color, bold);
+        self.line(&painted);
+    }
+
+    fn hide_status(&mut self) {
+        if self.status_visible {
+            // Clear the status line and the progress line above it; the
+            // progress line is redrawn from `current_line`.
+            let _ = write!(self.out, "\r\x1b[K\x1b[1A\r\x1b[K");
+            self.status_visible = false;
+            if !self.current_line.is_empty() {
+                let _ = write!(self.out, "{}", self.current_line);
+            }
+        }
+    }
+
+    fn draw_status(&mut self) {
+        if !self.opts.live || self.opts.collect_only || self.total == 0 || !self.header_done {
+            return;
+        }
+        let failed = self
+            .stats
+            .counts
+            .get(&Category::Failed)
+            .copied()
+            .unwrap_or(0)
+            + self
+                .stats
+                .counts
+                .get(&Category::Error)
+                .copied()
+                .unwrap_or(0);
+        let mut status = format!(
+            " {}/{} tests · {} workers · {:.1}s",
+            self.done,
+            self.total,
+            self.workers.len(),
+            self.started.elapsed().as_secs_f64()
+        );
+        if failed > 0 {
+            status.push_str(&format!(" · {failed} failed"));
+        }
+        let status: String = status
+            .chars()
+            .take(self.opts.width.saturating_sub(1))
+            .collect();
+        let painted = self.paint(&status, "\x1b[2m", false);
+        if self.status_visible {
+            let _ = write!(self.out, "\r\x1b[K{painted}");
+        } else {
+            let _ = write!(self.out, "\n{painted}");
+            self.status_visible = true;
+        }
+        let _ = self.out.flush();
+        self.last_draw = Instant::now();
+    }
+
+    fn percent(&self) -> String {
+        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
+        format!("[{pct:>3}%]")
+    }
+
+    fn finish_progress_line(&mut self) {
+        if self.line_len > 0 {
+            let pad = self.opts.width.saturating_sub(self.line_len + 7);
+            let pct = self.percent();
+            let text = format!("{}{}", " ".repeat(pad + 1), pct);
+            let _ = writeln!(self.out, "{text}");
+            self.line_len = 0;
+            self.current_line.clear();
+        }
+    }
+
+    fn progress_char(&mut self, c: Category) {
+        let color = match c {
+            Category::Failed | Category::Error => RED,
+            Category::Passed => GREEN,
+            _ => YELLOW,
+        };
+        let s = self.paint(&c.letter().to_string(), color, false);
+        let was_visible = self.status_visible;
+        self.hide_status();
+        let _ = write!(self.out, "{s}");
+        self.current_line.push_str(&s);
+        self.line_len += 1;
+        if self.line_len + 7 >= self.opts.width {
+            let pct = self.percent();
+            let _ = writeln!(self.out, " {pct}");
+            self.line_len = 0;
+            self.current_line.clear();
+        }
+        if was_visible {
+            self.draw_status();
+        }
+    }
+
+    fn on_result(&mut self, r: &TestResult) {
+        self.done += 1;
+        let cats: Vec<(Category, PhaseReport)> =
+            r.categories().map(|(c, p)| (c, p.clone())).collect();
+        for (c, p) in &cats {
+            *self.stats.counts.entry(*c).or_default() += 1;
+            if self.opts.collect_only {
+                continue;
+            }
+            if self.opts.verbosity > 0 {
+                let pct = self.percent();
+                let word = self.paint(
+                    c.verbose_word(),
+                    match c {
+                        Category::Failed | Category::Error => RED,
+                        Category::Passed => GREEN,
+                        _ => YELLOW,
+                    },
+                    false,
+                );
+                let mut text = format!("[{}] {pct} {word} {}", r.worker, r.nodeid);
+                if *c == Category::Skipped || *c == Category::XFailed {
+                    if let Some(reason) = skip_reason(p) {
+                        text.push_str(&format!(" ({reason})"));
+                    }
+                }
+                self.line(&text);
+            } else if self.opts.verbosity > -2 || !matches!(c, Category::Passed) {
+                self.progress_char(*c);
+            }
+        }
+        for p in &r.phases {
+            self.durations
+                .push((p.duration, p.when.clone(), r.nodeid.clone()));
+        }
+        if cats
+            .iter()
+            .any(|(c, _)| matches!(c, Category::Failed | Category::Error))
+        {
+            self.failures.push(r.clone());
+        }
+        if cats
+            .iter()
+            .any(|(c, _)| !matches!(c, Category::Failed | Category::Error))
+        {
+            let keep_passes =
+                self.opts.report_chars.contains('p') || self.opts.report_chars.contains('P');
+            let keep_other = cats.iter().any(|(c, _)| !matches!(c, Category::Passed));
+            if keep_other || keep_passes {
+                self.interesting.push(r.clone());
+            }
+        }
+        if self.opts.live && self.last_draw.elapsed() > Duration::from_millis(100) {
+            self.draw_status();
+        }
+    }
+
+    fn worker_line(&self, worker: &str) -> Option<String> {
+        self.workers
+            .iter()
+            .find(|w| w.id == worker)
+            .map(|w| format!("[{}] {}", w.id, w.platform_line()))
+    }
+
+    fn print_sections(&mut self, p: &PhaseReport) {
+        if self.opts.show_capture == "no" {
+            return;
+        }
+        for (title, content) in p.sections.clone() {
+            if self.opts.show_capture != "all" && !title.contains(&self.opts.show_capture) {
+                continue;
+            }
+            self.sep_line('-', &title, "", false);
+            let content = content.strip_suffix('\n').unwrap_or(&content).to_string();
+            self.line(&content);
+        }
+    }
+
+    fn summary_errors(&mut self) {
+        let errors: Vec<TestResult> = self
+            .failures
+            .iter()
+            .filter(|r| r.categories().any(|(c, _)| c == Category::Error))
+            .cloned()
+            .collect();
+        let collect_errors: Vec<CollectReport> = self
+            .collect_reports
+            .iter()
+            .filter(|r| r.outcome == "failed")
+            .cloned()
+            .collect();
+        if (errors.is_empty() && collect_errors.is_empty()) || self.opts.tb == "no" {
+            return;
+        }
+        self.sep_line('=', "ERRORS", "", false);
+        for c in &collect_errors {
+            self.sep_line('_', &format!("ERROR collecting {}", c.nodeid), RED, true);
+            self.line(c.longrepr.as_deref().unwrap_or(""));
+        }
+        for r in &errors {
+            for p in r
+                .phases
+                .iter()
+                .filter(|p| p.outcome == "failed" && p.when != "call")
+            {
+                let name = p.head_line.clone().unwrap_or_else(|| r.nodeid.clone());
+                self.sep_line('_', &format!("ERROR at {} of {name}", p.when), RED, true);
+                if let Some(l) = self.worker_line(&r.worker) {
+                    self.line(&l);
+                }
+                self.line(p.longrepr.as_deref().unwrap_or(""));
+                self.print_sections(p);
+            }
+        }
+    }
+
+    fn summary_failures(&mut self) {
+        let failures: Vec<TestResult> = self
+            .failures
+            .iter()
+            .filter(|r| r.categories().any(|(c, _)| c == Category::Failed))
+            .cloned()
+            .collect();
+        if failures.is_empty() || self.opts.tb == "no" {
+            return;
+        }
+        self.sep_line('=', "FAILURES", "", false);
+        for r in &failures {
+            for p in r
+                .phases
+                .iter()
+                .filter(|p| p.when == "call" && p.outcome == "failed")
+            {
+                if self.opts.tb == "line" {
+                    self.line(p.longrepr.as_deref().unwrap_or(""));
+                    continue;
+                }
+                let name = p.head_line.clone().unwrap_or_else(|| r.nodeid.clone());
+                self.sep_line('_', &name, RED, true);
+                if let Some(l) = self.worker_line(&r.worker) {
+                    self.line(&l);
+                }
+                self.line(p.longrepr.as_deref().unwrap_or(""));
+                self.print_sections(p);
+            }
+        }
+    }
+
+    fn summary_passes(&mut self) {
+        if !self.opts.report_chars.contains('P') {
+            return;
+        }
+        let passes: Vec<TestResult> = self
+            .interesting
+            .iter()
+            .filter(|r| r.categories().any(|(c, _)| c == Category::Passed))
+            .filter(|r| r.phases.iter().any(|p| !p.sections.is_empty()))
+            .cloned()
+            .collect();
+        if passes.is_empty() {
+            return;
+        }
+        self.sep_line('=', "PASSES", "", false);
+        for r in &passes {
+            let name = r
+                .phases
+                .iter()
+                .find_map(|p| p.head_line.clone())
+                .unwrap_or_else(|| r.nodeid.clone());
+            self.sep_line('_', &name, GREEN, true);
+            for p in r.phases.clone() {
+                self.print_sections(&p);
+            }
+        }
+    }
+
+    fn summary_warnings(&mut self) {
+        if self.warnings.is_empty() {
+            return;
+        }
+        self.sep_line('=', "warnings summary", YELLOW, false);
+        let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+        for (nodeid, text) in self.warnings.clone() {
+            match grouped.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, ids)) => {
+                    if !ids.contains(&nodeid) {
+                        ids.push(nodeid)
+                    }
+                }
+                None => grouped.push((text, vec![nodeid])),
+            }
+        }
+        for (text, ids) in grouped {
+            for id in &ids {
+                if !id.is_empty() {
+                    self.line(id);
+                }
+            }
+            for l in text.lines() {
+                self.line(&format!("  {l}"));
+            }
+            self.line("");
+        }
+        self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
+    }
+
+    fn summary_durations(&mut self) {
+        let Some(n) = self.opts.durations else { return };
+        let mut d = std::mem::take(&mut self.durations);
+        d.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+        let title = if n == 0 {
+            "slowest durations".to_string()
+        } else {
+            format!("slowest {n} durations")
+        };
+        self.sep_line('=', &title, "", false);
+        let limit = if n == 0 { d.len() } else { n.min(d.len()) };
+        let min = if self.opts.verbosity < 2 {
+            self.opts.durations_min
+        } else {
+            0.0
+        };
+        let mut hidden = 0;
+        for (i, (secs, when, id)) in d.iter().enumerate() {
+            if i >= limit {
+                break;
+            }
+            if *secs < min {
+                hidden += limit - i;
+                break;
+            }
+            self.line(&format!("{secs:.2}s {when:<8} {id}"));
+        }
+        if hidden > 0 {
+            self.line(&format!(
+                "\n({hidden} durations < {min}s hidden.  Use -vv to show these durations.)"
+            ));
+        }
+    }
+
+    fn short_summary(&mut self) {
+        let chars = self.opts.report_chars.clone();
+        let mut lines: Vec<String> = Vec::new();
+        let width = self.opts.width;
+        let verbose = self.opts.verbosity > 0;
+        let with_msg = |word: &str, id: &str, msg: Option<&str>| -> String {
+            let base = format!("{word} {id}");
+            match msg.and_then(|m| m.lines().next()).filter(|m| !m.is_empty()) {
+                Some(m) => {
+                    let full = format!("{base} - {m}");
+                    if verbose || full.chars().count() <= width {
+                        full
+                    } else {
+                        let keep = width.saturating_sub(base.chars().count() + 6);
+                        if keep == 0 {
+                            base
+                        } else {
+                            format!("{base} - {}...", m.chars().take(keep).collect::<String>())
+                        }
+                    }
+                }
+                None => base,
+            }
+        };
+        for c in chars.chars() {
+            match c {
+                'f' => {
+                    for r in &self.failures {
+                        for p in r
+                            .phases
+                            .iter()
+                            .filter(|p| p.when == "call" && p.outcome == "failed")
+                        {
+                            let msg = crash_message(p);
+                            lines.push(with_msg(
+                                &self.paint("FAILED", RED, false),
+                                &r.nodeid,
+                                msg.as_deref(),
+                            ));
+                        }
+                    }
+                }
+                'E' => {
+                    for cr in self
+                        .collect_reports
+                        .iter()
+                        .filter(|r| r.outcome == "failed")
+                    {
+                        let msg = cr.longrepr.as_deref().and_then(|l| {
+                            l.lines()
+                                .rev()
+                                .find(|x| x.starts_with("E "))
+                                .map(|x| x[1..].trim().to_string())
+                        });
+                        lines.push(with_msg(
+                            &self.paint("ERROR", RED, false),
+                            &cr.nodeid,
+                            msg.as_deref(),
+                        ));
+                    }
+                    for r in &self.failures {
+                        for p in r
+                            .phases
+                            .iter()
+                            .filter(|p| p.when != "call" && p.outcome == "failed")
+                        {
+                            let msg = crash_message(p);
+                            lines.push(with_msg(
+                                &self.paint("ERROR", RED, false),
+                                &r.nodeid,
+                                msg.as_deref(),
+                            ));
+                        }
+                    }
+                }
+                's' => {
+                    let mut folded: Vec<((String, String), usize)> = Vec::new();
+                    for r in &self.interesting {
+                        for p in r
+                            .phases
+                            .iter()
+                            .filter(|p| categorize(p) == Some(Category::Skipped))
+                        {
+                            let key = self.skip_key(p, &r.nodeid);
+                            match folded.iter_mut().find(|(k, _)| *k == key) {
+                                Some((_, n)) => *n += 1,
+                                None => folded.push((key, 1)),
+                            }
+                        }
+                    }
+                    for ((loc, reason), n) in folded {
+                        lines.push(format!(
+                            "{} [{n}] {loc}: {reason}",
+                            self.paint("SKIPPED", YELLOW, false)
+                        ));
+                    }
+                }
+                'x' | 'X' => {
+                    let cat = if c == 'x' {
+                        Category::XFailed
+                    } else {
+                        Category::XPassed
+                    };
+                    for r in &self.interesting {
+                        for p in r.phases.iter().filter(|p| categorize(p) == Some(cat)) {
+                            let word = self.paint(cat.verbose_word(), YELLOW, false);
+                            lines.push(with_msg(&word, &r.nodeid, p.wasxfail.as_deref()));
+                        }
+                    }
+                }
+                'p' | 'P' if !chars[..chars.find(c).unwrap_or(0)].contains(['p', 'P']) => {
+                    for r in &self.interesting {
+                        if r.categories().any(|(c, _)| c == Category::Passed) {
+                            lines.push(format!(
+                                "{} {}",
+                                self.paint("PASSED", GREEN, false),
+                                r.nodeid
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !lines.is_empty() {
+            self.sep_line('=', "short test summary info", "\x1b[36m", false);
+            for l in lines {
+                self.line(&l);
+            }
+        }
+    }
+
+    fn skip_key(&self, p: &PhaseReport, nodeid: &str) -> (String, String) {
+        if let Some(skip) = &p.skip {
+            let path = skip.first().cloned().flatten().unwrap_or_default();
+            let path = std::path::Path::new(&path)
+                .strip_prefix(&self.opts.cwd)
+                .map(|p| p.display().to_string())
+                .unwrap_or(path);
+            let line = skip.get(1).cloned().flatten().unwrap_or_default();
+            let reason = skip.get(2).cloned().flatten().unwrap_or_default();
+            let reason = reason
+                .strip_prefix("Skipped: ")
+                .unwrap_or(&reason)
+                .to_string();
+            return (format!("{path}:{line}"), reason);
+        }
+        (nodeid.to_string(), skip_reason(p).unwrap_or_default())
+    }
+
+    fn final_line(&mut self, elapsed: Duration) {
+        let parts = self.stats.parts();
+        let secs = elapsed.as_secs_f64();
+        let mut time = format!("{secs:.2}s");
+        if secs >= 60.0 {
+            let t = secs as u64;
+            time.push_str(&format!(
+                " ({}:{:02}:{:02})",
+                t / 3600,
+                (t / 60) % 60,
+                t % 60
+            ));
+        }
+        let color = self.stats.main_color();
+        let body = if self.opts.collect_only {
+            let n = self.total;
+            let mut s = format!("{n} test{} collected", if n == 1 { "" } else { "s" });
+            if self.stats.collect_errors > 0 {
+                s.push_str(&format!(
+                    ", {} error{}",
+                    self.stats.collect_errors,
+                    if self.stats.collect_errors == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                ));
+            }
+            format!("{s} in {time}")
+        } else if parts.is_empty() {
+            format!("no tests ran in {time}")
+        } else {
+            let words: Vec<String> = parts.iter().map(|(t, _)| t.clone()).collect();
+            format!("{} in {time}", words.join(", "))
+        };
+        if self.opts.verbosity < 0 {
+            let painted = self.paint(&body, color, false);
+            self.line(&painted);
+        } else {
+            self.sep_line('=', &body, color, true);
+        }
+    }
+
+    fn header(&mut self, worker: &WorkerDesc) {
+        if self.opts.verbosity < 0 {
+            return;
+        }
+        self.sep_line('=', "test session starts", "", true);
+        let info = &worker.info;
+        self.line(&format!(
+            "platform {} -- Python {}, pytest-{}, pluggy-{}",
+            info.platform,
+            info.python_version,
+            info.pytest.as_deref().unwrap_or("?"),
+            info.pluggy.as_deref().unwrap_or("?")
+        ));
+    }
+
+    fn on_collected(
+        &mut self,
+        rootdir: &str,
+        workers: &[WorkerDesc],
+        total: usize,
+        per_worker: usize,
+        deselected: usize,
+        reports: &[CollectReport],
+    ) {
+        self.workers = workers.to_vec();
+        self.total = total;
+        self.stats.deselected = deselected;
+        self.stats.collect_errors = reports.iter().filter(|r| r.outcome == "failed").count();
+        self.collect_reports = reports.to_vec();
+        self.header_done = true;
+        if self.opts.verbosity < 0 {
+            return;
+        }
+        self.line(&format!("rootdir: {rootdir}"));
+        for n in self.opts.header_notes.clone() {
+            self.line(&n);
+        }
+        // Group workers with the same interpreter: "gw0-gw3: popen, CPython 3.11.7 (/usr/bin/python3)".
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for w in workers {
+            let desc = format!(
+                "{} on {}, {} {} ({})",
+                w.spec.split("//").next().unwrap_or("popen"),
+                w.host,
+                if w.info.implementation.is_empty() {
+                    "Python"
+                } else {
+                    &w.info.implementation
+                },
+                w.info.python_version,
+                w.info.executable
+            );
+            match groups.iter_mut().find(|(d, _)| *d == desc) {
+                Some((_, ids)) => ids.push(w.id.clone()),
+                None => groups.push((desc, vec![w.id.clone()])),
+            }
+        }
+        let n = workers.len();
+        self.line(&format!(
+            "rtest {}: {n} worker{} [{per_worker} item{}{}]",
+            self.opts.version,
+            if n == 1 { "" } else { "s" },
+            if per_worker == 1 { "" } else { "s" },
+            if deselected > 0 {
+                format!(" / {deselected} deselected")
+            } else {
+                String::new()
+            }
+        ));
+        for (desc, ids) in groups {
+            self.line(&format!("  {}: {desc}", ids.join(", ")));
+        }
+        if !self.opts.collect_only {
+            self.line("");
+        }
+    }
+
+    fn worker_output(&mut self, worker: &str, data: &[u8]) {
+        self.hide_status();
+        let mut at_start = !self.partial.get(worker).copied().unwrap_or(false);
+        let mut buf = Vec::with_capacity(data.len() + 16);
+        for &b in data {
+            if at_start {
+                buf.extend_from_slice(format!("[{worker}] ").as_bytes());
+                at_start = false;
+            }
+            buf.push(b);
+            if b == b'\n' {
+                at_start = true;
+            }
+        }
+        self.partial.insert(worker.to_string(), !at_start);
+        let _ = self.out.flush();
+        let _ = self.err.write_all(&buf);
+        let _ = self.err.flush();
+    }
+
+    fn finished(&mut self, stop: Option<&StopReason>, elapsed: Duration, error: Option<&str>) {
+        self.hide_status();
+        self.finish_progress_line();
+        if let Some(e) = error {
+            let _ = self.out.flush();
+            let msg = self.paint(&format!("ERROR: {e}"), RED, false);
+            let _ = writeln!(self.err, "{msg}");
+            let _ = self.err.flush();
+            if self.done == 0 {
+                return;
+            }
+        }
+        if self.opts.collect_only {
+            self.summary_errors();
+            self.final_line(elapsed);
+            let _ = self.out.flush();
+            return;
+        }
+        if let Some(StopReason::TestInterrupted(text)) | Some(StopReason::Signal(text)) = stop {
+            self.sep_line('!', "KeyboardInterrupt", RED, false);
+            if !text.is_empty() && text != "KeyboardInterrupt" {
+                self.line(text);
+            }
+        }
+        self.summary_errors();
+        self.summary_failures();
+        self.summary_warnings();
+        self.summary_passes();
+        self.summary_durations();
+        self.short_summary();
+        match stop {
+            Some(StopReason::MaxFail(n)) => {
+                self.sep_line('!', &format!("stopping after {n} failures"), RED, false)
+            }
+            Some(StopReason::CollectionErrors(n)) => self.sep_line(
+                '!',
+                &format!(
+                    "Interrupted: {n} error{} during collection",
+                    if *n == 1 { "" } else { "s" }
+                ),
+                RED,
+                false,
+            ),
+            Some(StopReason::PytestStop(reason)) if !reason.is_empty() => {
+                self.sep_line('!', &format!("Interrupted: {reason}"), RED, false)
+            }
+            Some(StopReason::WorkersLost) => self.sep_line(
+                '!',
+                "every worker crashed; see the errors above",
+                RED,
+                false,
+            ),
+            _ => {}
+        }
+        self.final_line(elapsed);
+        let _ = self.out.flush();
+    }
+}
+
+fn crash_message(p: &PhaseReport) -> Option<String> {
+    p.crash.as_ref().and_then(|c| c.message.clone())
+}
+
+fn skip_reason(p: &PhaseReport) -> Option<String> {
+    if let Some(x) = &p.wasxfail {
+        return Some(x.clone());
+    }
+    let reason = p.skip.as_ref()?.get(2).cloned().flatten()?;
+    Some(
+        reason
+            .strip_prefix("Skipped: ")
+            .unwrap_or(&reason)
+            .to_string(),
+    )
+}
+
+impl Reporter for Terminal {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::SessionStarted { worker } => self.header(worker),
+            Event::Collected {
+                rootdir,
+                workers,
+                total,
+                per_worker,
+                deselected,
+                collect_reports,
+                ids,
+            } => {
+                self.on_collected(
+                    rootdir,
+                    workers,
+                    *total,
+                    *per_worker,
+                    *deselected,
+                    collect_reports,
+                );
+                if self.opts.collect_only {
+                    for id in ids {
+                        self.line(id);
+                    }
+                    self.line("");
+                }
+            }
+            Event::TestFinished(r) => self.on_result(r),
+            Event::WorkerOutput { worker, data } => self.worker_output(worker, data),
+            Event::Notice(text) => {
+                let _ = self.out.flush();
+                self.hide_status();
+                let painted = self.paint(&format!("rtest: {text}"), YELLOW, false);
+                // Notices go to stderr, between progress characters.
+                if self.line_len > 0 {
+                    let _ = writeln!(self.out);
+                    self.line_len = 0;
+                    self.current_line.clear();
+                    let _ = self.out.flush();
+                }
+                let _ = writeln!(self.err, "{painted}");
+                let _ = self.err.flush();
+            }
+            Event::Warning { nodeid, text } => {
+                self.stats.warnings += 1;
+                self.warnings.push((nodeid.clone(), text.clone()));
+            }
+            Event::Finished {
+                stop,
+                elapsed,
+                error,
+                ..
+            } => self.finished(stop.as_ref(), *elapsed, error.as_deref()),
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.opts.live && self.last_draw.elapsed() >= Duration::from_millis(200) {
+            self.draw_status();
+        }
+    }
+}

@@ -1,0 +1,972 @@
+//! The session: one dispatcher task that owns all run state.
+//!
+//! It starts a gateway per planned worker, writes the bootstrap, and then
+//! `select!`s over agent frames, worker stderr, worker exits, a timer (for
+//! `--timeout` and the live status line) and signals. It asks the scheduler
+//! what to send, turns agent reports into [`TestResult`]s, replaces crashed
+//! workers, and tells reporters everything through [`Event`]s.
+
+use crate::error::{Error, ExitCode};
+use crate::events::{Event, Reporter, StopReason, TestResult, WorkerDesc};
+use crate::gateway::{self, Connection, Killer};
+use crate::plan::{DistMode, Plan};
+use crate::protocol::{
+    self, bootstrap_payload, encode, CollectReport, Collected, Crash, FromAgent, PhaseReport,
+    ReadyInfo, StartArgs, ToAgent, PROTOCOL_VERSION,
+};
+use crate::sched::{unit_key, Action, Scheduler};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// How many bytes of a worker's stderr are kept for crash reports.
+const TAIL_BYTES: usize = 16 * 1024;
+/// How many lines of that tail a crash report shows.
+const TAIL_LINES: usize = 30;
+
+/// Options of a run that are not part of the plan.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// `PYTEST_XDIST_TESTRUNUID`.
+    pub testrun_uid: String,
+    /// Ask workers for pytest's serialized reports (report-log).
+    pub full_reports: bool,
+    /// Show workers' output as it comes (`-s`).
+    pub echo_output: bool,
+    /// `--continue-on-collection-errors`.
+    pub continue_on_collection_errors: bool,
+    /// Extra environment for every worker (`COLUMNS`).
+    pub env: Vec<(String, String)>,
+}
+
+/// What a finished run amounts to.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The exit code.
+    pub exit: ExitCode,
+}
+
+enum Input {
+    Frame(usize, u32, Box<FromAgent>),
+    BadFrame(usize, u32, String),
+    Stderr(usize, u32, Vec<u8>),
+    Gone(usize, u32, String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Starting,
+    Collecting,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KillReason {
+    Timeout(f64),
+    Abort,
+}
+
+struct Slot {
+    plan_index: usize,
+    id: String,
+    gen: u32,
+    restarts: usize,
+    state: SlotState,
+    writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    killer: Option<Killer>,
+    info: Option<ReadyInfo>,
+    collection: Option<usize>,
+    collect_reports: Vec<CollectReport>,
+    pending: VecDeque<usize>,
+    started: Option<Instant>,
+    tail: Vec<u8>,
+    kill_reason: Option<KillReason>,
+    reports: HashMap<usize, Vec<PhaseReport>>,
+    done: Option<i32>,
+    shut: bool,
+}
+
+struct Item {
+    nodeid: String,
+    location: Option<(String, Option<u64>, String)>,
+    local: usize,
+    done: bool,
+}
+
+struct CollectionSet {
+    ids: Vec<String>,
+    offset: usize,
+    owner: String,
+    deselected: usize,
+    rootdir: String,
+}
+
+struct Session<'a> {
+    plan: &'a Plan,
+    opts: &'a SessionOptions,
+    reporter: &'a mut dyn Reporter,
+    tx: mpsc::UnboundedSender<Input>,
+    slots: Vec<Slot>,
+    items: Vec<Item>,
+    collections: Vec<Option<CollectionSet>>,
+    sched: Scheduler,
+    started_event: bool,
+    collected_event: bool,
+    stop: Option<StopReason>,
+    error: Option<Error>,
+    failures: usize,
+    any_failed: bool,
+    internal_error: bool,
+    pytest_exit_status: Option<i32>,
+    start: Instant,
+}
+
+/// Run the plan to the end, telling `reporter` everything.
+pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter) -> Outcome {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut s = Session {
+        plan,
+        opts,
+        reporter,
+        tx,
+        slots: Vec::new(),
+        items: Vec::new(),
+        collections: Vec::new(),
+        sched: Scheduler::new(plan.dist),
+        started_event: false,
+        collected_event: false,
+        stop: None,
+        error: None,
+        failures: 0,
+        any_failed: false,
+        internal_error: false,
+        pytest_exit_status: None,
+        start: Instant::now(),
+    };
+    for (i, w) in plan.workers.iter().enumerate() {
+        s.slots.push(Slot {
+            plan_index: i,
+            id: w.id.clone(),
+            gen: 0,
+            restarts: 0,
+            state: SlotState::Starting,
+            writer: None,
+            killer: None,
+            info: None,
+            collection: None,
+            collect_reports: Vec::new(),
+            pending: VecDeque::new(),
+            started: None,
+            tail: Vec::new(),
+            kill_reason: None,
+            reports: HashMap::new(),
+            done: None,
+            shut: false,
+        });
+    }
+    for i in 0..s.slots.len() {
+        s.spawn(i);
+    }
+
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt());
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate());
+    while s.slots.iter().any(|slot| slot.state != SlotState::Exited) {
+        tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => s.handle(input),
+                None => break,
+            },
+            _ = ticker.tick() => {
+                s.check_timeouts();
+                s.reporter.tick();
+            }
+            _ = recv_signal(&mut sigint) => s.interrupt(StopReason::Signal("KeyboardInterrupt".into())),
+            _ = recv_signal(&mut sigterm) => s.interrupt(StopReason::Signal("SIGTERM".into())),
+        }
+    }
+    s.finish()
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).ok()
+}
+
+async fn recv_signal(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+impl Session<'_> {
+    fn spawn(&mut self, index: usize) {
+        let plan = &self.plan.workers[self.slots[index].plan_index];
+        let mut env = plan.env.clone();
+        for (k, v) in &self.opts.env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let conn = gateway::popen::spawn(&plan.python, plan.chdir.as_deref(), &env, plan.nice);
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                self.slots[index].state = SlotState::Exited;
+                let id = self.slots[index].id.clone();
+                self.fail(Error::worker(format!("worker {id}: {}", e.message)));
+                return;
+            }
+        };
+        let slot = &mut self.slots[index];
+        let Connection {
+            mut reader,
+            mut writer,
+            stderr,
+            exit,
+            killer,
+        } = conn;
+        let gen = slot.gen;
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(buf) = wrx.recv().await {
+                if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let tx = self.tx.clone();
+        let stderr_task = stderr.map(|mut err| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match err.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let _ = tx.send(Input::Stderr(index, gen, buf[..n].to_vec()));
+                        }
+                    }
+                }
+            })
+        });
+        tokio::spawn(async move {
+            loop {
+                match protocol::read_frame(&mut reader).await {
+                    Ok(msg) => {
+                        if tx.send(Input::Frame(index, gen, Box::new(msg))).is_err() {
+                            break;
+                        }
+                    }
+                    Err(protocol::FrameError::Closed) => break,
+                    Err(e) => {
+                        let _ = tx.send(Input::BadFrame(index, gen, e.to_string()));
+                        break;
+                    }
+                }
+            }
+            let how = exit.await;
+            if let Some(task) = stderr_task {
+                // Grandchildren may keep stderr open; don't wait for them.
+                let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+            }
+            let _ = tx.send(Input::Gone(index, gen, how));
+        });
+        let w = &self.plan.workers[slot.plan_index];
+        let mut args = self.plan.pytest_args.clone();
+        if let Some(base) = &self.plan.basetemp {
+            let dir = PathBuf::from(base).join(&slot.id);
+            args.push(format!("--basetemp={}", dir.display()));
+        }
+        let mut bytes = bootstrap_payload();
+        bytes.extend(encode(&ToAgent::Hello {
+            protocol: PROTOCOL_VERSION,
+            sys_path: Vec::new(),
+            chdir: None,
+        }));
+        bytes.extend(encode(&ToAgent::Start(StartArgs {
+            args,
+            env: w.env.clone(),
+            worker_id: slot.id.clone(),
+            worker_count: self.plan.workers.len(),
+            testrun_uid: self.opts.testrun_uid.clone(),
+            full_reports: self.opts.full_reports,
+        })));
+        let _ = wtx.send(bytes);
+        slot.writer = Some(wtx);
+        slot.killer = Some(killer);
+        slot.state = SlotState::Starting;
+    }
+
+    fn send(&mut self, index: usize, msg: &ToAgent) {
+        if let Some(w) = &self.slots[index].writer {
+            let _ = w.send(encode(msg));
+        }
+    }
+
+    fn live(&self, index: usize) -> bool {
+        self.slots[index].state != SlotState::Exited
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Frame(i, gen, msg) if self.slots[i].gen == gen => self.on_frame(i, *msg),
+            Input::BadFrame(i, gen, err) if self.slots[i].gen == gen => {
+                let id = self.slots[i].id.clone();
+                self.reporter.on_event(&Event::Notice(format!(
+                    "worker {id} sent a bad frame: {err}"
+                )));
+                self.internal_error = true;
+                if let Some(k) = &self.slots[i].killer {
+                    k.kill();
+                }
+            }
+            Input::Stderr(i, gen, data) if self.slots[i].gen == gen => {
+                let slot = &mut self.slots[i];
+                slot.tail.extend_from_slice(&data);
+                if slot.tail.len() > TAIL_BYTES {
+                    let cut = slot.tail.len() - TAIL_BYTES;
+                    slot.tail.drain(..cut);
+                }
+                if self.opts.echo_output {
+                    let worker = slot.id.clone();
+                    self.reporter
+                        .on_event(&Event::WorkerOutput { worker, data });
+                }
+            }
+            Input::Gone(i, gen, how) if self.slots[i].gen == gen => self.on_gone(i, how),
+            _ => {} // from a previous generation of a replaced worker
+        }
+    }
+
+    fn on_frame(&mut self, i: usize, msg: FromAgent) {
+        match msg {
+            FromAgent::Ready(info) => self.on_ready(i, info),
+            FromAgent::UsageError { message } => {
+                if self.error.is_none() {
+                    self.fail(Error::usage(message));
+                }
+            }
+            FromAgent::CollectReport(r) => self.slots[i].collect_reports.push(r),
+            FromAgent::Collected(c) => self.on_collected(i, c),
+            FromAgent::Report(r) => self.slots[i].reports.entry(r.i).or_default().push(r),
+            FromAgent::Finished(f) => self.on_finished(i, f),
+            FromAgent::Warning { nodeid, text, .. } => {
+                self.reporter.on_event(&Event::Warning { nodeid, text });
+            }
+            FromAgent::Interrupted { i: local, message } => {
+                let nodeid = self.nodeid_of(i, local).unwrap_or_default();
+                self.interrupt(StopReason::TestInterrupted(format!("{nodeid}\n{message}")));
+            }
+            FromAgent::ShouldStop { reason } => {
+                self.set_stop(StopReason::PytestStop(reason.unwrap_or_default()));
+            }
+            FromAgent::Stolen { indices } => {
+                let coll = self.slots[i].collection.unwrap_or(0);
+                let offset = self.offset_of(coll);
+                let global: Vec<usize> = indices.iter().map(|l| l + offset).collect();
+                self.slots[i].pending.retain(|g| !global.contains(g));
+                self.sched.requeue(coll, global);
+            }
+            FromAgent::InternalError { message } => {
+                self.internal_error = true;
+                let id = self.slots[i].id.clone();
+                self.reporter
+                    .on_event(&Event::Notice(format!("INTERNALERROR on {id}:\n{message}")));
+            }
+            FromAgent::Done { status } => {
+                let slot = &mut self.slots[i];
+                slot.done = Some(status);
+                if !slot.pending.is_empty() && self.stop.is_none() && status != 0 && status != 1 {
+                    // pytest.exit() or an interrupt inside the worker.
+                    self.pytest_exit_status = Some(status);
+                    let reason = format!("worker {} ended the session", slot.id);
+                    self.set_stop(StopReason::PytestStop(reason));
+                }
+            }
+        }
+    }
+
+    fn offset_of(&self, coll: usize) -> usize {
+        self.collections
+            .get(coll)
+            .and_then(Option::as_ref)
+            .map_or(0, |c| c.offset)
+    }
+
+    fn nodeid_of(&self, slot: usize, local: usize) -> Option<String> {
+        let coll = self.slots[slot].collection?;
+        let c = self.collections.get(coll)?.as_ref()?;
+        c.ids.get(local).cloned()
+    }
+
+    fn worker_desc(&self, i: usize) -> Option<WorkerDesc> {
+        let slot = &self.slots[i];
+        let plan = &self.plan.workers[slot.plan_index];
+        Some(WorkerDesc {
+            id: slot.id.clone(),
+            spec: plan.spec.clone(),
+            host: plan.transport.host(),
+            info: slot.info.clone()?,
+        })
+    }
+
+    fn on_ready(&mut self, i: usize, info: ReadyInfo) {
+        let slot = &mut self.slots[i];
+        if info.protocol != PROTOCOL_VERSION {
+            let msg = format!(
+                "worker {} speaks protocol {} but this rtest speaks {}",
+                slot.id, info.protocol, PROTOCOL_VERSION
+            );
+            self.fail(Error::worker(msg));
+            return;
+        }
+        if info.pytest.is_none() {
+            let python = self.plan.workers[slot.plan_index].python.clone();
+            let msg = format!(
+                "worker {} ({python}, Python {}): pytest is not importable; install it with `{python} -m pip install pytest`",
+                slot.id, info.python_version
+            );
+            self.fail(Error::worker(msg));
+            return;
+        }
+        slot.info = Some(info);
+        slot.state = SlotState::Collecting;
+        if !self.started_event {
+            self.started_event = true;
+            if let Some(worker) = self.worker_desc(i) {
+                self.reporter.on_event(&Event::SessionStarted { worker });
+            }
+        }
+    }
+
+    fn collection_index(&self, slot: usize) -> usize {
+        match self.plan.dist {
+            DistMode::Each => slot,
+            _ => 0,
+        }
+    }
+
+    fn on_collected(&mut self, i: usize, c: Collected) {
+        let coll = self.collection_index(i);
+        let slot_id = self.slots[i].id.clone();
+        if let Some(Some(existing)) = self.collections.get(coll) {
+            if existing.ids != c.ids {
+                let diff = collection_diff(&existing.owner, &existing.ids, &slot_id, &c.ids);
+                self.fail(Error {
+                    kind: crate::error::ErrorKind::Interrupted,
+                    message: diff,
+                });
+                return;
+            }
+        } else {
+            while self.collections.len() <= coll {
+                self.collections.push(None);
+            }
+            let offset = self.items.len();
+            let mut units = Vec::with_capacity(c.ids.len());
+            for (local, id) in c.ids.iter().enumerate() {
+                let groups = c.groups.get(local).and_then(|g| g.as_deref());
+                units.push((offset + local, unit_key(self.plan.dist, id, groups)));
+                self.items.push(Item {
+                    nodeid: id.clone(),
+                    location: c.locations.get(local).cloned().flatten(),
+                    local,
+                    done: false,
+                });
+            }
+            self.sched.add_collection(coll, units);
+            self.collections[coll] = Some(CollectionSet {
+                ids: c.ids,
+                offset,
+                owner: slot_id,
+                deselected: c.deselected,
+                rootdir: c.rootdir,
+            });
+        }
+        let slot = &mut self.slots[i];
+        slot.collection = Some(coll);
+        slot.state = SlotState::Running;
+        if self.collected_event {
+            // A replacement worker joins the running session.
+            self.sched.add_worker(i, coll);
+            self.dispatch(i);
+        } else {
+            self.maybe_start_running();
+        }
+    }
+
+    /// Once every first-generation worker has collected (or died), tell the
+    /// reporters and start scheduling.
+    fn maybe_start_running(&mut self) {
+        if self.collected_event || self.error.is_some() {
+            return;
+        }
+        let waiting = self
+            .slots
+            .iter()
+            .any(|s| matches!(s.state, SlotState::Starting | SlotState::Collecting));
+        if waiting {
+            return;
+        }
+        let Some(first) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Running)
+        else {
+            return;
+        };
+        self.collected_event = true;
+        let collect_reports = self.slots[first].collect_reports.clone();
+        let errors = collect_reports
+            .iter()
+            .filter(|r| r.outcome == "failed")
+            .count();
+        let workers: Vec<WorkerDesc> = (0..self.slots.len())
+            .filter_map(|i| self.worker_desc(i))
+            .collect();
+        let Some(Some(main)) = self.collections.get(self.collection_index(first)) else {
+            return;
+        };
+        let ids = main.ids.clone();
+        self.reporter.on_event(&Event::Collected {
+            rootdir: main.rootdir.clone(),
+            workers,
+            total: self.items.len(),
+            per_worker: ids.len(),
+            deselected: main.deselected,
+            collect_reports,
+            ids,
+        });
+        if errors > 0 && !self.opts.continue_on_collection_errors {
+            self.any_failed = true;
+            self.set_stop(StopReason::CollectionErrors(errors));
+        } else if errors > 0 {
+            self.any_failed = true;
+        }
+        if self.plan.collect_only {
+            self.sched.stop();
+        }
+        for i in 0..self.slots.len() {
+            if self.slots[i].state == SlotState::Running {
+                let coll = self.slots[i].collection.unwrap_or(0);
+                self.sched.add_worker(i, coll);
+                self.dispatch(i);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        if self.slots[i].state != SlotState::Running || self.slots[i].shut {
+            return;
+        }
+        match self.sched.poll(i) {
+            Action::Run(ids) => {
+                if ids.is_empty() {
+                    return;
+                }
+                let indices: Vec<usize> = ids.iter().map(|g| self.items[*g].local).collect();
+                let slot = &mut self.slots[i];
+                if slot.pending.is_empty() {
+                    slot.started = Some(Instant::now());
+                }
+                slot.pending.extend(ids);
+                self.send(i, &ToAgent::Run { indices });
+            }
+            Action::Shutdown => {
+                self.slots[i].shut = true;
+                self.send(i, &ToAgent::Shutdown);
+            }
+            Action::Wait => {}
+        }
+    }
+
+    fn dispatch_all(&mut self) {
+        for i in 0..self.slots.len() {
+            self.dispatch(i);
+        }
+    }
+
+    fn on_finished(&mut self, i: usize, f: protocol::Finished) {
+        let Some(coll) = self.slots[i].collection else {
+            return;
+        };
+        let global = self.offset_of(coll) + f.i;
+        let slot = &mut self.slots[i];
+        if let Some(pos) = slot.pending.iter().position(|g| *g == global) {
+            slot.pending.remove(pos);
+        }
+        let mut full = slot.reports.remove(&f.i).unwrap_or_default();
+        slot.started = if slot.pending.is_empty() {
+            None
+        } else {
+            Some(Instant::now())
+        };
+        let mut phases = Vec::with_capacity(f.ph.len());
+        for (when, outcome, duration) in f.ph {
+            match full.iter().position(|r| r.when == when) {
+                Some(p) => phases.push(full.remove(p)),
+                None => phases.push(PhaseReport {
+                    i: f.i,
+                    when,
+                    outcome,
+                    duration,
+                    ..PhaseReport::default()
+                }),
+            }
+        }
+        self.sched.finished(i);
+        let item = &mut self.items[global];
+        if item.done {
+            return;
+        }
+        item.done = true;
+        let result = TestResult {
+            nodeid: item.nodeid.clone(),
+            worker: slot.id.clone(),
+            worker_index: i,
+            location: item.location.clone(),
+            phases,
+            duration: f.d,
+            crashed: false,
+        };
+        self.record(result);
+        self.dispatch(i);
+    }
+
+    fn record(&mut self, result: TestResult) {
+        let failed_reports = result
+            .phases
+            .iter()
+            .filter(|p| p.outcome == "failed" && p.wasxfail.is_none())
+            .count();
+        if result.failed() {
+            self.any_failed = true;
+        }
+        self.failures += failed_reports;
+        self.reporter
+            .on_event(&Event::TestFinished(Box::new(result)));
+        if let Some(max) = self.plan.maxfail {
+            if self.failures >= max && self.stop.is_none() {
+                self.set_stop(StopReason::MaxFail(self.failures));
+            }
+        }
+    }
+
+    fn set_stop(&mut self, reason: StopReason) {
+        if self.stop.is_none() {
+            self.stop = Some(reason);
+        }
+        self.sched.stop();
+        for i in 0..self.slots.len() {
+            if self.live(i) && !self.slots[i].shut {
+                self.slots[i].shut = true;
+                self.send(i, &ToAgent::Stop);
+            }
+        }
+    }
+
+    fn interrupt(&mut self, reason: StopReason) {
+        if self.stop.is_none() || matches!(reason, StopReason::Signal(_)) {
+            self.stop = Some(reason);
+        }
+        self.sched.stop();
+        self.kill_all();
+    }
+
+    fn kill_all(&mut self) {
+        for slot in &mut self.slots {
+            if slot.state != SlotState::Exited {
+                slot.kill_reason.get_or_insert(KillReason::Abort);
+                if let Some(k) = &slot.killer {
+                    k.kill();
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+        self.sched.stop();
+        self.kill_all();
+    }
+
+    fn check_timeouts(&mut self) {
+        let Some(limit) = self.plan.timeout else {
+            return;
+        };
+        for slot in &mut self.slots {
+            if slot.state != SlotState::Running
+                || slot.kill_reason.is_some()
+                || slot.pending.is_empty()
+            {
+                continue;
+            }
+            if let Some(started) = slot.started {
+                if started.elapsed().as_secs_f64() > limit {
+                    slot.kill_reason = Some(KillReason::Timeout(limit));
+                    if let Some(k) = &slot.killer {
+                        k.kill();
+                    }
+                }
+            }
+        }
+    }
+
+    fn tail_text(&self, i: usize) -> String {
+        let text = String::from_utf8_lossy(&self.slots[i].tail);
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(TAIL_LINES);
+        lines[start..].join("\n")
+    }
+
+    fn on_gone(&mut self, i: usize, how: String) {
+        let was = self.slots[i].state;
+        self.slots[i].state = SlotState::Exited;
+        self.slots[i].writer = None;
+        self.sched.remove_worker(i);
+        let id = self.slots[i].id.clone();
+        let python = self.plan.workers[self.slots[i].plan_index].python.clone();
+        let kill_reason = self.slots[i].kill_reason;
+        let aborted = kill_reason == Some(KillReason::Abort);
+
+        if matches!(was, SlotState::Starting | SlotState::Collecting) && !aborted {
+            let tail = self.tail_text(i);
+            let phase = if was == SlotState::Starting {
+                "before it was ready"
+            } else {
+                "during collection"
+            };
+            let message = format!(
+                "worker {id} ({python}) exited {phase} ({how}){}",
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its stderr:\n{tail}")
+                }
+            );
+            if self.slots[i].gen == 0 && !self.collected_event {
+                self.fail(Error::worker(message));
+                return;
+            }
+            self.reporter.on_event(&Event::Notice(message));
+        }
+
+        let pending: Vec<usize> = self.slots[i].pending.drain(..).collect();
+        let ended_by_itself = self.slots[i].done.is_some();
+        if !pending.is_empty() && !aborted && !ended_by_itself {
+            let crashed = pending[0];
+            let rest = pending[1..].to_vec();
+            let elapsed = self.slots[i]
+                .started
+                .map_or(0.0, |s| s.elapsed().as_secs_f64());
+            let tail = self.tail_text(i);
+            let nodeid = self.items[crashed].nodeid.clone();
+            let head = match kill_reason {
+                Some(KillReason::Timeout(limit)) => format!(
+                    "Timeout: {nodeid} ran longer than {limit}s; rtest killed worker {id} ({how})"
+                ),
+                _ => format!("worker {id} crashed while running {nodeid} ({how})"),
+            };
+            let longrepr = if tail.is_empty() {
+                head.clone()
+            } else {
+                format!("{head}\n\nlast output of worker {id}:\n{tail}")
+            };
+            let item = &mut self.items[crashed];
+            item.done = true;
+            let head_line = item
+                .location
+                .as_ref()
+                .map(|l| l.2.clone())
+                .unwrap_or_else(|| nodeid.rsplit("::").next().unwrap_or(&nodeid).to_string());
+            let report = PhaseReport {
+                i: item.local,
+                when: "call".into(),
+                outcome: "failed".into(),
+                duration: elapsed,
+                head_line: Some(head_line),
+                location: item.location.clone(),
+                longrepr: Some(longrepr),
+                crash: Some(Crash {
+                    path: None,
+                    lineno: None,
+                    message: Some(head.clone()),
+                }),
+                ..PhaseReport::default()
+            };
+            let result = TestResult {
+                nodeid,
+                worker: id.clone(),
+                worker_index: i,
+                location: item.location.clone(),
+                phases: vec![report],
+                duration: elapsed,
+                crashed: true,
+            };
+            self.record(result);
+            if let Some(coll) = self.slots[i].collection {
+                self.sched.requeue(coll, rest);
+            }
+        }
+        self.slots[i].reports.clear();
+
+        let needs_worker = !self.sched.collections_with_work().is_empty()
+            || (!self.collected_event && self.stop.is_none() && self.error.is_none());
+        let crashed = !ended_by_itself && !aborted && was != SlotState::Exited;
+        if crashed && needs_worker && self.stop.is_none() && self.error.is_none() {
+            let total_restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
+            if total_restarts < self.plan.max_worker_restart {
+                let slot = &mut self.slots[i];
+                slot.restarts += 1;
+                slot.gen += 1;
+                slot.info = None;
+                slot.collect_reports.clear();
+                slot.tail.clear();
+                slot.kill_reason = None;
+                slot.done = None;
+                slot.shut = false;
+                slot.started = None;
+                self.reporter.on_event(&Event::Notice(format!(
+                    "replacing crashed worker {id} ({} of {} restarts)",
+                    total_restarts + 1,
+                    self.plan.max_worker_restart
+                )));
+                self.spawn(i);
+                return;
+            } else {
+                self.reporter.on_event(&Event::Notice(format!(
+                    "worker {id} crashed and --max-worker-restart ({}) is used up; not replacing it",
+                    self.plan.max_worker_restart
+                )));
+            }
+        }
+        if !self.collected_event {
+            self.maybe_start_running();
+        }
+        self.dispatch_all();
+    }
+
+    fn finish(mut self) -> Outcome {
+        // Tests that no worker is left to run still get an outcome.
+        if self.stop.is_none() && self.error.is_none() && self.collected_event {
+            let stranded: Vec<usize> = (0..self.items.len())
+                .filter(|g| !self.items[*g].done)
+                .collect();
+            if !stranded.is_empty() {
+                self.stop = Some(StopReason::WorkersLost);
+                for g in stranded {
+                    let item = &mut self.items[g];
+                    item.done = true;
+                    let message = "not run: every worker that could run it crashed and --max-worker-restart is used up".to_string();
+                    let report = PhaseReport {
+                        i: item.local,
+                        when: "setup".into(),
+                        outcome: "failed".into(),
+                        head_line: item.location.as_ref().map(|l| l.2.clone()),
+                        location: item.location.clone(),
+                        longrepr: Some(message.clone()),
+                        crash: Some(Crash {
+                            path: None,
+                            lineno: None,
+                            message: Some(message),
+                        }),
+                        ..PhaseReport::default()
+                    };
+                    let result = TestResult {
+                        nodeid: item.nodeid.clone(),
+                        worker: "-".into(),
+                        worker_index: usize::MAX,
+                        location: item.location.clone(),
+                        phases: vec![report],
+                        duration: 0.0,
+                        crashed: true,
+                    };
+                    self.record(result);
+                }
+            }
+        }
+        let exit = if let Some(e) = &self.error {
+            e.exit_code()
+        } else {
+            match &self.stop {
+                Some(StopReason::Signal(_)) | Some(StopReason::TestInterrupted(_)) => {
+                    ExitCode::Interrupted
+                }
+                Some(StopReason::CollectionErrors(_)) => ExitCode::Interrupted,
+                Some(StopReason::PytestStop(_)) if self.pytest_exit_status.is_some() => {
+                    ExitCode::from_pytest(self.pytest_exit_status.unwrap_or(2))
+                }
+                _ if self.internal_error => ExitCode::InternalError,
+                _ if self.any_failed => ExitCode::TestsFailed,
+                _ if self.items.is_empty() => ExitCode::NoTestsCollected,
+                _ => ExitCode::Ok,
+            }
+        };
+        self.reporter.on_event(&Event::Finished {
+            stop: self.stop.clone(),
+            elapsed: self.start.elapsed(),
+            error: self.error.as_ref().map(|e| e.message.clone()),
+            exit,
+        });
+        Outcome { exit }
+    }
+}
+
+/// A readable diff of two collections.
+fn collection_diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> String {
+    let mut out = format!(
+        "different tests were collected by {a_name} ({} items) and {b_name} ({} items); tests must collect the same on every worker (is collection order or parametrization random?)\n",
+        a.len(),
+        b.len()
+    );
+    let sa: std::collections::HashSet<&String> = a.iter().collect();
+    let sb: std::collections::HashSet<&String> = b.iter().collect();
+    let mut shown = 0;
+    for id in a.iter().filter(|x| !sb.contains(x)) {
+        if shown < 20 {
+            out.push_str(&format!("  - {id}   (only on {a_name})\n"));
+        }
+        shown += 1;
+    }
+    for id in b.iter().filter(|x| !sa.contains(x)) {
+        if shown < 20 {
+            out.push_str(&format!("  + {id}   (only on {b_name})\n"));
+        }
+        shown += 1;
+    }
+    if shown == 0 {
+        if let Some(pos) = a.iter().zip(b).position(|(x, y)| x != y) {
+            out.push_str(&format!(
+                "  same tests, different order: item {pos} is {} on {a_name} but {} on {b_name}\n",
+                a[pos], b[pos]
+            ));
+        }
+    } else if shown > 20 {
+        out.push_str(&format!("  ... and {} more differences\n", shown - 20));
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collection_diff;
+
+    #[test]
+    fn diff_names_workers_and_items() {
+        let a = vec!["t.py::a".to_string(), "t.py::b".to_string()];
+        let b = vec!["t.py::a".to_string(), "t.py::c".to_string()];
+        let d = collection_diff("gw0", &a, "gw1", &b);
+        assert!(d.starts_with("different tests were collected by gw0 (2 items) and gw1 (2 items)"));
+        assert!(d.contains("  - t.py::b   (only on gw0)"));
+        assert!(d.contains("  + t.py::c   (only on gw1)"));
+        let c = vec!["t.py::b".to_string(), "t.py::a".to_string()];
+        assert!(collection_diff("gw0", &a, "gw1", &c).contains("different order"));
+    }
+}
