@@ -136,6 +136,23 @@ def _dist_version(name):
         return None
 
 
+def _longrepr_text(report):
+    """pytest's rendering of a report's longrepr (honouring --tb), without
+    the leading-whitespace strip of ``longreprtext``."""
+    try:
+        from io import StringIO
+
+        from _pytest._io import TerminalWriter
+
+        buf = StringIO()
+        tw = TerminalWriter(file=buf)
+        tw.hasmarkup = False
+        report.toterminal(tw)
+        return buf.getvalue().rstrip("\n")
+    except Exception:
+        return _text(report.longreprtext)
+
+
 def _text(value):
     if value is None:
         return None
@@ -224,7 +241,7 @@ class Worker:
             "t": "collect_report",
             "nodeid": report.nodeid,
             "outcome": report.outcome,
-            "longrepr": _text(report.longreprtext) if report.longrepr else None,
+            "longrepr": _longrepr_text(report) if report.longrepr else None,
         }
         if report.skipped and isinstance(report.longrepr, tuple):
             msg["skip"] = [_text(x) for x in report.longrepr]
@@ -322,7 +339,7 @@ class Worker:
             if report.skipped and isinstance(longrepr, tuple):
                 msg["skip"] = [_text(x) for x in longrepr]
             else:
-                msg["longrepr"] = _text(report.longreprtext)
+                msg["longrepr"] = _longrepr_text(report)
                 crash = getattr(longrepr, "reprcrash", None)
                 if crash is not None:
                     msg["crash"] = {
@@ -422,6 +439,8 @@ def run_pytest(channel, inbox, start):
     import pytest
     from _pytest.config import _prepareconfig
 
+    # Run after the terminal plugin's pytest_configure, to silence it.
+    Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
     worker = Worker(channel, inbox, start)
     try:
         config = _prepareconfig(list(start["args"]), None)

@@ -61,7 +61,9 @@ impl JUnit {
             let mut out = String::new();
             let mut err = String::new();
             let mut log = String::new();
-            for p in &r.phases {
+            // Each phase's report repeats the sections of the phases before
+            // it: the last one that has any holds them all.
+            if let Some(p) = r.phases.iter().rev().find(|p| !p.sections.is_empty()) {
                 for (title, content) in &p.sections {
                     let target = if title.contains("stdout") {
                         &mut out
@@ -72,6 +74,8 @@ impl JUnit {
                     };
                     let _ = writeln!(target, "{:-^40}\n{content}", format!(" {title} "));
                 }
+            }
+            for p in &r.phases {
                 let msg = p
                     .crash
                     .as_ref()
@@ -223,6 +227,10 @@ fn skip_parts(p: &crate::protocol::PhaseReport) -> (String, String) {
             let path = s.first().cloned().flatten().unwrap_or_default();
             let line = s.get(1).cloned().flatten().unwrap_or_default();
             let reason = s.get(2).cloned().flatten().unwrap_or_default();
+            let reason = reason
+                .strip_prefix("Skipped: ")
+                .unwrap_or(&reason)
+                .to_string();
             (format!("{path}:{line}"), reason)
         }
         None => (String::new(), String::new()),

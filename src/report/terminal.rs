@@ -436,7 +436,23 @@ impl Terminal {
                 .filter(|p| p.when == "call" && p.outcome == "failed")
             {
                 if self.opts.tb == "line" {
-                    self.line(p.longrepr.as_deref().unwrap_or(""));
+                    // pytest's _getcrashline: "path:line: message".
+                    let line = match &p.crash {
+                        Some(c) => format!(
+                            "{}:{}: {}",
+                            c.path.as_deref().unwrap_or(&r.nodeid),
+                            c.lineno.unwrap_or(0),
+                            c.message.as_deref().unwrap_or("")
+                        ),
+                        None => p
+                            .longrepr
+                            .as_deref()
+                            .unwrap_or("")
+                            .chars()
+                            .take(50)
+                            .collect(),
+                    };
+                    self.line(&line);
                     continue;
                 }
                 let name = p.head_line.clone().unwrap_or_else(|| r.nodeid.clone());
@@ -446,7 +462,21 @@ impl Terminal {
                 }
                 self.line(p.longrepr.as_deref().unwrap_or(""));
                 self.print_sections(p);
+                self.print_teardown_sections(r);
             }
+        }
+    }
+
+    /// pytest shows a failed test's teardown output after its call output.
+    fn print_teardown_sections(&mut self, r: &TestResult) {
+        if let Some(td) = r
+            .phases
+            .iter()
+            .find(|p| p.when == "teardown" && p.outcome != "failed")
+        {
+            let mut only = td.clone();
+            only.sections.retain(|(t, _)| t.contains("teardown"));
+            self.print_sections(&only);
         }
     }
 
@@ -472,9 +502,11 @@ impl Terminal {
                 .find_map(|p| p.head_line.clone())
                 .unwrap_or_else(|| r.nodeid.clone());
             self.sep_line('_', &name, GREEN, true);
-            for p in r.phases.clone() {
-                self.print_sections(&p);
+            if let Some(call) = r.phases.iter().find(|p| p.when == "call") {
+                let call = call.clone();
+                self.print_sections(&call);
             }
+            self.print_teardown_sections(r);
         }
     }
 
@@ -942,15 +974,14 @@ impl Reporter for Terminal {
                 let _ = self.out.flush();
                 self.hide_status();
                 let painted = self.paint(&format!("rtest: {text}"), YELLOW, false);
-                // Notices go to stderr, between progress characters.
+                // In the flow of the progress, as xdist's node-down lines.
                 if self.line_len > 0 {
                     let _ = writeln!(self.out);
                     self.line_len = 0;
                     self.current_line.clear();
-                    let _ = self.out.flush();
                 }
-                let _ = writeln!(self.err, "{painted}");
-                let _ = self.err.flush();
+                let _ = writeln!(self.out, "{painted}");
+                let _ = self.out.flush();
             }
             Event::Warning { nodeid, text } => {
                 self.stats.warnings += 1;

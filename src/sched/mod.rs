@@ -35,6 +35,7 @@ pub struct Scheduler {
     pools: BTreeMap<usize, VecDeque<Vec<usize>>>,
     workers: BTreeMap<usize, WorkerState>,
     stopped: bool,
+    wakeups: Vec<usize>,
 }
 
 /// The grouping key of one item: its node id and `xdist_group` names.
@@ -63,6 +64,7 @@ impl Scheduler {
             pools: BTreeMap::new(),
             workers: BTreeMap::new(),
             stopped: false,
+            wakeups: Vec::new(),
         }
     }
 
@@ -137,6 +139,12 @@ impl Scheduler {
     pub fn stop(&mut self) {
         self.stopped = true;
         self.pools.values_mut().for_each(VecDeque::clear);
+        self.wakeups.extend(
+            self.workers
+                .iter()
+                .filter(|(_, s)| !s.shut)
+                .map(|(w, _)| *w),
+        );
     }
 
     /// Units not yet handed to any worker, per collection.
@@ -156,54 +164,82 @@ impl Scheduler {
             .collect()
     }
 
+    /// Workers that must be polled again: a pool they were waiting on ran
+    /// dry, so they now need a shutdown to run their last queued test.
+    pub fn take_wakeups(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.wakeups)
+    }
+
     /// What to send `worker` now.
+    ///
+    /// An agent starts a test only once it knows the next one (or that none
+    /// follows), so a worker is kept at two or more queued tests while its
+    /// pool has work; near the end, when there is less than a fair share of
+    /// two per worker, each gets one at a time and is shut down (through
+    /// [`take_wakeups`](Scheduler::take_wakeups)) when the pool empties.
     pub fn poll(&mut self, worker: usize) -> Action {
-        let live = self.workers.values().filter(|w| !w.shut).count().max(1);
-        let mode = self.mode;
-        let Some(state) = self.workers.get_mut(&worker) else {
+        let Some(state) = self.workers.get(&worker) else {
             return Action::Wait;
         };
         if state.shut {
             return Action::Wait;
         }
-        let pool = self.pools.entry(state.collection).or_default();
+        let collection = state.collection;
+        let live = self
+            .workers
+            .values()
+            .filter(|w| !w.shut && w.collection == collection)
+            .count()
+            .max(1);
+        let mode = self.mode;
+        let pool = self.pools.entry(collection).or_default();
+        let state = self.workers.get_mut(&worker).expect("checked above");
         if pool.is_empty() {
             state.shut = true;
             return Action::Shutdown;
         }
+        let remaining = pool.len();
+        let grouped = matches!(
+            mode,
+            DistMode::LoadScope | DistMode::LoadFile | DistMode::LoadGroup
+        );
+        let target = if matches!(mode, DistMode::Each | DistMode::No) {
+            remaining.clamp(2, 64)
+        } else if grouped {
+            2
+        } else {
+            (remaining / (live * 2)).clamp(2, 64)
+        };
+        let low = target.div_ceil(2).max(2);
+        if state.pending >= low {
+            return Action::Wait;
+        }
+        // Fewer than two per worker left: an idle worker gets one, so the
+        // rest can go to the other workers.
+        let scarce = !matches!(mode, DistMode::Each | DistMode::No) && remaining.div_ceil(live) < 2;
+        let goal = if state.pending == 0 && scarce {
+            1
+        } else {
+            target
+        };
         let mut batch = Vec::new();
-        match mode {
-            DistMode::Load | DistMode::WorkSteal | DistMode::Each | DistMode::No => {
-                let remaining = pool.len();
-                let per_worker = if mode == DistMode::Load || mode == DistMode::WorkSteal {
-                    remaining / (live * 2)
-                } else {
-                    remaining
-                };
-                let target = per_worker.clamp(2, 64);
-                if state.pending >= target.div_ceil(2).max(2) {
-                    return Action::Wait;
-                }
-                while state.pending + batch.len() < target {
-                    match pool.pop_front() {
-                        Some(unit) => batch.extend(unit),
-                        None => break,
-                    }
-                }
-            }
-            DistMode::LoadScope | DistMode::LoadFile | DistMode::LoadGroup => {
-                if state.pending >= 2 {
-                    return Action::Wait;
-                }
-                while state.pending + batch.len() < 2 {
-                    match pool.pop_front() {
-                        Some(unit) => batch.extend(unit),
-                        None => break,
-                    }
-                }
+        while state.pending + batch.len() < goal {
+            match pool.pop_front() {
+                Some(unit) => batch.extend(unit),
+                None => break,
             }
         }
         state.pending += batch.len();
+        if pool.is_empty() {
+            // Everyone still holding work (this worker too) now needs its
+            // shutdown to run its last test.
+            let waiting = self
+                .workers
+                .iter()
+                .filter(|(_, s)| !s.shut && s.collection == collection)
+                .map(|(w, _)| *w);
+            self.wakeups.extend(waiting);
+        }
         Action::Run(batch)
     }
 }
@@ -234,7 +270,9 @@ mod tests {
         let mut ran = vec![None; n];
         loop {
             let mut progressed = false;
-            for w in 0..workers {
+            let mut order: Vec<usize> = (0..workers).collect();
+            order.extend(s.take_wakeups());
+            for w in order {
                 if !shut[w] {
                     match s.poll(w) {
                         Action::Run(b) => queues[w].extend(b),
@@ -276,6 +314,17 @@ mod tests {
                 assert!(ran.iter().all(Option::is_some), "n={n} workers={workers}");
             }
         }
+    }
+
+    #[test]
+    fn few_items_are_spread_one_per_worker() {
+        let ran = simulate(DistMode::Load, ids(2), 2);
+        assert_ne!(ran[0], ran[1]);
+        let ran = simulate(DistMode::Load, ids(3), 3);
+        assert_eq!(
+            ran.iter().collect::<std::collections::HashSet<_>>().len(),
+            3
+        );
     }
 
     #[test]

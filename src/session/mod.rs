@@ -167,8 +167,21 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             shut: false,
         });
     }
-    for i in 0..s.slots.len() {
-        s.spawn(i);
+    if let Some(base) = &plan.basetemp {
+        // pytest creates --basetemp itself but not its parent.
+        if let Err(e) = std::fs::create_dir_all(base) {
+            s.error = Some(Error::usage(format!(
+                "could not create --basetemp {base}: {e}"
+            )));
+            for slot in &mut s.slots {
+                slot.state = SlotState::Exited;
+            }
+        }
+    }
+    if s.error.is_none() {
+        for i in 0..s.slots.len() {
+            s.spawn(i);
+        }
     }
 
     let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -551,24 +564,29 @@ impl Session<'_> {
         if self.plan.collect_only {
             self.sched.stop();
         }
-        for i in 0..self.slots.len() {
-            if self.slots[i].state == SlotState::Running {
-                let coll = self.slots[i].collection.unwrap_or(0);
-                self.sched.add_worker(i, coll);
-                self.dispatch(i);
-            }
+        // Register every worker before the first poll, so the first one
+        // does not take what a fair share would give the others.
+        let running: Vec<usize> = (0..self.slots.len())
+            .filter(|i| self.slots[*i].state == SlotState::Running)
+            .collect();
+        for &i in &running {
+            let coll = self.slots[i].collection.unwrap_or(0);
+            self.sched.add_worker(i, coll);
+        }
+        for i in running {
+            self.dispatch(i);
         }
     }
 
+    /// Give worker `i` what the scheduler has for it, until the scheduler
+    /// says wait or shutdown (an agent only starts a test once it knows the
+    /// next one, so a last batch must be followed by shutdown at once).
     fn dispatch(&mut self, i: usize) {
         if self.slots[i].state != SlotState::Running || self.slots[i].shut {
             return;
         }
         match self.sched.poll(i) {
-            Action::Run(ids) => {
-                if ids.is_empty() {
-                    return;
-                }
+            Action::Run(ids) if !ids.is_empty() => {
                 let indices: Vec<usize> = ids.iter().map(|g| self.items[*g].local).collect();
                 let slot = &mut self.slots[i];
                 if slot.pending.is_empty() {
@@ -581,7 +599,10 @@ impl Session<'_> {
                 self.slots[i].shut = true;
                 self.send(i, &ToAgent::Shutdown);
             }
-            Action::Wait => {}
+            Action::Run(_) | Action::Wait => {}
+        }
+        for w in self.sched.take_wakeups() {
+            self.dispatch(w);
         }
     }
 
@@ -722,7 +743,15 @@ impl Session<'_> {
     fn tail_text(&self, i: usize) -> String {
         let text = String::from_utf8_lossy(&self.slots[i].tail);
         let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(TAIL_LINES);
+        // A fatal error's report (faulthandler) is worth showing from its
+        // first line; anything else, the last lines.
+        let start = match lines
+            .iter()
+            .rposition(|l| l.starts_with("Fatal Python error"))
+        {
+            Some(p) if lines.len() - p <= 3 * TAIL_LINES => p,
+            _ => lines.len().saturating_sub(TAIL_LINES),
+        };
         lines[start..].join("\n")
     }
 
@@ -855,7 +884,11 @@ impl Session<'_> {
 
     fn finish(mut self) -> Outcome {
         // Tests that no worker is left to run still get an outcome.
-        if self.stop.is_none() && self.error.is_none() && self.collected_event {
+        if self.stop.is_none()
+            && self.error.is_none()
+            && self.collected_event
+            && !self.plan.collect_only
+        {
             let stranded: Vec<usize> = (0..self.items.len())
                 .filter(|g| !self.items[*g].done)
                 .collect();

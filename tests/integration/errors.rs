@@ -1,0 +1,126 @@
+//! Bad input: a clear error and exit 4, never a panic or a hang.
+
+use crate::harness::Project;
+
+fn simple() -> Project {
+    Project::new().file("test_a.py", "def test_a():\n    pass\n")
+}
+
+#[test]
+fn unknown_option_shows_pytests_usage_error() {
+    let r = simple().rtest(&["-n", "2", "--no-such-option"]);
+    r.code(4)
+        .stderr_has("unrecognized arguments: --no-such-option");
+}
+
+#[test]
+fn bad_numprocesses() {
+    simple()
+        .rtest(&["-n", "-3"])
+        .code(4)
+        .stderr_has("-n/--numprocesses: expected a whole number");
+    simple()
+        .rtest(&["-n", "lots"])
+        .code(4)
+        .stderr_has("got \"lots\"");
+}
+
+#[test]
+fn malformed_tx_names_the_part() {
+    simple()
+        .rtest(&["--tx", "3*popen//pyhton=python3"])
+        .code(4)
+        .stderr_has(
+            "failed to parse tx spec \"3*popen//pyhton=python3\": unknown part \"pyhton=python3\"",
+        );
+    simple()
+        .rtest(&["--tx", "0*popen"])
+        .code(4)
+        .stderr_has("bad count \"0\"");
+}
+
+#[test]
+fn missing_or_old_python() {
+    simple()
+        .rtest(&["--tx", "popen//python=/nonexistent/python9"])
+        .code(4)
+        .stderr_has("python \"/nonexistent/python9\" was not found");
+    let p = simple().file("fakepy", "#!/bin/sh\necho 'Python 2.7.18' >&2\nexit 1\n");
+    let fake = p.path().join("fakepy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.rtest(&["--tx", &format!("popen//python={}", fake.display())])
+        .code(4)
+        .stderr_has("is not a working Python 3.8+ interpreter")
+        .stderr_has("Python 2.7.18");
+}
+
+#[test]
+fn nonexistent_test_path() {
+    simple()
+        .rtest(&["-n", "2", "no/such/dir"])
+        .code(4)
+        .stderr_has("file or directory not found: no/such/dir");
+}
+
+#[test]
+fn unwritable_outputs() {
+    let p = simple().file("blocker", "a file, not a directory\n");
+    p.rtest(&["-n", "1", "--junitxml", "blocker/out.xml"])
+        .code(4)
+        .stderr_has("could not write --junitxml");
+    p.rtest(&["-n", "1", "--report-log", "blocker/log.jsonl"])
+        .code(4)
+        .stderr_has("could not write --report-log");
+}
+
+#[test]
+fn bad_dist_mode_and_pdb() {
+    simple()
+        .rtest(&["--dist", "fast"])
+        .code(4)
+        .stderr_has("--dist: unknown dist mode \"fast\"");
+    simple()
+        .rtest(&["--pdb"])
+        .code(4)
+        .stderr_has("--pdb cannot be used with rtest");
+}
+
+#[test]
+fn worker_that_dies_before_ready_shows_its_stderr() {
+    let p = simple().file("diepy", "#!/bin/sh\nif [ \"$1\" = -c ]; then exec python3 \"$@\"; fi\necho 'no agent for you' >&2\nexit 7\n");
+    let fake = p.path().join("diepy");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The probe (python -c ...) works, the worker (python -u -c ...) dies.
+    let r = p.rtest(&[
+        "--tx",
+        &format!("popen//python={}", fake.display()),
+        "--no-provision",
+    ]);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn no_provision_without_pytest_is_a_clear_error() {
+    // The harness venv has pytest; a bare venv does not.
+    let p = simple();
+    let bare = p.path().join("bare");
+    let status = std::process::Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg("--without-pip")
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let py = bare.join("bin/python");
+    p.rtest(&[
+        "--tx",
+        &format!("popen//python={}", py.display()),
+        "--no-provision",
+    ])
+    .code(4)
+    .stderr_has("has no pytest and --no-provision was given")
+    .stderr_has("-m pip install pytest");
+}

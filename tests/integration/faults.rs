@@ -1,0 +1,147 @@
+//! Crashes, hangs and interrupts: every test still gets its outcome.
+
+use crate::harness::{junit_outcomes, Project};
+use std::time::Duration;
+
+const CRASHES: &str = r#"
+import os, signal, ctypes
+
+def test_before():
+    pass
+
+def test_exit():
+    os._exit(3)
+
+def test_sigkill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def test_segfault():
+    ctypes.string_at(0)
+
+def test_after_1():
+    pass
+
+def test_after_2():
+    pass
+"#;
+
+#[test]
+fn three_crash_kinds_are_failures_and_the_rest_still_run() {
+    let p = Project::new().file("test_crash.py", CRASHES);
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "--junitxml", "j.xml"]);
+    r.code(1)
+        .stdout_has("crashed while running test_crash.py::test_exit (exit code 3)")
+        .stdout_has(
+            "crashed while running test_crash.py::test_sigkill (killed by signal 9 (SIGKILL))",
+        )
+        .stdout_has("crashed while running test_crash.py::test_segfault (killed by signal 11")
+        .stdout_has("Fatal Python error: Segmentation fault")
+        .stdout_has("replacing crashed worker");
+    assert_eq!(r.summary(), "3 failed, 3 passed");
+    let outcomes = junit_outcomes(&p.path().join("j.xml"));
+    assert_eq!(outcomes.len(), 6, "{outcomes:?}");
+}
+
+#[test]
+fn timeout_kills_the_hung_test_only() {
+    let p = Project::new().file(
+        "test_hang.py",
+        "import time\n\ndef test_a():\n    pass\n\ndef test_hang():\n    time.sleep(60)\n\ndef test_b():\n    pass\n\ndef test_c():\n    pass\n",
+    );
+    let r = p.rtest(&["-n", "2", "--timeout", "2", "-p", "no:cacheprovider"]);
+    r.code(1)
+        .stdout_has("Timeout: test_hang.py::test_hang ran longer than 2s");
+    assert_eq!(r.summary(), "1 failed, 3 passed");
+}
+
+#[test]
+fn every_worker_dying_still_reports_every_test() {
+    let mut body = String::from("import os\n");
+    for i in 0..6 {
+        body.push_str(&format!("\ndef test_{i}():\n    os._exit(1)\n"));
+    }
+    let p = Project::new().file("test_die.py", &body);
+    let r = p.rtest(&[
+        "-n",
+        "2",
+        "--max-worker-restart",
+        "1",
+        "-p",
+        "no:cacheprovider",
+        "--junitxml",
+        "j.xml",
+    ]);
+    r.code(1)
+        .stdout_has("not run: every worker that could run it crashed");
+    let outcomes = junit_outcomes(&p.path().join("j.xml"));
+    assert_eq!(outcomes.len(), 6, "{outcomes:?}");
+    assert!(outcomes.iter().all(|(_, o)| o != "passed"));
+}
+
+#[test]
+fn keyboard_interrupt_in_a_test_stops_the_run_with_exit_2() {
+    let mut body = String::from(
+        "import time\n\ndef test_kbd():\n    time.sleep(0.2)\n    raise KeyboardInterrupt\n",
+    );
+    for i in 0..20 {
+        body.push_str(&format!("\ndef test_{i}():\n    time.sleep(0.1)\n"));
+    }
+    let p = Project::new().file("test_k.py", &body);
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
+    r.code(2).stdout_has("KeyboardInterrupt");
+}
+
+fn pids_alive(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            // A zombie has been killed, only not reaped by its (dead) parent.
+            match std::fs::read_to_string(format!("/proc/{p}/stat")) {
+                Ok(stat) => !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'),
+                Err(_) => false,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_stops_everything_and_leaves_no_orphans() {
+    let p = Project::new().file(
+        "test_slow.py",
+        "import os, subprocess, sys, time\n\ndef test_slow():\n    open('pid-slow', 'w').write(str(os.getpid()))\n    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n    open('pid-child', 'w').write(str(child.pid))\n    time.sleep(60)\n\ndef test_other():\n    open('pid-other', 'w').write(str(os.getpid()))\n",
+    );
+    let mut child = p
+        .command(&["-n", "2", "-p", "no:cacheprovider"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(p.path().join("pid-child").exists() && p.path().join("pid-other").exists()) {
+        assert!(std::time::Instant::now() < deadline, "tests never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pids: Vec<i32> = ["pid-slow", "pid-child", "pid-other"]
+        .iter()
+        .map(|f| p.read(f).trim().parse().unwrap())
+        .collect();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let mut out = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        out.contains("KeyboardInterrupt") || out.contains("SIGTERM"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pids_alive(&pids), Vec::<i32>::new(), "orphans left");
+}

@@ -1,0 +1,231 @@
+//! A small fluent helper: write a pytest project, run rtest on it, look at
+//! what came out.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The venv with pytest that tests run under.
+pub fn venv() -> &'static Path {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        if let Some(v) = std::env::var_os("RTEST_TEST_VENV") {
+            return PathBuf::from(v);
+        }
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join("test-venv");
+        let python = dir.join("bin").join("python");
+        let ok = python.exists()
+            && Command::new(&python)
+                .args(["-c", "import pytest, xdist"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        if !ok {
+            let status = Command::new("python3")
+                .arg("-m")
+                .arg("venv")
+                .arg(&dir)
+                .status()
+                .expect("python3 -m venv");
+            assert!(status.success(), "could not create {}", dir.display());
+            let status = Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "pytest",
+                    "pytest-xdist",
+                ])
+                .status()
+                .expect("pip install");
+            assert!(
+                status.success(),
+                "could not install pytest into {}",
+                dir.display()
+            );
+        }
+        dir
+    })
+}
+
+/// The venv's interpreter.
+pub fn venv_python() -> PathBuf {
+    venv().join("bin").join("python")
+}
+
+/// A temporary pytest project.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+/// What a run printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Project {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(self, rel: &str, text: &str) -> Self {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtest"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("VIRTUAL_ENV", venv())
+            .env("COLUMNS", "100")
+            .env_remove("PYTEST_ADDOPTS")
+            .env_remove("NO_COLOR")
+            .env("PY_COLORS", "0")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn rtest(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("run rtest");
+        Run::from(out)
+    }
+
+    /// Run plain pytest (the baseline) in the project.
+    pub fn pytest(&self, args: &[&str]) -> Run {
+        let out = Command::new(venv_python())
+            .arg("-m")
+            .arg("pytest")
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("COLUMNS", "100")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pytest");
+        Run::from(out)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn code(&self, want: i32) -> &Self {
+        assert_eq!(
+            self.code, want,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stdout_lacks(&self, text: &str) -> &Self {
+        assert!(
+            !self.stdout.contains(text),
+            "stdout has {text:?}\n--- stdout\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// The final `== ... in 1.23s ==` line without its timing.
+    pub fn summary(&self) -> String {
+        let line = self
+            .stdout
+            .lines()
+            .rev()
+            .find(|l| {
+                l.contains(" in ") && l.trim_end().ends_with("s =")
+                    || l.contains(" in ") && l.trim_end().ends_with("=")
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "no summary line in\n{}\n--- stderr\n{}",
+                    self.stdout, self.stderr
+                )
+            });
+        let body = line.trim_matches(|c| c == '=' || c == ' ');
+        body.rsplit_once(" in ")
+            .map(|(a, _)| a.to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Per-node outcomes from a JUnit file, computed by Python's XML parser (so
+/// the file is also checked to be well-formed).
+pub fn junit_outcomes(path: &Path) -> Vec<(String, String)> {
+    let script = r#"
+import sys, xml.etree.ElementTree as E
+root = E.parse(sys.argv[1]).getroot()
+for case in root.iter("testcase"):
+    kinds = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]
+    print("%s::%s\t%s" % (case.get("classname"), case.get("name"), ",".join(sorted(kinds)) or "passed"))
+"#;
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "junit parse failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real `rtest` binary on real pytest projects.
+//!
+//! The harness makes (once) a virtualenv with pytest under
+//! `target/test-venv` unless `RTEST_TEST_VENV` names one, and runs every
+//! project in its own temp dir with that venv active.
+
+mod errors;
+mod faults;
+mod harness;
+mod outputs;
+mod run;

@@ -1,0 +1,103 @@
+//! Outputs: JUnit XML, report-log, `-s`, raw bytes on fd 1 and 2.
+
+use crate::harness::{junit_outcomes, Project};
+
+#[test]
+fn junit_is_well_formed_with_pytest_names_and_stripped_control_chars() {
+    let p = Project::new().file(
+        "tests/test_j.py",
+        "import pytest, sys\n\nclass TestC:\n    @pytest.mark.parametrize('x', ['a::b', 'ünï'])\n    def test_p(self, x):\n        pass\n\ndef test_esc():\n    print('\\x1b[31mred\\x1b[0m and \\x00 nul')\n    assert False, '\\x1b[1mbold\\x1b[0m'\n\n@pytest.mark.skip(reason='why not')\ndef test_s():\n    pass\n\ndef test_prop(record_property):\n    record_property('answer', 42)\n",
+    );
+    let r = p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--junitxml",
+        "out/j.xml",
+    ]);
+    r.code(1);
+    let outcomes = junit_outcomes(&p.path().join("out/j.xml"));
+    let names: Vec<&str> = outcomes.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"tests.test_j.TestC::test_p[a::b]"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"tests.test_j::test_esc"), "{names:?}");
+    let xml = p.read("out/j.xml");
+    assert!(!xml.contains('\u{1b}'));
+    assert!(xml.contains("<skipped type=\"pytest.skip\" message=\"why not\">"));
+    assert!(xml.contains("<property name=\"answer\" value=\"42\" />"));
+    assert!(xml.contains("failures=\"1\""));
+    assert!(xml.contains("skipped=\"1\""));
+}
+
+#[test]
+fn report_log_is_pytest_reportlog_json_lines() {
+    let p = Project::new().file(
+        "test_r.py",
+        "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n",
+    );
+    p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--report-log",
+        "log.jsonl",
+    ])
+    .code(1);
+    let text = p.read("log.jsonl");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.first().unwrap()["$report_type"], "SessionStart");
+    assert_eq!(lines.last().unwrap()["$report_type"], "SessionFinish");
+    assert_eq!(lines.last().unwrap()["exitstatus"], 1);
+    let reports: Vec<_> = lines
+        .iter()
+        .filter(|l| l["$report_type"] == "TestReport")
+        .collect();
+    assert_eq!(reports.len(), 6);
+    let failed = reports.iter().find(|r| r["outcome"] == "failed").unwrap();
+    assert_eq!(failed["nodeid"], "test_r.py::test_b");
+    assert_eq!(failed["when"], "call");
+    assert!(failed["longrepr"].is_object() || failed["longrepr"].is_string());
+}
+
+#[test]
+fn raw_non_utf8_writes_to_fd_1_and_2_do_not_break_the_protocol() {
+    let p = Project::new().file(
+        "test_raw.py",
+        "import os\n\ndef test_raw():\n    os.write(1, b'\\xff\\xfe\\x00 raw out\\n')\n    os.write(2, b'\\xc3\\x28 raw err\\n')\n\ndef test_after():\n    pass\n",
+    );
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "-rP"]);
+    r.code(0).stdout_has("raw out").stdout_has("raw err");
+    assert_eq!(r.summary(), "2 passed");
+    let s = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "-s"]);
+    s.code(0).stderr_has("raw out");
+}
+
+#[test]
+fn capture_no_streams_a_mebibyte_with_worker_prefixes() {
+    let p = Project::new().file(
+        "test_big.py",
+        "import sys\n\ndef test_big():\n    line = 'x' * 1023\n    for _ in range(1024):\n        print(line)\n\ndef test_small():\n    print('marker-line')\n",
+    );
+    let r = p.rtest(&["-n", "2", "-s", "-p", "no:cacheprovider"]);
+    r.code(0);
+    let big_lines = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[gw") && l.ends_with(&"x".repeat(1023)))
+        .count();
+    assert_eq!(big_lines, 1024);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("[gw") && l.ends_with("] marker-line")),
+        "{}",
+        &r.stderr[..200.min(r.stderr.len())]
+    );
+}

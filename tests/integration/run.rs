@@ -1,0 +1,332 @@
+//! Ordinary runs: results, modes, pytest options, xdist compatibility.
+
+use crate::harness::{junit_outcomes, Project};
+
+fn example() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart")
+}
+
+#[test]
+fn quickstart_example_passes_on_two_workers() {
+    let p = Project::new();
+    let ex = example();
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider", ex.to_str().unwrap()]);
+    r.code(0)
+        .stdout_has("rtest 0.1.0: 2 workers [20 items]")
+        .stdout_has("test session starts");
+    assert_eq!(r.summary(), "18 passed, 1 skipped, 1 xfailed");
+}
+
+const MIXED: &str = r#"
+import pytest
+
+def test_pass():
+    pass
+
+def test_fail():
+    print("some output")
+    assert 1 == 2, "numbers differ"
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("fixture broke")
+
+def test_setup_error(broken):
+    pass
+
+@pytest.fixture
+def bad_teardown():
+    yield
+    raise ValueError("teardown broke")
+
+def test_teardown_error(bad_teardown):
+    pass
+
+@pytest.mark.skip(reason="not today")
+def test_skip():
+    pass
+
+@pytest.mark.xfail(reason="known")
+def test_xfail():
+    assert False
+
+@pytest.mark.xfail(reason="fixed?")
+def test_xpass():
+    pass
+
+@pytest.mark.parametrize("x", ["a::b", "ünï", "sp ace"])
+def test_ids(x):
+    assert x
+"#;
+
+#[test]
+fn outcomes_match_plain_pytest_node_by_node() {
+    let p = Project::new().file("test_mixed.py", MIXED).file(
+        "test_more.py",
+        "import pytest\n\nclass TestK:\n    def test_a(self):\n        pass\n\n    @pytest.mark.parametrize('n', range(20))\n    def test_n(self, n):\n        assert n != 7\n",
+    );
+    let base = p.pytest(&["-p", "no:cacheprovider", "--junitxml", "base.xml", "-q"]);
+    assert_eq!(base.code, 1, "{}", base.stdout);
+    let r = p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--junitxml",
+        "ours.xml",
+    ]);
+    r.code(1);
+    let base = junit_outcomes(&p.path().join("base.xml"));
+    let ours = junit_outcomes(&p.path().join("ours.xml"));
+    assert_eq!(base, ours);
+    assert_eq!(
+        r.summary(),
+        "2 failed, 25 passed, 1 skipped, 1 xfailed, 1 xpassed, 2 errors"
+    );
+}
+
+#[test]
+fn failure_sections_use_pytest_rendering_and_respect_tb() {
+    let p = Project::new().file("test_mixed.py", MIXED);
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
+    r.code(1)
+        .stdout_has("= FAILURES =")
+        .stdout_has("___ test_fail ___")
+        .stdout_has(">       assert 1 == 2, \"numbers differ\"")
+        .stdout_has("E       AssertionError: numbers differ")
+        .stdout_has("- Captured stdout call -")
+        .stdout_has("some output")
+        .stdout_has("ERROR at setup of test_setup_error")
+        .stdout_has("ERROR at teardown of test_teardown_error")
+        .stdout_has("FAILED test_mixed.py::test_fail - AssertionError: numbers differ")
+        .stdout_has("ERROR test_mixed.py::test_setup_error - RuntimeError: fixture broke");
+    let short = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "--tb=line"]);
+    short
+        .code(1)
+        .stdout_lacks(">       assert 1 == 2")
+        .stdout_has("/test_mixed.py:9: AssertionError: numbers differ");
+    let none = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "--tb=no"]);
+    none.code(1)
+        .stdout_lacks("= FAILURES =")
+        .stdout_has("FAILED test_mixed.py::test_fail");
+}
+
+#[test]
+fn verbose_lines_name_the_worker_and_quiet_is_terse() {
+    let p = Project::new().file(
+        "test_a.py",
+        "def test_one():\n    pass\n\ndef test_two():\n    pass\n",
+    );
+    let r = p.rtest(&["-n", "2", "-v", "-p", "no:cacheprovider"]);
+    r.code(0);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("[gw") && l.contains("PASSED test_a.py::test_one")),
+        "{}",
+        r.stdout
+    );
+    let q = p.rtest(&["-n", "2", "-q", "-p", "no:cacheprovider"]);
+    q.code(0).stdout_lacks("test session starts");
+    assert!(
+        q.stdout.lines().any(|l| l.starts_with("2 passed in ")),
+        "{}",
+        q.stdout
+    );
+}
+
+#[test]
+fn selection_options_are_forwarded() {
+    let p = Project::new().file(
+        "test_sel.py",
+        "import pytest\n\n@pytest.mark.slow\ndef test_slow():\n    pass\n\ndef test_fast():\n    pass\n\ndef test_other():\n    pass\n",
+    )
+    .file("pytest.ini", "[pytest]\nmarkers =\n    slow: slow\n");
+    let r = p.rtest(&["-n", "2", "-m", "not slow", "-k", "fast or slow"]);
+    r.code(0).stdout_has("1 item / 2 deselected");
+    assert_eq!(r.summary(), "1 passed, 2 deselected");
+}
+
+#[test]
+fn conftest_options_pass_through() {
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "def pytest_addoption(parser):\n    parser.addoption('--flavor', default='plain')\n\nimport pytest\n\n@pytest.fixture\ndef flavor(request):\n    return request.config.getoption('--flavor')\n",
+        )
+        .file("tests/test_f.py", "def test_flavor(flavor):\n    assert flavor == 'x'\n");
+    p.rtest(&["-n", "2", "--flavor", "x", "tests/"]).code(0);
+    p.rtest(&["-n", "2", "tests/"]).code(1);
+}
+
+#[test]
+fn xdist_environment_and_fixtures_are_set() {
+    let p = Project::new().file(
+        "test_env.py",
+        "import os\n\ndef test_env(worker_id, testrun_uid):\n    assert os.environ['PYTEST_XDIST_WORKER'] == worker_id\n    assert worker_id in ('gw0', 'gw1', 'gw2')\n    assert os.environ['PYTEST_XDIST_WORKER_COUNT'] == '3'\n    assert os.environ['PYTEST_XDIST_TESTRUNUID'] == testrun_uid\n    assert len(testrun_uid) == 32\n",
+    );
+    p.rtest(&["-n", "3", "-p", "no:cacheprovider"]).code(0);
+}
+
+#[test]
+fn dist_each_runs_every_test_on_every_worker() {
+    let py = crate::harness::venv_python();
+    let tx = format!("2*popen//python={}", py.display());
+    let p = Project::new().file(
+        "test_e.py",
+        "def test_a():\n    pass\n\ndef test_b():\n    pass\n",
+    );
+    let r = p.rtest(&[
+        "--tx",
+        &tx,
+        "--dist",
+        "each",
+        "-v",
+        "-p",
+        "no:cacheprovider",
+    ]);
+    r.code(0);
+    assert_eq!(r.summary(), "4 passed");
+    for w in ["gw0", "gw1"] {
+        for t in ["test_a", "test_b"] {
+            let line = format!("[{w}]");
+            assert!(
+                r.stdout
+                    .lines()
+                    .any(|l| l.starts_with(&line) && l.ends_with(&format!("test_e.py::{t}"))),
+                "{}",
+                r.stdout
+            );
+        }
+    }
+}
+
+#[test]
+fn loadfile_keeps_files_together() {
+    let mut p = Project::new();
+    for f in 0..4 {
+        p = p.file(
+            &format!("test_f{f}.py"),
+            "import os\n\ndef test_1():\n    open('log-' + os.environ['PYTEST_XDIST_WORKER'], 'a').write(__name__ + '\\n')\n\ndef test_2():\n    open('log-' + os.environ['PYTEST_XDIST_WORKER'], 'a').write(__name__ + '\\n')\n",
+        );
+    }
+    p.rtest(&["-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider"])
+        .code(0);
+    let mut seen = std::collections::HashMap::new();
+    for w in ["gw0", "gw1"] {
+        let path = p.path().join(format!("log-{w}"));
+        for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+            let prev = seen.insert(line.to_string(), w);
+            assert!(
+                prev.is_none() || prev == Some(w),
+                "{line} ran on two workers"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 4);
+}
+
+#[test]
+fn exitfirst_stops_early() {
+    let p = Project::new().file(
+        "test_x.py",
+        "import time\n\ndef test_0():\n    assert False\n\n"
+            .to_string()
+            .as_str(),
+    );
+    let mut body = String::from("import time\n\ndef test_0():\n    assert False\n");
+    for i in 1..40 {
+        body.push_str(&format!("\ndef test_{i}():\n    time.sleep(0.05)\n"));
+    }
+    let p = p.file("test_x.py", &body);
+    let r = p.rtest(&["-n", "2", "-x", "-p", "no:cacheprovider"]);
+    r.code(1).stdout_has("stopping after 1 failures");
+    let passed: usize = r
+        .summary()
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" passed").and_then(|n| n.parse().ok()))
+        .unwrap_or(0);
+    assert!(passed < 39, "{}", r.stdout);
+}
+
+#[test]
+fn no_tests_is_exit_5_and_collect_only_lists_ids() {
+    let p = Project::new().file("test_none.py", "x = 1\n");
+    p.rtest(&["-n", "2"]).code(5).stdout_has("no tests ran");
+    let p = Project::new().file(
+        "test_c.py",
+        "def test_a():\n    pass\n\ndef test_b():\n    pass\n",
+    );
+    let r = p.rtest(&["-n", "2", "--collect-only", "-p", "no:cacheprovider"]);
+    r.code(0)
+        .stdout_has("test_c.py::test_a\ntest_c.py::test_b")
+        .stdout_has("2 tests collected");
+}
+
+#[test]
+fn collection_errors_are_reported_like_pytest() {
+    let p = Project::new()
+        .file("test_ok.py", "def test_ok():\n    pass\n")
+        .file(
+            "test_broken.py",
+            "import nonexistent_module_xyz\n\ndef test_x():\n    pass\n",
+        );
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
+    r.code(2)
+        .stdout_has("ERROR collecting test_broken.py")
+        .stdout_has("ModuleNotFoundError")
+        .stdout_has("Interrupted: 1 error during collection");
+    let r = p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+    ]);
+    r.code(1);
+    assert_eq!(r.summary(), "1 passed, 1 error");
+}
+
+#[test]
+fn different_collections_stop_with_a_diff_naming_workers() {
+    let p = Project::new().file(
+        "test_rand.py",
+        "import os, pytest\n\n@pytest.mark.parametrize('x', [os.environ['PYTEST_XDIST_WORKER']])\ndef test_r(x):\n    pass\n",
+    );
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
+    assert_ne!(r.code, 0);
+    r.stderr_has("different tests were collected by gw")
+        .stderr_has("only on gw");
+}
+
+#[test]
+fn basetemp_is_split_per_worker() {
+    let p = Project::new().file(
+        "test_t.py",
+        "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_t(tmp_path, i, worker_id):\n    assert worker_id in str(tmp_path)\n    (tmp_path / 'f').write_text('x')\n",
+    );
+    let bt = p.path().join("bt");
+    p.rtest(&[
+        "-n",
+        "2",
+        "--basetemp",
+        bt.to_str().unwrap(),
+        "-p",
+        "no:cacheprovider",
+    ])
+    .code(0);
+    assert!(bt.join("gw0").is_dir() && bt.join("gw1").is_dir());
+}
+
+#[test]
+fn ini_settings_and_conftest_files_work_unchanged() {
+    let p = Project::new()
+        .file("pyproject.toml", "[tool.pytest.ini_options]\naddopts = \"-p no:cacheprovider\"\ntestpaths = [\"suite\"]\n")
+        .file("suite/conftest.py", "import pytest\n\n@pytest.fixture\ndef answer():\n    return 42\n")
+        .file("suite/test_s.py", "def test_answer(answer):\n    assert answer == 42\n")
+        .file("other/test_o.py", "def test_never():\n    assert False\n");
+    let r = p.rtest(&["-n", "2"]);
+    r.code(0);
+    assert_eq!(r.summary(), "1 passed");
+    let _ = junit_outcomes;
+}
