@@ -257,6 +257,7 @@ class Worker:
             {
                 "t": "collected",
                 "deselected": self.deselected,
+                "cachedir": _cachedir(session.config),
                 "rootdir": str(session.config.rootpath),
                 "ids": [item.nodeid for item in session.items],
                 "locations": [_location(item) for item in session.items],
@@ -380,6 +381,16 @@ class Worker:
             return data
         except Exception:
             return None
+
+
+def _cachedir(config):
+    """The cacheprovider's directory, when the plugin is active (the
+    coordinator keeps ``cache/lastfailed`` up to date for ``--lf``)."""
+    cache = getattr(config, "cache", None)
+    if cache is None or config.getoption("cacheshow", False):
+        return None
+    path = getattr(cache, "_cachedir", None)
+    return str(path) if path is not None else None
 
 
 def _location(item):

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod error;
 pub mod events;
+pub mod fsutil;
 pub mod gateway;
 pub mod plan;
 pub mod protocol;

@@ -207,6 +207,9 @@ pub struct Collected {
     /// How many items `-k`/`-m` and plugins deselected.
     #[serde(default)]
     pub deselected: usize,
+    /// pytest's cache directory, when the cacheprovider is active.
+    #[serde(default)]
+    pub cachedir: Option<String>,
 }
 
 /// Where pytest says a failure happened.

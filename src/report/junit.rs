@@ -179,7 +179,7 @@ impl Reporter for JUnit {
                     return;
                 }
                 let xml = self.render(elapsed.as_secs_f64());
-                if let Err(e) = write_atomic(&self.path, xml.as_bytes()) {
+                if let Err(e) = crate::fsutil::write_atomic(&self.path, xml.as_bytes()) {
                     if let Ok(mut errs) = self.errors.lock() {
                         errs.push(format!(
                             "could not write --junitxml {}: {e}",
@@ -191,18 +191,6 @@ impl Reporter for JUnit {
             _ => {}
         }
     }
-}
-
-/// Write a file whole: to a temp name beside it, then rename.
-pub fn write_atomic(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
 
 /// pytest's `mangle_test_address`: classname and name of a node id.

@@ -134,7 +134,7 @@ pub struct Terminal {
     collect_reports: Vec<CollectReport>,
     warnings: Vec<(String, String)>,
     durations: Vec<(f64, String, String)>,
-    partial: BTreeMap<String, bool>,
+    partial: BTreeMap<String, Vec<u8>>,
     header_done: bool,
 }
 
@@ -844,27 +844,53 @@ impl Terminal {
         }
     }
 
+    /// Worker output is written a whole line at a time, each prefixed with
+    /// the worker id, so lines of two workers never interleave.
     fn worker_output(&mut self, worker: &str, data: &[u8]) {
-        self.hide_status();
-        let mut at_start = !self.partial.get(worker).copied().unwrap_or(false);
-        let mut buf = Vec::with_capacity(data.len() + 16);
-        for &b in data {
-            if at_start {
-                buf.extend_from_slice(format!("[{worker}] ").as_bytes());
-                at_start = false;
-            }
-            buf.push(b);
-            if b == b'\n' {
-                at_start = true;
+        let buf = self.partial.entry(worker.to_string()).or_default();
+        buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+            out.extend_from_slice(format!("[{worker}] ").as_bytes());
+            out.extend_from_slice(&buf[start..start + pos + 1]);
+            start += pos + 1;
+        }
+        buf.drain(..start);
+        if buf.len() > 64 * 1024 {
+            // A very long line without a newline: show it rather than hoard it.
+            out.extend_from_slice(format!("[{worker}] ").as_bytes());
+            out.append(buf);
+            out.push(b'\n');
+        }
+        self.write_err(&out);
+    }
+
+    fn flush_worker_output(&mut self) {
+        let pending: Vec<(String, Vec<u8>)> =
+            std::mem::take(&mut self.partial).into_iter().collect();
+        for (worker, rest) in pending {
+            if !rest.is_empty() {
+                let mut out = format!("[{worker}] ").into_bytes();
+                out.extend_from_slice(&rest);
+                out.push(b'\n');
+                self.write_err(&out);
             }
         }
-        self.partial.insert(worker.to_string(), !at_start);
+    }
+
+    fn write_err(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.hide_status();
         let _ = self.out.flush();
-        let _ = self.err.write_all(&buf);
+        let _ = self.err.write_all(bytes);
         let _ = self.err.flush();
     }
 
     fn finished(&mut self, stop: Option<&StopReason>, elapsed: Duration, error: Option<&str>) {
+        self.flush_worker_output();
         self.hide_status();
         self.finish_progress_line();
         if let Some(e) = error {

@@ -122,6 +122,9 @@ struct Session<'a> {
     internal_error: bool,
     pytest_exit_status: Option<i32>,
     start: Instant,
+    cachedir: Option<String>,
+    lastfailed: Vec<(String, bool)>,
+    seen_warnings: std::collections::HashSet<(String, String)>,
 }
 
 /// Run the plan to the end, telling `reporter` everything.
@@ -145,6 +148,9 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         internal_error: false,
         pytest_exit_status: None,
         start: Instant::now(),
+        cachedir: None,
+        lastfailed: Vec::new(),
+        seen_warnings: Default::default(),
     };
     for (i, w) in plan.workers.iter().enumerate() {
         s.slots.push(Slot {
@@ -368,8 +374,12 @@ impl Session<'_> {
             FromAgent::Collected(c) => self.on_collected(i, c),
             FromAgent::Report(r) => self.slots[i].reports.entry(r.i).or_default().push(r),
             FromAgent::Finished(f) => self.on_finished(i, f),
-            FromAgent::Warning { nodeid, text, .. } => {
-                self.reporter.on_event(&Event::Warning { nodeid, text });
+            FromAgent::Warning { nodeid, text, when } => {
+                // Every worker collects, so collection-time warnings arrive
+                // once per worker: show them once.
+                if when == "runtest" || self.seen_warnings.insert((nodeid.clone(), text.clone())) {
+                    self.reporter.on_event(&Event::Warning { nodeid, text });
+                }
             }
             FromAgent::Interrupted { i: local, message } => {
                 let nodeid = self.nodeid_of(i, local).unwrap_or_default();
@@ -493,6 +503,9 @@ impl Session<'_> {
                 });
             }
             self.sched.add_collection(coll, units);
+            if self.cachedir.is_none() {
+                self.cachedir = c.cachedir.clone();
+            }
             self.collections[coll] = Some(CollectionSet {
                 ids: c.ids,
                 offset,
@@ -669,6 +682,8 @@ impl Session<'_> {
             self.any_failed = true;
         }
         self.failures += failed_reports;
+        self.lastfailed
+            .push((result.nodeid.clone(), result.failed()));
         self.reporter
             .on_event(&Event::TestFinished(Box::new(result)));
         if let Some(max) = self.plan.maxfail {
@@ -942,6 +957,26 @@ impl Session<'_> {
                 _ => ExitCode::Ok,
             }
         };
+        if let Some(dir) = &self.cachedir {
+            let failed_collectors: Vec<String> = self
+                .slots
+                .iter()
+                .flat_map(|s| s.collect_reports.iter())
+                .filter(|r| r.outcome == "failed")
+                .map(|r| r.nodeid.clone())
+                .collect();
+            if !self.plan.collect_only {
+                let updates = self
+                    .lastfailed
+                    .iter()
+                    .cloned()
+                    .chain(failed_collectors.into_iter().map(|n| (n, true)));
+                if let Err(e) = update_lastfailed(std::path::Path::new(dir), updates) {
+                    let msg = format!("could not update pytest's cache in {dir}: {e}");
+                    self.reporter.on_event(&Event::Notice(msg));
+                }
+            }
+        }
         self.reporter.on_event(&Event::Finished {
             stop: self.stop.clone(),
             elapsed: self.start.elapsed(),
@@ -950,6 +985,45 @@ impl Session<'_> {
         });
         Outcome { exit }
     }
+}
+
+/// Keep pytest's `cache/lastfailed` current, as pytest's LFPlugin would
+/// (workers do not write it: they run with `config.workerinput` set, like
+/// xdist workers), so `--lf`/`--ff` work after an rtest run.
+fn update_lastfailed(
+    cachedir: &std::path::Path,
+    updates: impl Iterator<Item = (String, bool)>,
+) -> std::io::Result<()> {
+    let path = cachedir.join("v").join("cache").join("lastfailed");
+    let mut map: std::collections::BTreeMap<String, serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let before = map.clone();
+    for (nodeid, failed) in updates {
+        if failed {
+            map.insert(nodeid, serde_json::Value::Bool(true));
+        } else {
+            map.remove(&nodeid);
+        }
+    }
+    if map == before && (path.exists() || map.is_empty()) {
+        return Ok(());
+    }
+    if !cachedir.exists() {
+        std::fs::create_dir_all(cachedir)?;
+        std::fs::write(
+            cachedir.join(".gitignore"),
+            "# Created by pytest automatically.\n*\n",
+        )?;
+        std::fs::write(
+            cachedir.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by pytest.\n",
+        )?;
+    }
+    std::fs::create_dir_all(path.parent().unwrap_or(cachedir))?;
+    let text = serde_json::to_string_pretty(&map).unwrap_or_else(|_| "{}".into());
+    crate::fsutil::write_atomic(&path, text.as_bytes())
 }
 
 /// A readable diff of two collections.

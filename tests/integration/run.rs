@@ -330,3 +330,28 @@ fn ini_settings_and_conftest_files_work_unchanged() {
     assert_eq!(r.summary(), "1 passed");
     let _ = junit_outcomes;
 }
+
+#[test]
+fn last_failed_cache_is_kept_for_lf() {
+    let p = Project::new().file(
+        "test_lf.py",
+        "import os\n\ndef test_a():\n    pass\n\ndef test_b():\n    assert os.environ.get('FIXED')\n\ndef test_c():\n    pass\n",
+    );
+    p.rtest(&["-n", "2"]).code(1);
+    let cache = p.read(".pytest_cache/v/cache/lastfailed");
+    assert!(
+        cache.contains("test_lf.py::test_b") && !cache.contains("test_a"),
+        "{cache}"
+    );
+    let r = p.rtest(&["-n", "2", "--lf"]);
+    r.code(1);
+    assert_eq!(r.summary(), "1 failed");
+    let fixed = crate::harness::Run::from(
+        p.command(&["-n", "2", "--lf"])
+            .env("FIXED", "1")
+            .output()
+            .unwrap(),
+    );
+    fixed.code(0);
+    assert_eq!(p.read(".pytest_cache/v/cache/lastfailed").trim(), "{}");
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: serial pytest, pytest-xdist (-n 2) and rtest (-n 2).
+
+Runs each tool on each suite, interleaved, REPEAT times; prints medians and
+ratios (never absolute targets: this machine is shared and noisy), and
+rtest's coordinator peak RSS (VmHWM sampled from /proc while it runs).
+
+    python3 bench/run.py [--repeat 5] [--suites trivial,heavy,attrs]
+
+Needs: a release build (cargo build --release), network access to PyPI for
+the bench venv (pytest, pytest-xdist) and, for the "attrs" suite, the attrs
+sdist and its test dependencies.
+"""
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "target", "bench")
+VENV = os.path.join(WORK, "venv")
+PY = os.path.join(VENV, "bin", "python")
+RTEST = os.path.join(ROOT, "target", "release", "rtest")
+
+
+def sh(*cmd, **kw):
+    subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_venv():
+    if not os.path.exists(PY):
+        sh(sys.executable, "-m", "venv", VENV)
+    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest", "pytest-xdist")
+
+
+def gen_trivial(path, n=5000, per_file=100):
+    os.makedirs(path, exist_ok=True)
+    for f in range(n // per_file):
+        with open(os.path.join(path, "test_t%03d.py" % f), "w") as fh:
+            for i in range(per_file):
+                fh.write("def test_%d():\n    assert %d == %d\n\n" % (i, i, i))
+
+
+def gen_heavy(path, n=200, seed=7):
+    """Sleep-based tests with a heavy-tailed (Pareto) duration distribution."""
+    os.makedirs(path, exist_ok=True)
+    rng = random.Random(seed)
+    with open(os.path.join(path, "test_heavy.py"), "w") as fh:
+        fh.write("import time\nimport pytest\n\nD = [\n")
+        for _ in range(n):
+            fh.write("    %.4f,\n" % min(0.005 * rng.paretovariate(1.2), 2.0))
+        fh.write("]\n\n@pytest.mark.parametrize('i', range(len(D)))\ndef test_sleep(i):\n    time.sleep(D[i])\n")
+
+
+def get_attrs(path):
+    if os.path.exists(os.path.join(path, "tests")):
+        return path
+    tmp = tempfile.mkdtemp()
+    sh(PY, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", "attrs", "-d", tmp)
+    sdist = [f for f in os.listdir(tmp) if f.endswith(".tar.gz")][0]
+    with tarfile.open(os.path.join(tmp, sdist)) as tf:
+        tf.extractall(tmp)
+    src = os.path.join(tmp, sdist[: -len(".tar.gz")])
+    shutil.copytree(src, path)
+    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", path, "hypothesis", "pympler")
+    return path
+
+
+def timed(cmd, cwd, sample_rss=False):
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + os.pathsep + os.environ["PATH"]))
+    peak = 0
+    while proc.poll() is None:
+        if sample_rss:
+            try:
+                with open("/proc/%d/status" % proc.pid) as fh:
+                    for line in fh:
+                        if line.startswith("VmHWM:"):
+                            peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+        time.sleep(0.02)
+    return time.perf_counter() - start, proc.returncode, peak
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--suites", default="trivial,heavy,attrs")
+    args = ap.parse_args()
+    os.makedirs(WORK, exist_ok=True)
+    ensure_venv()
+    if not os.path.exists(RTEST):
+        sh("cargo", "build", "--release", cwd=ROOT)
+    suites = {}
+    for name in args.suites.split(","):
+        path = os.path.join(WORK, name)
+        if name == "trivial":
+            gen_trivial(path)
+        elif name == "heavy":
+            gen_heavy(path)
+        elif name == "attrs":
+            path = os.path.join(get_attrs(path), "tests")
+        suites[name] = path
+    common = ["-p", "no:cacheprovider", "-q"]
+    tools = {
+        "pytest": [PY, "-m", "pytest"] + common,
+        "xdist": [PY, "-m", "pytest", "-n", "2"] + common,
+        "rtest": [RTEST, "-n", "2"] + common,
+    }
+    print("%-8s %-7s %9s %9s %9s  %s" % ("suite", "tool", "median_s", "min_s", "vs_xdist", "notes"))
+    for name, path in suites.items():
+        times = {t: [] for t in tools}
+        rss = []
+        for _ in range(args.repeat):
+            for tool, cmd in tools.items():
+                secs, code, peak = timed(cmd, path, sample_rss=(tool == "rtest"))
+                times[tool].append(secs)
+                if tool == "rtest":
+                    rss.append(peak)
+        xdist = statistics.median(times["xdist"])
+        for tool in tools:
+            med = statistics.median(times[tool])
+            note = "peak RSS %.1f MB" % (max(rss) / 1024.0) if tool == "rtest" else ""
+            print("%-8s %-7s %9.3f %9.3f %9.2f  %s" % (name, tool, med, min(times[tool]), med / xdist, note))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
