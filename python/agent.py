@@ -415,7 +415,11 @@ def _groups(item):
 
 
 def define_fixtures(pytest):
-    """xdist's worker_id and testrun_uid fixtures, for suites written for it."""
+    """xdist's worker_id and testrun_uid fixtures, for suites written for it,
+    as a plugin module (pytest reads a module's fixtures from the module)."""
+    import types
+
+    module = types.ModuleType("rtest_xdist_fixtures")
 
     @pytest.fixture(scope="session")
     def worker_id(request):
@@ -425,13 +429,9 @@ def define_fixtures(pytest):
     def testrun_uid(request):
         return request.config.workerinput["testrunuid"]
 
-    class Fixtures:
-        pass
-
-    fixtures = Fixtures()
-    fixtures.worker_id = worker_id
-    fixtures.testrun_uid = testrun_uid
-    return fixtures
+    module.worker_id = worker_id
+    module.testrun_uid = testrun_uid
+    return module
 
 
 def run_pytest(channel, inbox, start):

@@ -124,3 +124,54 @@ fn no_provision_without_pytest_is_a_clear_error() {
     .stderr_has("has no pytest and --no-provision was given")
     .stderr_has("-m pip install pytest");
 }
+
+#[test]
+fn a_python_without_pytest_is_provisioned_and_xdist_fixtures_work_without_xdist() {
+    let p = Project::new().file(
+        "test_w.py",
+        "def test_w(worker_id, testrun_uid):\n    assert worker_id == 'gw0'\n",
+    );
+    let bare = p.path().join("bare");
+    let status = std::process::Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg("--without-pip")
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache = p.path().join("cache");
+    let py = bare.join("bin/python");
+    let r = crate::harness::Run::from(
+        p.command(&[
+            "--tx",
+            &format!("popen//python={}", py.display()),
+            "-p",
+            "no:cacheprovider",
+        ])
+        .env("RTEST_CACHE_DIR", &cache)
+        .output()
+        .unwrap(),
+    );
+    r.code(0)
+        .stderr_has("has no pytest: installing pytest into");
+    assert_eq!(r.summary(), "1 passed");
+    // The venv is reused: the second run says nothing about installing.
+    let again = crate::harness::Run::from(
+        p.command(&[
+            "--tx",
+            &format!("popen//python={}", py.display()),
+            "-p",
+            "no:cacheprovider",
+        ])
+        .env("RTEST_CACHE_DIR", &cache)
+        .output()
+        .unwrap(),
+    );
+    again.code(0);
+    assert!(
+        !again.stderr.contains("installing pytest"),
+        "{}",
+        again.stderr
+    );
+}
