@@ -230,6 +230,7 @@ class Worker:
                 reporter._tw = create_terminal_writer(config, self._devnull)
             except Exception:
                 pass
+        self.channel.send({"t": "configured", "options": _options(config)})
 
     def pytest_sessionstart(self, session):
         self.session = session
@@ -381,6 +382,38 @@ class Worker:
             return data
         except Exception:
             return None
+
+
+def _options(config):
+    """The effective options the coordinator renders with: the command line
+    plus addopts, PYTEST_ADDOPTS and ini settings, as pytest parsed them.
+
+    ``maxfail`` is taken over by the coordinator (counted across all
+    workers), so it is switched off here."""
+    o = config.option
+    try:
+        from _pytest.terminal import getreportopt
+
+        chars = getreportopt(config)
+    except Exception:
+        chars = "wfE"
+    maxfail = getattr(o, "maxfail", 0) or 0
+    try:
+        o.maxfail = 0
+    except Exception:
+        pass
+    durations_min = getattr(o, "durations_min", None)
+    return {
+        "verbose": int(getattr(o, "verbose", 0) or 0),
+        "reportchars": chars,
+        "tbstyle": str(getattr(o, "tbstyle", "auto") or "auto"),
+        "showcapture": str(getattr(o, "showcapture", "all") or "all"),
+        "durations": getattr(o, "durations", None),
+        "durations_min": float(durations_min) if durations_min is not None else None,
+        "maxfail": int(maxfail),
+        "continue_on_collection_errors": bool(getattr(o, "continue_on_collection_errors", False)),
+        "capture": str(getattr(o, "capture", "fd")),
+    }
 
 
 def _cachedir(config):

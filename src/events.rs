@@ -4,7 +4,7 @@
 //! consume them and never look back into the session. A [`TestResult`] is
 //! complete when emitted: every phase, every captured section, the worker.
 
-use crate::protocol::{CollectReport, PhaseReport, ReadyInfo};
+use crate::protocol::{CollectReport, PhaseReport, PytestOptions, ReadyInfo};
 use std::time::Duration;
 
 /// A worker as reporters see it.
@@ -161,10 +161,12 @@ pub enum StopReason {
 /// What the session tells reporters.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The first worker is up: the header can be printed.
+    /// The first worker's pytest is configured: the header can be printed.
     SessionStarted {
         /// That worker.
-        worker: WorkerDesc,
+        worker: Box<WorkerDesc>,
+        /// The options its pytest runs with.
+        options: Box<PytestOptions>,
     },
     /// Collection is done and agreed on.
     Collected {

@@ -307,6 +307,7 @@ fn run_plan(plan: &Plan, raw: &RawArgs, header_notes: Vec<String>) -> Result<Exi
             cwd: cwd.clone(),
             collect_only: plan.collect_only,
             header_notes,
+            show_warnings: true,
         },
     )));
     if let Some(path) = &plan.junitxml {

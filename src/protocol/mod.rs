@@ -96,6 +96,11 @@ pub struct StartArgs {
 pub enum FromAgent {
     /// Answer to `hello`: what this Python is.
     Ready(ReadyInfo),
+    /// pytest is configured: the options it will run with.
+    Configured {
+        /// The effective options.
+        options: PytestOptions,
+    },
     /// pytest rejected its command line.
     UsageError {
         /// pytest's message.
@@ -172,6 +177,68 @@ pub struct ReadyInfo {
     pub pytest: Option<String>,
     /// pluggy's version.
     pub pluggy: Option<String>,
+}
+
+/// The options a worker's pytest ended up with (command line, addopts,
+/// `PYTEST_ADDOPTS`, ini files), which the coordinator renders with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PytestOptions {
+    /// `-v` count (negative for `-q`).
+    #[serde(default)]
+    pub verbose: i32,
+    /// Expanded `-r` characters (pytest's `getreportopt`), `w` included
+    /// when warnings are shown.
+    #[serde(default = "default_reportchars")]
+    pub reportchars: String,
+    /// `--tb`.
+    #[serde(default = "default_tbstyle")]
+    pub tbstyle: String,
+    /// `--show-capture`.
+    #[serde(default = "default_showcapture")]
+    pub showcapture: String,
+    /// `--durations`.
+    #[serde(default)]
+    pub durations: Option<usize>,
+    /// `--durations-min`.
+    #[serde(default)]
+    pub durations_min: Option<f64>,
+    /// `--maxfail` / `-x` (0: none).
+    #[serde(default)]
+    pub maxfail: usize,
+    /// `--continue-on-collection-errors`.
+    #[serde(default)]
+    pub continue_on_collection_errors: bool,
+    /// `--capture` (`no` for `-s`).
+    #[serde(default)]
+    pub capture: String,
+}
+
+fn default_reportchars() -> String {
+    "wfE".into()
+}
+
+fn default_tbstyle() -> String {
+    "auto".into()
+}
+
+fn default_showcapture() -> String {
+    "all".into()
+}
+
+impl Default for PytestOptions {
+    fn default() -> Self {
+        PytestOptions {
+            verbose: 0,
+            reportchars: default_reportchars(),
+            tbstyle: default_tbstyle(),
+            showcapture: default_showcapture(),
+            durations: None,
+            durations_min: None,
+            maxfail: 0,
+            continue_on_collection_errors: false,
+            capture: "fd".into(),
+        }
+    }
 }
 
 /// A non-passing collector.

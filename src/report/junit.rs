@@ -54,6 +54,32 @@ impl JUnit {
                 text(c.longrepr.as_deref().unwrap_or(""))
             );
         }
+        for c in self
+            .collect_reports
+            .iter()
+            .filter(|c| c.outcome == "skipped")
+        {
+            tests += 1;
+            skipped += 1;
+            let (classname, name) = mangle(&c.nodeid);
+            let reason = c
+                .skip
+                .as_ref()
+                .and_then(|s| s.get(2).cloned().flatten())
+                .unwrap_or_default();
+            let reason = reason
+                .strip_prefix("Skipped: ")
+                .unwrap_or(&reason)
+                .to_string();
+            let _ = write!(
+                cases,
+                "<testcase classname=\"{}\" name=\"{}\" time=\"0.000\"><skipped type=\"pytest.skip\" message=\"{}\">{}</skipped></testcase>",
+                attr(&classname),
+                attr(&name),
+                attr(&reason),
+                text(&reason)
+            );
+        }
         for r in &self.results {
             tests += 1;
             let (classname, name) = mangle(&r.nodeid);

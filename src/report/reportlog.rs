@@ -81,7 +81,7 @@ pub fn phase_json(result: &TestResult, p: &PhaseReport) -> Value {
 impl Reporter for ReportLog {
     fn on_event(&mut self, event: &Event) {
         match event {
-            Event::SessionStarted { worker } => {
+            Event::SessionStarted { worker, .. } => {
                 let version = worker.info.pytest.clone().unwrap_or_default();
                 self.write(json!({"pytest_version": version, "$report_type": "SessionStart"}));
             }

@@ -6,7 +6,7 @@
 //! line. On a TTY a live status line sits below the progress.
 
 use crate::events::{categorize, Category, Event, Reporter, StopReason, TestResult, WorkerDesc};
-use crate::protocol::{CollectReport, PhaseReport};
+use crate::protocol::{CollectReport, PhaseReport, PytestOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -40,18 +40,28 @@ pub struct TerminalOptions {
     pub collect_only: bool,
     /// Extra lines for the header (what was provisioned, outputs).
     pub header_notes: Vec<String>,
+    /// Show the warnings summary (pytest's `w` report char).
+    pub show_warnings: bool,
 }
 
-/// Expand pytest's `-r` characters (default `fE`).
+/// Expand pytest's `-r` characters (default `fE`) as pytest's
+/// `getreportopt` does (`a` and `A` replace what came before them); the
+/// warnings character `w` is left out.
 pub fn expand_report_chars(chars: Option<&str>) -> String {
     let mut out = String::new();
     for c in chars.unwrap_or("fE").chars() {
+        let c = match c {
+            'F' => 'f',
+            'S' => 's',
+            c => c,
+        };
         match c {
-            'a' => out.push_str("sxXEf"),
-            'A' => out.push_str("PpsxXEf"),
+            'a' => out = "sxXEf".into(),
+            'A' => out = "PpsxXEf".into(),
             'N' => out.clear(),
             'w' => {}
-            c => out.push(c),
+            c if !out.contains(c) => out.push(c),
+            _ => {}
         }
     }
     out
@@ -175,6 +185,20 @@ impl Terminal {
             partial: BTreeMap::new(),
             header_done: false,
         }
+    }
+
+    /// Take the options the workers' pytest runs with (they include
+    /// addopts and ini settings the command line did not show).
+    fn apply(&mut self, o: &PytestOptions) {
+        self.opts.verbosity = o.verbose;
+        self.opts.tb = o.tbstyle.clone();
+        self.opts.show_warnings = o.reportchars.contains('w');
+        self.opts.report_chars = o.reportchars.replace('w', "");
+        self.opts.show_capture = o.showcapture.clone();
+        self.opts.durations = o.durations;
+        self.opts.durations_min =
+            o.durations_min
+                .unwrap_or(if o.verbose < 2 { 0.005 } else { 0.0 });
     }
 
     fn paint(&self, text: &str, color: &str, bold: bool) -> String {
@@ -511,7 +535,7 @@ impl Terminal {
     }
 
     fn summary_warnings(&mut self) {
-        if self.warnings.is_empty() {
+        if self.warnings.is_empty() || !self.opts.show_warnings {
             return;
         }
         self.sep_line('=', "warnings summary", YELLOW, false);
@@ -651,6 +675,21 @@ impl Terminal {
                 }
                 's' => {
                     let mut folded: Vec<((String, String), usize)> = Vec::new();
+                    for c in self
+                        .collect_reports
+                        .iter()
+                        .filter(|c| c.outcome == "skipped")
+                    {
+                        let phase = PhaseReport {
+                            skip: c.skip.clone(),
+                            ..PhaseReport::default()
+                        };
+                        let key = self.skip_key(&phase, &c.nodeid);
+                        match folded.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, n)) => *n += 1,
+                            None => folded.push((key, 1)),
+                        }
+                    }
                     for r in &self.interesting {
                         for p in r
                             .phases
@@ -795,6 +834,10 @@ impl Terminal {
         self.total = total;
         self.stats.deselected = deselected;
         self.stats.collect_errors = reports.iter().filter(|r| r.outcome == "failed").count();
+        let collect_skips = reports.iter().filter(|r| r.outcome == "skipped").count();
+        if collect_skips > 0 {
+            *self.stats.counts.entry(Category::Skipped).or_default() += collect_skips;
+        }
         self.collect_reports = reports.to_vec();
         self.header_done = true;
         if self.opts.verbosity < 0 {
@@ -969,7 +1012,10 @@ fn skip_reason(p: &PhaseReport) -> Option<String> {
 impl Reporter for Terminal {
     fn on_event(&mut self, event: &Event) {
         match event {
-            Event::SessionStarted { worker } => self.header(worker),
+            Event::SessionStarted { worker, options } => {
+                self.apply(options);
+                self.header(worker)
+            }
             Event::Collected {
                 rootdir,
                 workers,

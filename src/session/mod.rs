@@ -124,6 +124,9 @@ struct Session<'a> {
     start: Instant,
     cachedir: Option<String>,
     lastfailed: Vec<(String, bool)>,
+    maxfail: Option<usize>,
+    continue_on_collection_errors: bool,
+    echo_output: bool,
     seen_warnings: std::collections::HashSet<(String, String)>,
 }
 
@@ -150,6 +153,9 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         start: Instant::now(),
         cachedir: None,
         lastfailed: Vec::new(),
+        maxfail: plan.maxfail,
+        continue_on_collection_errors: opts.continue_on_collection_errors,
+        echo_output: opts.echo_output,
         seen_warnings: Default::default(),
     };
     for (i, w) in plan.workers.iter().enumerate() {
@@ -351,7 +357,7 @@ impl Session<'_> {
                     let cut = slot.tail.len() - TAIL_BYTES;
                     slot.tail.drain(..cut);
                 }
-                if self.opts.echo_output {
+                if self.echo_output {
                     let worker = slot.id.clone();
                     self.reporter
                         .on_event(&Event::WorkerOutput { worker, data });
@@ -365,6 +371,7 @@ impl Session<'_> {
     fn on_frame(&mut self, i: usize, msg: FromAgent) {
         match msg {
             FromAgent::Ready(info) => self.on_ready(i, info),
+            FromAgent::Configured { options } => self.on_configured(i, options),
             FromAgent::UsageError { message } => {
                 if self.error.is_none() {
                     self.fail(Error::usage(message));
@@ -459,11 +466,28 @@ impl Session<'_> {
         }
         slot.info = Some(info);
         slot.state = SlotState::Collecting;
-        if !self.started_event {
-            self.started_event = true;
-            if let Some(worker) = self.worker_desc(i) {
-                self.reporter.on_event(&Event::SessionStarted { worker });
-            }
+    }
+
+    /// The first worker's effective pytest options decide how the run is
+    /// coordinated and rendered (addopts may add `-x`, `-s`, `-ra`, ...).
+    fn on_configured(&mut self, i: usize, options: protocol::PytestOptions) {
+        if self.started_event {
+            return;
+        }
+        self.started_event = true;
+        if options.maxfail > 0 {
+            self.maxfail = Some(
+                self.maxfail
+                    .map_or(options.maxfail, |m| m.min(options.maxfail)),
+            );
+        }
+        self.continue_on_collection_errors |= options.continue_on_collection_errors;
+        self.echo_output |= options.capture == "no";
+        if let Some(worker) = self.worker_desc(i) {
+            self.reporter.on_event(&Event::SessionStarted {
+                worker: Box::new(worker),
+                options: Box::new(options),
+            });
         }
     }
 
@@ -568,7 +592,7 @@ impl Session<'_> {
             collect_reports,
             ids,
         });
-        if errors > 0 && !self.opts.continue_on_collection_errors {
+        if errors > 0 && !self.continue_on_collection_errors {
             self.any_failed = true;
             self.set_stop(StopReason::CollectionErrors(errors));
         } else if errors > 0 {
@@ -686,7 +710,7 @@ impl Session<'_> {
             .push((result.nodeid.clone(), result.failed()));
         self.reporter
             .on_event(&Event::TestFinished(Box::new(result)));
-        if let Some(max) = self.plan.maxfail {
+        if let Some(max) = self.maxfail {
             if self.failures >= max && self.stop.is_none() {
                 self.set_stop(StopReason::MaxFail(self.failures));
             }

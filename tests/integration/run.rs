@@ -355,3 +355,25 @@ fn last_failed_cache_is_kept_for_lf() {
     fixed.code(0);
     assert_eq!(p.read(".pytest_cache/v/cache/lastfailed").trim(), "{}");
 }
+
+#[test]
+fn addopts_shape_the_report_and_module_skips_count() {
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\naddopts = -ra -p no:cacheprovider --maxfail=1\n")
+        .file("test_skipmod.py", "import pytest\n\npytest.importorskip('no_such_module_abc')\n\ndef test_never():\n    pass\n")
+        .file("test_s.py", "import pytest\n\n@pytest.mark.skip(reason='later')\ndef test_s():\n    pass\n\ndef test_ok():\n    pass\n");
+    let r = p.rtest(&["-n", "2", "--junitxml", "j.xml"]);
+    r.code(0)
+        .stdout_has("SKIPPED [1] test_s.py:3: later")
+        .stdout_has("SKIPPED [1] test_skipmod.py:3: could not import 'no_such_module_abc'");
+    assert_eq!(r.summary(), "1 passed, 2 skipped");
+    assert_eq!(junit_outcomes(&p.path().join("j.xml")).len(), 3);
+    // --maxfail from addopts is counted across workers, by the coordinator.
+    let mut body = String::new();
+    for i in 0..10 {
+        body.push_str(&format!("\ndef test_f{i}():\n    assert False\n"));
+    }
+    let p = p.file("test_fails.py", &body);
+    let r = p.rtest(&["-n", "2", "test_fails.py"]);
+    r.code(1).stdout_has("stopping after ");
+}
