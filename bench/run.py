@@ -72,10 +72,13 @@ def get_attrs(path):
     return path
 
 
+ENV = dict(os.environ)
+
+
 def timed(cmd, cwd, sample_rss=False):
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + os.pathsep + os.environ["PATH"]))
+    env = dict(ENV, VIRTUAL_ENV=VENV, PATH=os.path.join(VENV, "bin") + os.pathsep + ENV["PATH"])
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     peak = 0
     while proc.poll() is None:
         if sample_rss:
@@ -94,7 +97,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--suites", default="trivial,heavy,attrs")
+    ap.add_argument(
+        "--keep-env",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE if set (by default it is removed, as on a typical "
+        "developer machine: with it every process re-rewrites every test module's asserts)",
+    )
     args = ap.parse_args()
+    if not args.keep_env and ENV.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+        print("note: PYTHONDONTWRITEBYTECODE unset for the runs (--keep-env keeps it)")
     os.makedirs(WORK, exist_ok=True)
     ensure_venv()
     if not os.path.exists(RTEST):
@@ -117,6 +128,9 @@ def main():
     }
     print("%-8s %-7s %9s %9s %9s  %s" % ("suite", "tool", "median_s", "min_s", "vs_xdist", "notes"))
     for name, path in suites.items():
+        # One untimed run per tool, so every tool starts from warm caches.
+        for tool, cmd in tools.items():
+            timed(cmd, path)
         times = {t: [] for t in tools}
         rss = []
         for _ in range(args.repeat):

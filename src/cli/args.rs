@@ -9,16 +9,7 @@
 
 use std::path::PathBuf;
 
-/// What `-n` asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NumProcesses {
-    /// A fixed number of workers.
-    Count(usize),
-    /// One per physical core (`auto`).
-    Auto,
-    /// One per logical CPU (`logical`).
-    Logical,
-}
+pub use crate::config::NumProcesses;
 
 /// The raw command line of a run (or a plan).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,6 +34,16 @@ pub struct RawArgs {
     pub report_log: Option<PathBuf>,
     /// `--no-provision`.
     pub no_provision: bool,
+    /// `--profile`.
+    pub profile: Option<String>,
+    /// `--no-config`.
+    pub no_config: bool,
+    /// `--strict-config` (also passed to pytest).
+    pub strict_config: bool,
+    /// pytest's `-c`/`--config-file`.
+    pub inifile: Option<PathBuf>,
+    /// pytest's `--rootdir`.
+    pub rootdir: Option<PathBuf>,
     /// `-x` or `--maxfail`.
     pub maxfail: Option<usize>,
     /// Verbosity: `-v` adds one, `-q` takes one.
@@ -96,6 +97,7 @@ const OWN_WITH_VALUE: &[&str] = &[
     "--junit-xml",
     "--report-log",
     "--maxfail",
+    "--profile",
 ];
 
 /// pytest options (and common plugins') that take a separate value; needed
@@ -165,7 +167,12 @@ fn own_long(name: &str) -> bool {
     OWN_WITH_VALUE.contains(&name)
         || matches!(
             name,
-            "--no-provision" | "--exitfirst" | "--help" | "--version" | "--distload"
+            "--no-provision"
+                | "--exitfirst"
+                | "--help"
+                | "--version"
+                | "--distload"
+                | "--no-config"
         )
 }
 
@@ -258,6 +265,9 @@ fn short_cluster(
             } else {
                 if c == 'r' {
                     out.report_chars = Some(value.clone());
+                }
+                if c == 'c' {
+                    out.inifile = Some(PathBuf::from(&value));
                 }
                 kept.push(c);
                 flush_short(out, &kept);
@@ -363,6 +373,9 @@ fn classify_forwarded(
             )
         }
         "--durations-min" => out.durations_min = value.as_deref().and_then(|v| v.parse().ok()),
+        "--strict-config" => out.strict_config = true,
+        "--config-file" => out.inifile = value.clone().map(PathBuf::from),
+        "--rootdir" => out.rootdir = value.clone().map(PathBuf::from),
         "--color" => out.color = value.clone(),
         "--basetemp" => {
             out.basetemp = value;
@@ -417,6 +430,8 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
         "--junitxml" | "--junit-xml" => out.junitxml = Some(PathBuf::from(v)),
         "--report-log" => out.report_log = Some(PathBuf::from(v)),
         "--no-provision" => out.no_provision = true,
+        "--profile" => out.profile = Some(v),
+        "--no-config" => out.no_config = true,
         "--exitfirst" => out.maxfail = Some(1),
         "--maxfail" => {
             let n: usize = v
@@ -433,15 +448,8 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
 
 /// Parse `-n`'s value.
 pub fn parse_numprocesses(v: &str) -> Result<NumProcesses, ArgError> {
-    match v {
-        "auto" => Ok(NumProcesses::Auto),
-        "logical" => Ok(NumProcesses::Logical),
-        _ => v.parse::<usize>().map(NumProcesses::Count).map_err(|_| {
-            ArgError(format!(
-                "-n/--numprocesses: expected a whole number of 0 or more, 'auto' or 'logical', got {v:?}"
-            ))
-        }),
-    }
+    v.parse()
+        .map_err(|e| ArgError(format!("-n/--numprocesses: {e}")))
 }
 
 #[cfg(test)]

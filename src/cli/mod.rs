@@ -7,15 +7,18 @@
 //! runs it.
 
 pub mod args;
+pub mod plan_cmd;
 
+use crate::config::{self, Config, Sourced};
 use crate::error::{Error, ExitCode};
 use crate::events::Reporter;
 use crate::gateway::provision;
-use crate::plan::{self, DistMode, Machine, Plan, Settings};
+use crate::plan::{self, DistMode, Machine, Plan, Setting, Settings};
 use crate::report::{self, junit::JUnit, reportlog::ReportLog, terminal};
 use crate::session::{self, SessionOptions};
 use crate::spec::{Transport, TxSpec};
 use args::{NumProcesses, RawArgs};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -85,6 +88,9 @@ pub fn run(argv: &[String]) -> ExitCode {
 }
 
 fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
+    if argv.first().map(String::as_str) == Some("plan") {
+        return plan_command(&argv[1..]);
+    }
     let raw = args::parse(argv).map_err(|e| Error::usage(e.0))?;
     if raw.help {
         print!("{HELP}");
@@ -94,54 +100,294 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
         println!("rtest {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::Ok);
     }
-    let settings = settings(&raw)?;
-    let machine = Machine {
-        default_python: default_python(),
-        default_workers: auto_workers(false),
-    };
-    let mut plan = plan::build(&settings, &machine)?;
+    let mut plan = resolve(&raw)?;
+    if let Some(w) = plan
+        .workers
+        .iter()
+        .find(|w| w.transport != Transport::Popen)
+    {
+        return Err(Error::usage(format!(
+            "worker {} ({}) uses the {} transport, which this build of rtest cannot start yet; `rtest plan` shows it, runs need popen workers",
+            w.id,
+            w.spec,
+            w.transport.name()
+        )));
+    }
     let notes = prepare_interpreters(&mut plan, raw.no_provision)?;
     run_plan(&plan, &raw, notes)
 }
 
-fn settings(raw: &RawArgs) -> Result<Settings, Error> {
-    let tx = raw
-        .tx
-        .iter()
-        .map(|s| s.parse::<TxSpec>().map_err(|e| Error::usage(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let dist = raw
-        .dist
-        .as_deref()
-        .map(|d| {
-            d.parse::<DistMode>()
-                .map_err(|e| Error::usage(format!("--dist: {e}")))
-        })
-        .transpose()?;
-    let numprocesses = raw.numprocesses.as_ref().map(|n| match n {
-        NumProcesses::Count(c) => *c,
-        NumProcesses::Auto => auto_workers(false),
-        NumProcesses::Logical => auto_workers(true),
+/// Command line + config files -> the plan a run would execute. Pure but
+/// for reading config files: starts nothing, contacts no host.
+fn resolve(raw: &RawArgs) -> Result<Plan, Error> {
+    let cfg = load_config(raw)?;
+    let settings = settings(raw, &cfg)?;
+    let machine = Machine {
+        default_python: default_python(),
+        default_workers: auto_workers(false),
+    };
+    plan::build(&settings, &machine)
+}
+
+/// `rtest plan [--format text|json|dot] [RUN ARGS]`.
+fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
+    let mut format = plan_cmd::Format::Text;
+    let mut rest = Vec::new();
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        let value =
+            if a == "--format" {
+                i += 1;
+                Some(argv.get(i).cloned().ok_or_else(|| {
+                    Error::usage("option --format needs a value (text, json or dot)")
+                })?)
+            } else {
+                a.strip_prefix("--format=").map(String::from)
+            };
+        match value.as_deref() {
+            Some("text") => format = plan_cmd::Format::Text,
+            Some("json") => format = plan_cmd::Format::Json,
+            Some("dot") => format = plan_cmd::Format::Dot,
+            Some(other) => {
+                return Err(Error::usage(format!(
+                    "--format: expected text, json or dot, got {other:?}"
+                )))
+            }
+            None => rest.push(a.clone()),
+        }
+        i += 1;
+    }
+    let raw = args::parse(&rest).map_err(|e| Error::usage(e.0))?;
+    let plan = resolve(&raw)?;
+    match format {
+        plan_cmd::Format::Text => print!("{}", plan_cmd::to_text(&plan)),
+        plan_cmd::Format::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan_cmd::to_json(&plan)).unwrap_or_default()
+            )
+        }
+        plan_cmd::Format::Dot => print!("{}", plan_cmd::to_dot(&plan)),
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Load the config files that apply to this invocation.
+fn load_config(raw: &RawArgs) -> Result<Config, Error> {
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RTEST_"))
+        .collect();
+    let cfg = config::load(&config::Input {
+        cwd,
+        args: raw.positionals.clone(),
+        inifile: raw.inifile.clone(),
+        rootdir: raw.rootdir.clone(),
+        profile: raw.profile.clone(),
+        no_config: raw.no_config,
+        strict: raw.strict_config,
+        env,
+    })
+    .map_err(|e| Error::usage(e.0))?;
+    for w in &cfg.warnings {
+        eprintln!("rtest: warning: {w}");
+    }
+    Ok(cfg)
+}
+
+/// Stage two: the command line over the config, validated, with the origin
+/// of every value.
+fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
+    let mut sources: BTreeMap<String, Setting> = BTreeMap::new();
+    let mut note = |key: &str, value: serde_json::Value, source: &str| {
+        sources.insert(
+            key.to_string(),
+            Setting {
+                value,
+                source: source.to_string(),
+            },
+        );
+    };
+    let mut tx = Vec::new();
+    let mut tx_view = Vec::new();
+    for s in &cfg.tx {
+        tx.push(
+            s.value
+                .parse::<TxSpec>()
+                .map_err(|e| Error::usage(format!("{}: tx: {e}", s.source)))?,
+        );
+        tx_view.push(serde_json::json!({"spec": s.value, "source": s.source}));
+    }
+    for s in &raw.tx {
+        tx.push(
+            s.parse::<TxSpec>()
+                .map_err(|e| Error::usage(e.to_string()))?,
+        );
+        tx_view.push(serde_json::json!({"spec": s, "source": "--tx"}));
+    }
+    if !tx_view.is_empty() {
+        note("tx", tx_view.into(), "(per entry)");
+    }
+    let dist = match (&raw.dist, &cfg.dist) {
+        (Some(d), _) => {
+            let m = d
+                .parse::<DistMode>()
+                .map_err(|e| Error::usage(format!("--dist: {e}")))?;
+            note("dist", m.name().into(), "--dist");
+            Some(m)
+        }
+        (None, Some(d)) => {
+            note("dist", d.value.name().into(), &d.source);
+            Some(d.value)
+        }
+        (None, None) => None,
+    };
+    let numprocesses = match (&raw.numprocesses, &cfg.numprocesses) {
+        (Some(n), _) => Some((*n, "-n".to_string())),
+        (None, Some(n)) => Some((n.value, n.source.clone())),
+        (None, None) => None,
+    }
+    .map(|(n, src)| {
+        let shown = match n {
+            NumProcesses::Count(c) => serde_json::Value::from(c),
+            other => other.to_string().into(),
+        };
+        note("numprocesses", shown, &src);
+        match n {
+            NumProcesses::Count(c) => c,
+            NumProcesses::Auto => auto_workers(false),
+            NumProcesses::Logical => auto_workers(true),
+        }
     });
-    if !raw.rsyncdirs.is_empty() || !raw.rsyncignore.is_empty() {
-        let remote = tx.iter().any(|s| s.transport != Transport::Popen);
-        if !remote {
-            // Local workers see the tree as it is; nothing to sync.
-            eprintln!("rtest: --rsyncdir/--rsyncignore only matter for ssh and socket workers; ignored for local workers");
+    let cwd = &cfg.rootdir;
+    let _ = cwd;
+    let here = std::env::current_dir().unwrap_or_default();
+    let mut rsyncdirs = cfg.rsyncdirs.clone();
+    for d in &raw.rsyncdirs {
+        let abs = config::rootdir::normalize(&here.join(d));
+        if !abs.is_dir() {
+            return Err(Error::usage(format!(
+                "--rsyncdir: {} is not a directory",
+                abs.display()
+            )));
+        }
+        rsyncdirs.push(Sourced::new(abs, "--rsyncdir"));
+    }
+    let mut rsyncignore = cfg.rsyncignore.clone();
+    for g in &raw.rsyncignore {
+        globset::Glob::new(g)
+            .map_err(|e| Error::usage(format!("--rsyncignore: bad pattern \"{g}\": {e}")))?;
+        rsyncignore.push(Sourced::new((g.clone(), here.clone()), "--rsyncignore"));
+    }
+    if !rsyncdirs.is_empty() {
+        let view: Vec<_> = rsyncdirs
+            .iter()
+            .map(|d| serde_json::json!({"dir": d.value, "source": d.source}))
+            .collect();
+        note("rsyncdirs", view.into(), "(per entry)");
+    }
+    if !rsyncignore.is_empty() {
+        let view: Vec<_> = rsyncignore
+            .iter()
+            .map(|d| serde_json::json!({"pattern": d.value.0, "source": d.source}))
+            .collect();
+        note("rsyncignore", view.into(), "(per entry)");
+    }
+    let mut pytest_args: Vec<String> = cfg.pytest_args.iter().map(|a| a.value.clone()).collect();
+    if !pytest_args.is_empty() {
+        let src = cfg
+            .pytest_args
+            .first()
+            .map(|a| a.source.clone())
+            .unwrap_or_default();
+        note("pytest-args", pytest_args.clone().into(), &src);
+    }
+    pytest_args.extend(raw.pytest_args.iter().cloned());
+    fn pick<T: Clone + Into<serde_json::Value>>(
+        key: &str,
+        flag: &str,
+        cli: Option<T>,
+        cfg: Option<&Sourced<T>>,
+        note: &mut dyn FnMut(&str, serde_json::Value, &str),
+    ) -> Option<T> {
+        match (cli, cfg) {
+            (Some(v), _) => {
+                note(key, v.clone().into(), flag);
+                Some(v)
+            }
+            (None, Some(s)) => {
+                note(key, s.value.clone().into(), &s.source);
+                Some(s.value.clone())
+            }
+            (None, None) => None,
         }
     }
+    let timeout = pick(
+        "timeout",
+        "--timeout",
+        raw.timeout,
+        cfg.timeout.as_ref(),
+        &mut note,
+    )
+    .filter(|t| *t > 0.0);
+    let max_worker_restart = pick(
+        "max-worker-restart",
+        "--max-worker-restart",
+        raw.max_worker_restart,
+        cfg.max_worker_restart.as_ref(),
+        &mut note,
+    );
+    let maxfail = pick(
+        "maxfail",
+        "-x/--maxfail",
+        raw.maxfail,
+        cfg.maxfail.as_ref(),
+        &mut note,
+    )
+    .filter(|m| *m > 0);
+    let path_json = |p: &PathBuf| serde_json::Value::String(p.display().to_string());
+    let junitxml = match (&raw.junitxml, &cfg.junitxml) {
+        (Some(p), _) => {
+            note("junitxml", path_json(p), "--junitxml");
+            Some(p.clone())
+        }
+        (None, Some(s)) => {
+            note("junitxml", path_json(&s.value), &s.source);
+            Some(s.value.clone())
+        }
+        _ => None,
+    };
+    let report_log = match (&raw.report_log, &cfg.report_log) {
+        (Some(p), _) => {
+            note("report-log", path_json(p), "--report-log");
+            Some(p.clone())
+        }
+        (None, Some(s)) => {
+            note("report-log", path_json(&s.value), &s.source);
+            Some(s.value.clone())
+        }
+        _ => None,
+    };
     Ok(Settings {
         numprocesses,
         tx,
         dist,
-        pytest_args: raw.pytest_args.clone(),
+        pytest_args,
         basetemp: raw.basetemp.clone(),
-        timeout: raw.timeout,
-        max_worker_restart: raw.max_worker_restart,
-        maxfail: raw.maxfail,
-        junitxml: raw.junitxml.clone(),
-        report_log: raw.report_log.clone(),
+        timeout,
+        max_worker_restart,
+        maxfail,
+        junitxml,
+        report_log,
         collect_only: raw.collect_only,
+        rootdir: cfg.rootdir.clone(),
+        config_files: cfg.files.clone(),
+        profile: cfg.profile.clone(),
+        rsyncdirs,
+        rsyncignore,
+        sources,
     })
 }
 

@@ -5,81 +5,14 @@
 //! comes out. A run executes exactly the plan it was given, so `rtest plan`
 //! and a run cannot disagree.
 
+use crate::config::Sourced;
 use crate::error::Error;
 use crate::spec::{Transport, TxSpec};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-/// How tests are distributed across workers (pytest-xdist's `--dist`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DistMode {
-    /// Any test to any free worker.
-    Load,
-    /// Tests of one module or class stay on one worker.
-    LoadScope,
-    /// Tests of one file stay on one worker.
-    LoadFile,
-    /// Tests with the same `xdist_group` mark stay on one worker.
-    LoadGroup,
-    /// Like load, stealing queued tests from busy workers at the end.
-    WorkSteal,
-    /// Every worker runs every test.
-    Each,
-    /// One worker runs everything in collection order.
-    No,
-}
-
-impl DistMode {
-    /// All modes, in documentation order.
-    pub const ALL: [DistMode; 7] = [
-        DistMode::Load,
-        DistMode::LoadScope,
-        DistMode::LoadFile,
-        DistMode::LoadGroup,
-        DistMode::WorkSteal,
-        DistMode::Each,
-        DistMode::No,
-    ];
-
-    /// The mode's name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            DistMode::Load => "load",
-            DistMode::LoadScope => "loadscope",
-            DistMode::LoadFile => "loadfile",
-            DistMode::LoadGroup => "loadgroup",
-            DistMode::WorkSteal => "worksteal",
-            DistMode::Each => "each",
-            DistMode::No => "no",
-        }
-    }
-}
-
-impl fmt::Display for DistMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for DistMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        DistMode::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = DistMode::ALL.iter().map(|m| m.name()).collect();
-                format!(
-                    "unknown dist mode {s:?} (expected one of: {})",
-                    names.join(", ")
-                )
-            })
-    }
-}
+pub use crate::config::DistMode;
 
 /// One worker of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -125,6 +58,50 @@ pub struct Settings {
     pub report_log: Option<PathBuf>,
     /// `--collect-only`.
     pub collect_only: bool,
+    /// pytest's rootdir, as config discovery found it.
+    pub rootdir: PathBuf,
+    /// Config files in merge order.
+    pub config_files: Vec<PathBuf>,
+    /// The selected profile.
+    pub profile: Option<String>,
+    /// Directories to sync to remote workers.
+    pub rsyncdirs: Vec<Sourced<PathBuf>>,
+    /// Ignore patterns, each with the directory it is relative to.
+    pub rsyncignore: Vec<Sourced<(String, PathBuf)>>,
+    /// Every effective setting with its origin, for `rtest plan`.
+    pub sources: BTreeMap<String, Setting>,
+}
+
+/// One effective setting, for display.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setting {
+    /// The value.
+    pub value: serde_json::Value,
+    /// `file:line`, `RTEST_VAR`, `--flag` or `default`.
+    pub source: String,
+}
+
+/// Files that sync always leaves out.
+pub const DEFAULT_IGNORES: &[&str] = &[".git", "__pycache__", "*.pyc", ".rtest"];
+
+/// One directory to sync, with its ignore rules.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncSet {
+    /// The local directory (absolute).
+    pub dir: PathBuf,
+    /// Ignore patterns: (pattern, base dir, origin).
+    pub ignore: Vec<SyncIgnore>,
+}
+
+/// One rsyncignore rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyncIgnore {
+    /// The glob.
+    pub pattern: String,
+    /// Directory a pattern with `/` is relative to.
+    pub base: PathBuf,
+    /// Where it was declared.
+    pub source: String,
 }
 
 /// Facts about the machine the plan needs (kept out of [`build`] so it
@@ -160,6 +137,16 @@ pub struct Plan {
     pub report_log: Option<PathBuf>,
     /// Only collect.
     pub collect_only: bool,
+    /// pytest's rootdir.
+    pub rootdir: PathBuf,
+    /// Config files in merge order.
+    pub config_files: Vec<PathBuf>,
+    /// The selected profile.
+    pub profile: Option<String>,
+    /// What is synced to remote workers.
+    pub sync: Vec<SyncSet>,
+    /// Every effective setting with its origin.
+    pub settings: BTreeMap<String, Setting>,
 }
 
 /// Resolve settings into a plan.
@@ -228,14 +215,43 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
     if workers.is_empty() {
         return Err(Error::usage("no workers: give -n N or --tx SPEC"));
     }
-    if let Some(w) = workers.iter().find(|w| w.transport != Transport::Popen) {
-        return Err(Error::usage(format!(
-            "worker {} uses the {} transport, which this build of rtest cannot start yet; use popen workers",
-            w.id,
-            w.transport.name()
-        )));
-    }
     let max_worker_restart = settings.max_worker_restart.unwrap_or(4 * workers.len());
+    let ignore: Vec<SyncIgnore> = DEFAULT_IGNORES
+        .iter()
+        .map(|p| SyncIgnore {
+            pattern: p.to_string(),
+            base: settings.rootdir.clone(),
+            source: "default".into(),
+        })
+        .chain(settings.rsyncignore.iter().map(|s| SyncIgnore {
+            pattern: s.value.0.clone(),
+            base: s.value.1.clone(),
+            source: s.source.clone(),
+        }))
+        .collect();
+    let sync = settings
+        .rsyncdirs
+        .iter()
+        .map(|d| SyncSet {
+            dir: d.value.clone(),
+            ignore: ignore.clone(),
+        })
+        .collect();
+    let mut all_settings = settings.sources.clone();
+    all_settings.insert(
+        "max-worker-restart".into(),
+        all_settings
+            .get("max-worker-restart")
+            .cloned()
+            .unwrap_or(Setting {
+                value: max_worker_restart.into(),
+                source: "default (4 per worker)".into(),
+            }),
+    );
+    all_settings.entry("dist".into()).or_insert(Setting {
+        value: dist.name().into(),
+        source: "default".into(),
+    });
     Ok(Plan {
         workers,
         dist,
@@ -247,6 +263,11 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         junitxml: settings.junitxml.clone(),
         report_log: settings.report_log.clone(),
         collect_only: settings.collect_only,
+        rootdir: settings.rootdir.clone(),
+        config_files: settings.config_files.clone(),
+        profile: settings.profile.clone(),
+        sync,
+        settings: all_settings,
     })
 }
 
