@@ -88,8 +88,10 @@ pub fn run(argv: &[String]) -> ExitCode {
 }
 
 fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
-    if argv.first().map(String::as_str) == Some("plan") {
-        return plan_command(&argv[1..]);
+    match argv.first().map(String::as_str) {
+        Some("plan") => return plan_command(&argv[1..]),
+        Some("schema") => return schema_command(&argv[1..]),
+        _ => {}
     }
     let raw = args::parse(argv).map_err(|e| Error::usage(e.0))?;
     if raw.help {
@@ -127,6 +129,25 @@ fn resolve(raw: &RawArgs) -> Result<Plan, Error> {
         default_workers: auto_workers(false),
     };
     plan::build(&settings, &machine)
+}
+
+/// `rtest schema config|plan`: the JSON Schemas in `schemas/`.
+fn schema_command(argv: &[String]) -> Result<ExitCode, Error> {
+    let schema = match argv.first().map(String::as_str) {
+        Some("config") => config::schema::config_schema(),
+        Some("plan") => plan::view::plan_schema(),
+        other => {
+            return Err(Error::usage(format!(
+                "rtest schema: expected \"config\" or \"plan\", got {}",
+                other.map_or("nothing".to_string(), |o| format!("{o:?}"))
+            )))
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&schema).unwrap_or_default()
+    );
+    Ok(ExitCode::Ok)
 }
 
 /// `rtest plan [--format text|json|dot] [RUN ARGS]`.

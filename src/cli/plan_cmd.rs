@@ -60,48 +60,7 @@ pub fn sync_size(set: &SyncSet) -> (u64, u64) {
 
 /// The plan as JSON (the schema'd, stable form).
 pub fn to_json(plan: &Plan) -> serde_json::Value {
-    let sync: Vec<serde_json::Value> = plan
-        .sync
-        .iter()
-        .map(|s| {
-            let (files, bytes) = sync_size(s);
-            serde_json::json!({
-                "dir": s.dir,
-                "ignore": s.ignore.iter().map(|i| serde_json::json!({"pattern": i.pattern, "base": i.base, "source": i.source})).collect::<Vec<_>>(),
-                "files": files,
-                "bytes": bytes,
-            })
-        })
-        .collect();
-    let workers: Vec<serde_json::Value> = plan
-        .workers
-        .iter()
-        .map(|w| {
-            serde_json::json!({
-                "id": w.id,
-                "transport": w.transport.name(),
-                "host": w.transport.host(),
-                "python": w.python,
-                "chdir": w.chdir,
-                "env": w.env,
-                "spec": w.spec,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "rootdir": plan.rootdir,
-        "config_files": plan.config_files,
-        "profile": plan.profile,
-        "workers": workers,
-        "sync": sync,
-        "dist": plan.dist.name(),
-        "pytest_args": plan.pytest_args,
-        "timeout": plan.timeout,
-        "max_worker_restart": plan.max_worker_restart,
-        "maxfail": plan.maxfail,
-        "outputs": {"junitxml": plan.junitxml, "report_log": plan.report_log},
-        "settings": plan.settings,
-    })
+    serde_json::to_value(crate::plan::view::PlanView::new(plan, &sync_size)).unwrap_or_default()
 }
 
 /// The plan as a readable tree.

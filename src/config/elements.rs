@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How tests are distributed across workers (pytest-xdist's `--dist`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DistMode {
     /// Any test to any free worker.

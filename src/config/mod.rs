@@ -15,6 +15,7 @@ mod elements;
 pub mod kdl;
 pub mod layer;
 pub mod rootdir;
+pub mod schema;
 pub mod toml;
 
 pub use elements::{DistMode, NumProcesses};

@@ -5,6 +5,8 @@
 //! comes out. A run executes exactly the plan it was given, so `rtest plan`
 //! and a run cannot disagree.
 
+pub mod view;
+
 use crate::config::Sourced;
 use crate::error::Error;
 use crate::spec::{Transport, TxSpec};
@@ -198,10 +200,12 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
             workers.push(WorkerPlan {
                 id,
                 transport: spec.transport.clone(),
-                python: spec
-                    .python
-                    .clone()
-                    .unwrap_or_else(|| machine.default_python.clone()),
+                // A remote host has its own interpreters: the local venv's
+                // path means nothing there.
+                python: spec.python.clone().unwrap_or_else(|| match spec.transport {
+                    Transport::Popen => machine.default_python.clone(),
+                    _ => "python3".to_string(),
+                }),
                 chdir: spec.chdir.as_ref().map(PathBuf::from),
                 env,
                 nice: spec.nice,

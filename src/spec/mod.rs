@@ -523,4 +523,94 @@ mod tests {
             assert_eq!(parsed, again, "{spec} -> {parsed}");
         }
     }
+
+    /// Property: for generated specs, parse -> display -> parse is the
+    /// identity (a small xorshift generator keeps it dependency-free and
+    /// reproducible).
+    #[test]
+    fn property_parse_display_parse() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let words = [
+            "a",
+            "build1",
+            "py3",
+            "x_y",
+            "h-1",
+            "python3.12",
+            "/usr/bin/python3",
+            "w/dir",
+        ];
+        for _ in 0..2000 {
+            let mut parts: Vec<String> = Vec::new();
+            let transport = match next(3) {
+                0 => "popen".to_string(),
+                1 => {
+                    let user = if next(2) == 0 {
+                        format!("{}@", words[next(5) as usize])
+                    } else {
+                        String::new()
+                    };
+                    let port = if next(2) == 0 {
+                        format!(":{}", 1 + next(65000))
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "ssh={user}{}{port}",
+                        ["build1", "h-1", "example.org", "10.0.0.1"][next(4) as usize]
+                    )
+                }
+                _ => format!(
+                    "socket={}:{}",
+                    ["build3", "127.0.0.1", "[::1]"][next(3) as usize],
+                    1 + next(65000)
+                ),
+            };
+            parts.push(transport);
+            if next(2) == 0 {
+                parts.push(format!(
+                    "python={}",
+                    words[next(words.len() as u64) as usize]
+                ));
+            }
+            if next(3) == 0 {
+                parts.push(format!(
+                    "chdir={}",
+                    words[next(words.len() as u64) as usize]
+                ));
+            }
+            for k in 0..next(3) {
+                parts.push(format!(
+                    "env:V{k}={}",
+                    words[next(words.len() as u64) as usize]
+                ));
+            }
+            if next(4) == 0 {
+                parts.push(format!("nice={}", next(20) as i64 - 10));
+            }
+            if next(4) == 0 {
+                parts.push("dont_write_bytecode".into());
+            }
+            if next(4) == 0 {
+                parts.push(format!("id={}", words[next(4) as usize]));
+            }
+            // execnet allowed the parts in any order
+            let rot = next(parts.len() as u64) as usize;
+            parts.rotate_left(rot);
+            let count = if next(2) == 0 {
+                format!("{}*", 1 + next(16))
+            } else {
+                String::new()
+            };
+            let spec = format!("{count}{}", parts.join("//"));
+            let parsed = ok(&spec);
+            assert_eq!(parsed, ok(&parsed.to_string()), "{spec} -> {parsed}");
+        }
+    }
 }

@@ -224,3 +224,72 @@ fn bundled_examples_carry_a_config_that_plan_accepts() {
             .stdout_has(&dir.join("conftest.kdl").display().to_string());
     }
 }
+
+#[test]
+fn committed_schemas_match_the_types() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    for name in ["config", "plan"] {
+        let r = Project::new().rtest(&["schema", name]);
+        r.code(0);
+        let path = dir.join(format!("{name}.json"));
+        if std::env::var_os("RTEST_UPDATE_SCHEMAS").is_some() {
+            std::fs::write(&path, &r.stdout).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == r.stdout,
+            "{} is out of date: run `RTEST_UPDATE_SCHEMAS=1 cargo test committed_schemas` and commit it",
+            path.display()
+        );
+    }
+    Project::new()
+        .rtest(&["schema", "nope"])
+        .code(4)
+        .stderr_has("expected \"config\" or \"plan\"");
+}
+
+#[test]
+fn plan_json_validates_against_its_schema_shape() {
+    let p = three_levels();
+    let j = plan_json(&p, &["pkg/sub"]);
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for key in schema["required"].as_array().unwrap() {
+        assert!(
+            j.get(key.as_str().unwrap()).is_some(),
+            "plan json lacks required {key}"
+        );
+    }
+    for key in ["config_files", "workers", "sync", "dist", "settings"] {
+        assert!(j.get(key).is_some(), "{key}");
+    }
+    for w in j["workers"].as_array().unwrap() {
+        for key in ["id", "transport", "host", "python", "chdir", "env"] {
+            assert!(w.get(key).is_some(), "worker lacks {key}");
+        }
+    }
+}
+
+#[test]
+fn plan_text_snapshot() {
+    let p = three_levels();
+    let root = p.path().canonicalize().unwrap().display().to_string();
+    let r = p
+        .command(&["plan", "--profile", "ci", "pkg/sub", "-k", "fast"])
+        .env("RTEST_TIMEOUT", "12")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&r.stdout).replace(&root, "[ROOT]");
+    // The default interpreter depends on the machine.
+    let python = crate::harness::venv()
+        .join("bin/python")
+        .display()
+        .to_string();
+    let text = text.replace(&python, "[PYTHON]");
+    insta::assert_snapshot!(text);
+}

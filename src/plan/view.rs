@@ -1,0 +1,173 @@
+//! The stable, schema'd form of a plan: what `rtest plan --format json`
+//! prints (`schemas/plan.json` is generated from these types).
+
+use super::{DistMode, Plan, Setting, SyncSet};
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A plan as JSON.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PlanView {
+    /// pytest's rootdir.
+    pub rootdir: String,
+    /// Absolute paths of the config files, in merge order.
+    pub config_files: Vec<String>,
+    /// The selected profile.
+    pub profile: Option<String>,
+    /// Every worker.
+    pub workers: Vec<WorkerView>,
+    /// Every directory synced to remote workers.
+    pub sync: Vec<SyncView>,
+    /// The distribution mode.
+    pub dist: DistMode,
+    /// Arguments every worker's pytest gets.
+    pub pytest_args: Vec<String>,
+    /// Per-test timeout in seconds.
+    pub timeout: Option<f64>,
+    /// How many crashed workers may be replaced.
+    pub max_worker_restart: usize,
+    /// Stop after this many failures.
+    pub maxfail: Option<usize>,
+    /// Output files.
+    pub outputs: OutputsView,
+    /// Every effective setting with its origin.
+    pub settings: BTreeMap<String, SettingView>,
+}
+
+/// One worker.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WorkerView {
+    /// `gw0`, ...
+    pub id: String,
+    /// `popen`, `ssh` or `socket`.
+    pub transport: String,
+    /// `localhost` or the remote host.
+    pub host: String,
+    /// The interpreter.
+    pub python: String,
+    /// Working directory.
+    pub chdir: Option<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// The tx spec it came from.
+    pub spec: String,
+}
+
+/// One sync set.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SyncView {
+    /// The local directory.
+    pub dir: String,
+    /// Ignore rules.
+    pub ignore: Vec<IgnoreView>,
+    /// Files a first sync would send.
+    pub files: u64,
+    /// Bytes a first sync would send.
+    pub bytes: u64,
+}
+
+/// One ignore rule.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IgnoreView {
+    /// The glob.
+    pub pattern: String,
+    /// The directory a pattern with `/` is relative to.
+    pub base: String,
+    /// Where it was declared.
+    pub source: String,
+}
+
+/// Output files.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct OutputsView {
+    /// JUnit XML.
+    pub junitxml: Option<String>,
+    /// pytest-reportlog JSON lines.
+    pub report_log: Option<String>,
+}
+
+/// One setting and its origin.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SettingView {
+    /// The value.
+    pub value: serde_json::Value,
+    /// `file:line`, `RTEST_VAR`, a flag, or `default`.
+    pub source: String,
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+impl PlanView {
+    /// The view of `plan`; `size` gives a sync set's (files, bytes).
+    pub fn new(plan: &Plan, size: &dyn Fn(&SyncSet) -> (u64, u64)) -> Self {
+        PlanView {
+            rootdir: path(&plan.rootdir),
+            config_files: plan.config_files.iter().map(|p| path(p)).collect(),
+            profile: plan.profile.clone(),
+            workers: plan
+                .workers
+                .iter()
+                .map(|w| WorkerView {
+                    id: w.id.clone(),
+                    transport: w.transport.name().into(),
+                    host: w.transport.host(),
+                    python: w.python.clone(),
+                    chdir: w.chdir.as_deref().map(path),
+                    env: w.env.clone(),
+                    spec: w.spec.clone(),
+                })
+                .collect(),
+            sync: plan
+                .sync
+                .iter()
+                .map(|s| {
+                    let (files, bytes) = size(s);
+                    SyncView {
+                        dir: path(&s.dir),
+                        ignore: s
+                            .ignore
+                            .iter()
+                            .map(|i| IgnoreView {
+                                pattern: i.pattern.clone(),
+                                base: path(&i.base),
+                                source: i.source.clone(),
+                            })
+                            .collect(),
+                        files,
+                        bytes,
+                    }
+                })
+                .collect(),
+            dist: plan.dist,
+            pytest_args: plan.pytest_args.clone(),
+            timeout: plan.timeout,
+            max_worker_restart: plan.max_worker_restart,
+            maxfail: plan.maxfail,
+            outputs: OutputsView {
+                junitxml: plan.junitxml.as_deref().map(path),
+                report_log: plan.report_log.as_deref().map(path),
+            },
+            settings: plan
+                .settings
+                .iter()
+                .map(|(k, Setting { value, source })| {
+                    (
+                        k.clone(),
+                        SettingView {
+                            value: value.clone(),
+                            source: source.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The JSON Schema of [`PlanView`].
+pub fn plan_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(PlanView)).unwrap_or_default()
+}
