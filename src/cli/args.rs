@@ -36,6 +36,8 @@ pub struct RawArgs {
     pub no_provision: bool,
     /// `--profile`.
     pub profile: Option<String>,
+    /// `--shard K/N`.
+    pub shard: Option<(usize, usize)>,
     /// `--no-config`.
     pub no_config: bool,
     /// `--strict-config` (also passed to pytest).
@@ -98,6 +100,7 @@ const OWN_WITH_VALUE: &[&str] = &[
     "--report-log",
     "--maxfail",
     "--profile",
+    "--shard",
 ];
 
 /// pytest options (and common plugins') that take a separate value; needed
@@ -431,6 +434,7 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
         "--report-log" => out.report_log = Some(PathBuf::from(v)),
         "--no-provision" => out.no_provision = true,
         "--profile" => out.profile = Some(v),
+        "--shard" => out.shard = Some(parse_shard(&v)?),
         "--no-config" => out.no_config = true,
         "--exitfirst" => out.maxfail = Some(1),
         "--maxfail" => {
@@ -444,6 +448,24 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
         _ => return Err(ArgError(format!("internal: unhandled option {name}"))),
     }
     Ok(())
+}
+
+/// Parse `--shard K/N` (1 <= K <= N).
+pub fn parse_shard(v: &str) -> Result<(usize, usize), ArgError> {
+    let bad = || {
+        ArgError(format!(
+            "--shard: expected K/N with 1 <= K <= N (e.g. 2/4), got {v:?}"
+        ))
+    };
+    let (k, n) = v.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if k == 0 || n == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
 }
 
 /// Parse `-n`'s value.

@@ -49,6 +49,19 @@ distribution:
                         test failed (0: no timeout).
   --no-provision        do not create a venv with pytest when the chosen
                         interpreter lacks it; fail instead.
+  --shard K/N           run only shard K of N: a deterministic split of the
+                        collected suite balanced by the duration history
+                        (.rtest/durations.json), for CI job matrices.
+
+config:
+  --profile NAME        apply profile NAME from the config files.
+  --no-config           ignore conftest.kdl/conftest.toml/[tool.rtest].
+  --strict-config       unknown config keys are errors (also given to pytest).
+  rtest plan [ARGS] [--format text|json|dot]
+                        show what a run would do, and where each setting
+                        came from, without running anything.
+  rtest schema config|plan
+                        print the JSON Schema of the config or plan format.
 
 outputs:
   --junitxml PATH       write JUnit XML (pytest's xunit2 layout).
@@ -403,6 +416,7 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
         junitxml,
         report_log,
         collect_only: raw.collect_only,
+        shard: raw.shard,
         rootdir: cfg.rootdir.clone(),
         config_files: cfg.files.clone(),
         profile: cfg.profile.clone(),
@@ -580,7 +594,11 @@ fn run_plan(plan: &Plan, raw: &RawArgs, header_notes: Vec<String>) -> Result<Exi
     if let Some(path) = &plan.junitxml {
         let path = cwd.join(path);
         check_writable(&path, "--junitxml")?;
-        reporters.push(Box::new(JUnit::new(path, "pytest".into(), errors.clone())));
+        let suite = match plan.shard {
+            Some((k, n)) => format!("pytest (shard {k}/{n})"),
+            None => "pytest".to_string(),
+        };
+        reporters.push(Box::new(JUnit::new(path, suite, errors.clone())));
     }
     if let Some(path) = &plan.report_log {
         let path = cwd.join(path);

@@ -60,6 +60,8 @@ pub struct Settings {
     pub report_log: Option<PathBuf>,
     /// `--collect-only`.
     pub collect_only: bool,
+    /// `--shard K/N`.
+    pub shard: Option<(usize, usize)>,
     /// pytest's rootdir, as config discovery found it.
     pub rootdir: PathBuf,
     /// Config files in merge order.
@@ -139,6 +141,8 @@ pub struct Plan {
     pub report_log: Option<PathBuf>,
     /// Only collect.
     pub collect_only: bool,
+    /// Run only shard K of N (1-based).
+    pub shard: Option<(usize, usize)>,
     /// pytest's rootdir.
     pub rootdir: PathBuf,
     /// Config files in merge order.
@@ -267,6 +271,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         junitxml: settings.junitxml.clone(),
         report_log: settings.report_log.clone(),
         collect_only: settings.collect_only,
+        shard: settings.shard,
         rootdir: settings.rootdir.clone(),
         config_files: settings.config_files.clone(),
         profile: settings.profile.clone(),

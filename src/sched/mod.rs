@@ -6,9 +6,37 @@
 //! shared collection in the load modes, one per worker for `each`. The
 //! session asks [`Scheduler::poll`] what to send a worker whenever its queue
 //! changes, and reports completions, requeues and lost workers back.
+//!
+//! With a duration history ([`history`]), the load modes dispatch longest
+//! expected first (LPT): short tests of one module are first bundled into
+//! chunks (so module-scoped fixtures are set up once where that costs
+//! nothing), then chunks and long tests are handed out by expected time.
+//! [`shard`] splits a suite across CI jobs the same way.
+
+pub mod history;
 
 use crate::plan::DistMode;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// One collected item as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemInfo {
+    /// Global item id.
+    pub id: usize,
+    /// Unit key from [`unit_key`] (items with equal keys stay together).
+    pub key: Option<String>,
+    /// The item's module (file), for locality.
+    pub module: String,
+    /// Expected duration from history, seconds.
+    pub expected: Option<f64>,
+}
+
+/// Tests that must run on one worker, and their expected time.
+#[derive(Debug, Clone, PartialEq)]
+struct Unit {
+    items: Vec<usize>,
+    weight: f64,
+}
 
 /// What to tell a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +53,7 @@ pub enum Action {
 struct WorkerState {
     collection: usize,
     pending: usize,
+    pending_time: f64,
     shut: bool,
 }
 
@@ -32,10 +61,119 @@ struct WorkerState {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     mode: DistMode,
-    pools: BTreeMap<usize, VecDeque<Vec<usize>>>,
+    pools: BTreeMap<usize, VecDeque<Unit>>,
+    pool_time: BTreeMap<usize, f64>,
+    weights: HashMap<usize, f64>,
+    timed: bool,
     workers: BTreeMap<usize, WorkerState>,
     stopped: bool,
     wakeups: Vec<usize>,
+}
+
+/// Group items into units: by key; in the load modes with history, short
+/// tests of one module are bundled into chunks of at most `quantum`
+/// seconds. With history the units are ordered longest first (stable, so
+/// ties keep collection order).
+fn build_units(mode: DistMode, items: Vec<ItemInfo>, quantum: Option<f64>) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    let chunked = quantum.is_some() && matches!(mode, DistMode::Load | DistMode::WorkSteal);
+    let mut open_chunk: Option<(String, usize)> = None;
+    for it in items {
+        let w = it.expected.unwrap_or(0.0);
+        if let Some(k) = it.key {
+            match by_key.get(&k) {
+                Some(&u) => {
+                    units[u].items.push(it.id);
+                    units[u].weight += w;
+                }
+                None => {
+                    by_key.insert(k, units.len());
+                    units.push(Unit {
+                        items: vec![it.id],
+                        weight: w,
+                    });
+                }
+            }
+            continue;
+        }
+        if chunked {
+            let q = quantum.unwrap_or(0.0);
+            if let Some((m, u)) = &open_chunk {
+                if *m == it.module && units[*u].weight + w <= q {
+                    units[*u].items.push(it.id);
+                    units[*u].weight += w;
+                    continue;
+                }
+            }
+            if w <= q {
+                open_chunk = Some((it.module.clone(), units.len()));
+            } else {
+                open_chunk = None;
+            }
+        }
+        units.push(Unit {
+            items: vec![it.id],
+            weight: w,
+        });
+    }
+    if quantum.is_some() && !matches!(mode, DistMode::Each | DistMode::No) {
+        units.sort_by(|a, b| {
+            b.weight
+                .partial_cmp(&a.weight)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    }
+    units
+}
+
+/// The items of shard `k` (1-based) of `n`: units (as for `load`, with
+/// module chunks) dealt longest first to the shard with the least expected
+/// time, ties to the lowest shard. Deterministic for the same collection and
+/// history; without history every test counts the same, and contiguous runs
+/// of the collection stay together.
+pub fn shard(items: &[ItemInfo], k: usize, n: usize) -> Vec<usize> {
+    if n <= 1 {
+        return items.iter().map(|i| i.id).collect();
+    }
+    let timed = items.iter().any(|i| i.expected.is_some());
+    if !timed {
+        let len = items.len();
+        return items
+            .iter()
+            .enumerate()
+            .filter(|(pos, _)| pos * n / len.max(1) == k - 1)
+            .map(|(_, i)| i.id)
+            .collect();
+    }
+    let total: f64 = items.iter().map(|i| i.expected.unwrap_or(0.0)).sum();
+    let quantum = total / (n as f64 * 16.0);
+    let keyless: Vec<ItemInfo> = items
+        .iter()
+        .cloned()
+        .map(|mut i| {
+            i.key = None;
+            i
+        })
+        .collect();
+    let units = build_units(DistMode::Load, keyless, Some(quantum));
+    let mut loads = vec![0.0f64; n];
+    let mut mine = Vec::new();
+    for u in units {
+        let (best, _) = loads
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f64::INFINITY),
+                |acc, (i, l)| if *l < acc.1 { (i, *l) } else { acc },
+            );
+        loads[best] += u.weight;
+        if best == k - 1 {
+            mine.extend(u.items);
+        }
+    }
+    mine.sort_unstable();
+    mine
 }
 
 /// The grouping key of one item: its node id and `xdist_group` names.
@@ -62,30 +200,31 @@ impl Scheduler {
         Scheduler {
             mode,
             pools: BTreeMap::new(),
+            pool_time: BTreeMap::new(),
+            weights: HashMap::new(),
+            timed: false,
             workers: BTreeMap::new(),
             stopped: false,
             wakeups: Vec::new(),
         }
     }
 
-    /// Add a collection: global item ids in collection order, each with its
-    /// unit key (from [`unit_key`]). Items with equal keys form one unit,
-    /// placed where the first of them stands.
-    pub fn add_collection(&mut self, collection: usize, items: Vec<(usize, Option<String>)>) {
-        let mut units: Vec<Vec<usize>> = Vec::new();
-        let mut by_key: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for (id, key) in items {
-            match key {
-                Some(k) => match by_key.get(&k) {
-                    Some(&u) => units[u].push(id),
-                    None => {
-                        by_key.insert(k, units.len());
-                        units.push(vec![id]);
-                    }
-                },
-                None => units.push(vec![id]),
+    /// Add a collection: its items in collection order, with unit keys and,
+    /// when there is history, expected durations. `workers` is how many
+    /// workers will share it (for the size of module chunks).
+    pub fn add_collection(&mut self, collection: usize, items: Vec<ItemInfo>, workers: usize) {
+        let timed = items.iter().any(|i| i.expected.is_some());
+        let total: f64 = items.iter().map(|i| i.expected.unwrap_or(0.0)).sum();
+        for i in &items {
+            if let Some(e) = i.expected {
+                self.weights.insert(i.id, e);
             }
         }
+        let quantum = timed.then(|| total / (workers.max(1) as f64 * 16.0));
+        let units = build_units(self.mode, items, quantum);
+        self.timed |= timed;
+        self.pool_time
+            .insert(collection, units.iter().map(|u| u.weight).sum());
         self.pools.insert(collection, units.into());
     }
 
@@ -96,6 +235,7 @@ impl Scheduler {
             WorkerState {
                 collection,
                 pending: 0,
+                pending_time: 0.0,
                 shut: false,
             },
         );
@@ -110,9 +250,11 @@ impl Scheduler {
     }
 
     /// One of the worker's tests finished.
-    pub fn finished(&mut self, worker: usize) {
+    pub fn finished(&mut self, worker: usize, item: usize) {
+        let w_time = self.weights.get(&item).copied().unwrap_or(0.0);
         if let Some(w) = self.workers.get_mut(&worker) {
             w.pending = w.pending.saturating_sub(1);
+            w.pending_time = (w.pending_time - w_time).max(0.0);
         }
     }
 
@@ -122,16 +264,29 @@ impl Scheduler {
         if items.is_empty() || self.stopped {
             return;
         }
-        let pool = self.pools.entry(collection).or_default();
-        if matches!(
+        let weight = |id: &usize| self.weights.get(id).copied().unwrap_or(0.0);
+        let units: Vec<Unit> = if matches!(
             self.mode,
             DistMode::Load | DistMode::WorkSteal | DistMode::No | DistMode::Each
         ) {
-            for id in items.into_iter().rev() {
-                pool.push_front(vec![id]);
-            }
+            items
+                .iter()
+                .map(|id| Unit {
+                    items: vec![*id],
+                    weight: weight(id),
+                })
+                .collect()
         } else {
-            pool.push_front(items);
+            vec![Unit {
+                weight: items.iter().map(weight).sum(),
+                items,
+            }]
+        };
+        *self.pool_time.entry(collection).or_default() +=
+            units.iter().map(|u| u.weight).sum::<f64>();
+        let pool = self.pools.entry(collection).or_default();
+        for u in units.into_iter().rev() {
+            pool.push_front(u);
         }
     }
 
@@ -139,6 +294,7 @@ impl Scheduler {
     pub fn stop(&mut self) {
         self.stopped = true;
         self.pools.values_mut().for_each(VecDeque::clear);
+        self.pool_time.values_mut().for_each(|t| *t = 0.0);
         self.wakeups.extend(
             self.workers
                 .iter()
@@ -151,7 +307,7 @@ impl Scheduler {
     pub fn unassigned(&self, collection: usize) -> Vec<usize> {
         self.pools
             .get(&collection)
-            .map(|p| p.iter().flatten().copied().collect())
+            .map(|p| p.iter().flat_map(|u| u.items.iter().copied()).collect())
             .unwrap_or_default()
     }
 
@@ -210,8 +366,17 @@ impl Scheduler {
         } else {
             (remaining / (live * 2)).clamp(2, 64)
         };
+        // With history, batches are sized by expected time: a quarter of a
+        // fair share of what is left, so long tests go out one by one and
+        // short ones in bulk.
+        let time_goal = (self.timed && !matches!(mode, DistMode::Each | DistMode::No))
+            .then(|| self.pool_time.get(&collection).copied().unwrap_or(0.0) / (live as f64 * 4.0));
         let low = target.div_ceil(2).max(2);
-        if state.pending >= low {
+        let busy = match time_goal {
+            Some(t) => state.pending >= 2 && state.pending_time >= t / 2.0,
+            None => state.pending >= low,
+        };
+        if busy {
             return Action::Wait;
         }
         // Fewer than two per worker left: an idle worker gets one, so the
@@ -223,11 +388,29 @@ impl Scheduler {
             target
         };
         let mut batch = Vec::new();
-        while state.pending + batch.len() < goal {
+        let mut batch_time = 0.0;
+        loop {
+            let enough = match time_goal {
+                Some(t) if !(state.pending == 0 && scarce) => {
+                    state.pending + batch.len() >= 2
+                        && (batch_time >= t || state.pending + batch.len() >= 64)
+                }
+                _ => state.pending + batch.len() >= goal,
+            };
+            if enough {
+                break;
+            }
             match pool.pop_front() {
-                Some(unit) => batch.extend(unit),
+                Some(unit) => {
+                    batch_time += unit.weight;
+                    batch.extend(unit.items);
+                }
                 None => break,
             }
+        }
+        state.pending_time += batch_time;
+        if let Some(t) = self.pool_time.get_mut(&collection) {
+            *t = (*t - batch_time).max(0.0);
         }
         state.pending += batch.len();
         if pool.is_empty() {
@@ -248,6 +431,137 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    fn infos(items: Vec<(usize, Option<String>)>, expected: Option<&[f64]>) -> Vec<ItemInfo> {
+        items
+            .into_iter()
+            .map(|(id, key)| ItemInfo {
+                id,
+                key,
+                module: format!("m{}.py", id / 10),
+                expected: expected.map(|e| e[id]),
+            })
+            .collect()
+    }
+
+    /// Run a suite with known durations on fake workers and a fake clock;
+    /// return the makespan. Workers behave like agents: a test starts only
+    /// once its successor (or shutdown) is known.
+    fn makespan(mode: DistMode, durations: &[f64], workers: usize, history: bool) -> f64 {
+        let mut s = Scheduler::new(mode);
+        let items: Vec<(usize, Option<String>)> = (0..durations.len()).map(|i| (i, None)).collect();
+        s.add_collection(0, infos(items, history.then_some(durations)), workers);
+        for w in 0..workers {
+            s.add_worker(w, 0);
+        }
+        let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
+        let mut shut = vec![false; workers];
+        let mut busy_until = vec![0.0f64; workers];
+        let mut running: Vec<Option<usize>> = vec![None; workers];
+        let mut done = 0;
+        let mut now = 0.0f64;
+        let poll = |s: &mut Scheduler,
+                    w: usize,
+                    queues: &mut Vec<VecDeque<usize>>,
+                    shut: &mut Vec<bool>| {
+            let mut todo = vec![w];
+            while let Some(w) = todo.pop() {
+                if shut[w] {
+                    continue;
+                }
+                match s.poll(w) {
+                    Action::Run(b) => queues[w].extend(b),
+                    Action::Shutdown => shut[w] = true,
+                    Action::Wait => {}
+                }
+                todo.extend(s.take_wakeups());
+            }
+        };
+        for w in 0..workers {
+            poll(&mut s, w, &mut queues, &mut shut);
+        }
+        while done < durations.len() {
+            for w in 0..workers {
+                if running[w].is_none()
+                    && (queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()))
+                {
+                    let item = queues[w].pop_front().unwrap();
+                    running[w] = Some(item);
+                    busy_until[w] = now + durations[item];
+                }
+            }
+            let (w, t) = busy_until
+                .iter()
+                .enumerate()
+                .filter(|(w, _)| running[*w].is_some())
+                .map(|(w, t)| (w, *t))
+                .fold(
+                    (usize::MAX, f64::INFINITY),
+                    |a, b| if b.1 < a.1 { b } else { a },
+                );
+            assert!(w != usize::MAX, "deadlock: {queues:?} {shut:?}");
+            now = t;
+            let item = running[w].take().unwrap();
+            s.finished(w, item);
+            done += 1;
+            poll(&mut s, w, &mut queues, &mut shut);
+        }
+        now
+    }
+
+    fn heavy_tailed(n: usize) -> Vec<f64> {
+        // deterministic: mostly 20-80 ms, ten of 1 s scattered, one of 12 s late
+        let mut d: Vec<f64> = (0..n)
+            .map(|i| 0.02 + 0.06 * (((i * 7919) % 100) as f64 / 100.0))
+            .collect();
+        for k in 0..10 {
+            d[(k * 37 + 5) % n] = 1.0;
+        }
+        d[n - 20] = 12.0;
+        d
+    }
+
+    #[test]
+    fn lpt_with_history_is_near_the_lower_bound() {
+        let d = heavy_tailed(400);
+        for workers in [2, 4] {
+            let total: f64 = d.iter().sum();
+            let bound = (total / workers as f64).max(12.0);
+            let with = makespan(DistMode::Load, &d, workers, true);
+            let without = makespan(DistMode::Load, &d, workers, false);
+            assert!(
+                with <= bound * 1.10,
+                "workers={workers}: {with} vs bound {bound} (without history {without})"
+            );
+            assert!(with <= without, "history made it worse: {with} > {without}");
+        }
+    }
+
+    #[test]
+    fn shards_are_deterministic_disjoint_and_balanced() {
+        let d = heavy_tailed(400);
+        let items = infos((0..400).map(|i| (i, None)).collect(), Some(&d));
+        let n = 4;
+        let shards: Vec<Vec<usize>> = (1..=n).map(|k| shard(&items, k, n)).collect();
+        let mut all: Vec<usize> = shards.iter().flatten().copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..400).collect::<Vec<_>>());
+        assert_eq!(
+            shards,
+            (1..=n).map(|k| shard(&items, k, n)).collect::<Vec<_>>()
+        );
+        let times: Vec<f64> = shards
+            .iter()
+            .map(|s| s.iter().map(|i| d[*i]).sum())
+            .collect();
+        let mean = times.iter().sum::<f64>() / n as f64;
+        let max = times.iter().cloned().fold(0.0, f64::max);
+        // one 12 s test bounds what any split can do
+        assert!(max <= (mean * 1.10).max(12.0 + 0.5), "{times:?}");
+        let plain = infos((0..10).map(|i| (i, None)).collect(), None);
+        assert_eq!(shard(&plain, 1, 3), vec![0, 1, 2, 3]);
+        assert_eq!(shard(&plain, 3, 3), vec![7, 8, 9]);
+    }
+
     fn ids(n: usize) -> Vec<(usize, Option<String>)> {
         (0..n).map(|i| (i, None)).collect()
     }
@@ -261,7 +575,7 @@ mod tests {
     ) -> Vec<Option<usize>> {
         let n = items.len();
         let mut s = Scheduler::new(mode);
-        s.add_collection(0, items);
+        s.add_collection(0, infos(items, None), workers);
         let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
         let mut shut = vec![false; workers];
         for w in 0..workers {
@@ -285,7 +599,7 @@ mod tests {
                     let item = queues[w].pop_front().unwrap();
                     assert!(ran[item].is_none(), "item {item} ran twice");
                     ran[item] = Some(w);
-                    s.finished(w);
+                    s.finished(w, item);
                     progressed = true;
                 }
             }
@@ -369,7 +683,7 @@ mod tests {
     #[test]
     fn requeued_items_go_first_and_stop_empties_pools() {
         let mut s = Scheduler::new(DistMode::Load);
-        s.add_collection(0, ids(10));
+        s.add_collection(0, infos(ids(10), None), 2);
         s.add_worker(0, 0);
         let Action::Run(first) = s.poll(0) else {
             panic!()

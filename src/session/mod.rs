@@ -14,7 +14,7 @@ use crate::protocol::{
     self, bootstrap_payload, encode, CollectReport, Collected, Crash, FromAgent, PhaseReport,
     ReadyInfo, StartArgs, ToAgent, PROTOCOL_VERSION,
 };
-use crate::sched::{unit_key, Action, Scheduler};
+use crate::sched::{self, history, unit_key, Action, ItemInfo, Scheduler};
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -128,6 +128,9 @@ struct Session<'a> {
     continue_on_collection_errors: bool,
     echo_output: bool,
     seen_warnings: std::collections::HashSet<(String, String)>,
+    rootdir: Option<PathBuf>,
+    history: Option<history::History>,
+    durations: Vec<(String, f64)>,
 }
 
 /// Run the plan to the end, telling `reporter` everything.
@@ -157,6 +160,9 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         continue_on_collection_errors: opts.continue_on_collection_errors,
         echo_output: opts.echo_output,
         seen_warnings: Default::default(),
+        rootdir: None,
+        history: None,
+        durations: Vec::new(),
     };
     for (i, w) in plan.workers.iter().enumerate() {
         s.slots.push(Slot {
@@ -515,10 +521,24 @@ impl Session<'_> {
                 self.collections.push(None);
             }
             let offset = self.items.len();
-            let mut units = Vec::with_capacity(c.ids.len());
+            if self.history.is_none() {
+                self.rootdir = Some(PathBuf::from(&c.rootdir));
+                self.history = Some(load_history(&PathBuf::from(&c.rootdir)));
+            }
+            // Durations only steer the modes that choose where tests go.
+            let expected = match self.plan.dist {
+                DistMode::Each | DistMode::No => None,
+                _ => self.history.as_ref().and_then(|h| h.estimate(&c.ids)),
+            };
+            let mut infos = Vec::with_capacity(c.ids.len());
             for (local, id) in c.ids.iter().enumerate() {
                 let groups = c.groups.get(local).and_then(|g| g.as_deref());
-                units.push((offset + local, unit_key(self.plan.dist, id, groups)));
+                infos.push(ItemInfo {
+                    id: offset + local,
+                    key: unit_key(self.plan.dist, id, groups),
+                    module: history::module_of(id).to_string(),
+                    expected: expected.as_ref().map(|e| e[local]),
+                });
                 self.items.push(Item {
                     nodeid: id.clone(),
                     location: c.locations.get(local).cloned().flatten(),
@@ -526,7 +546,22 @@ impl Session<'_> {
                     done: false,
                 });
             }
-            self.sched.add_collection(coll, units);
+            let mut deselected = c.deselected;
+            if let Some((k, n)) = self.plan.shard {
+                // This job runs its shard only; the rest belongs to the
+                // other jobs, and counts as deselected here.
+                let mine: std::collections::HashSet<usize> =
+                    sched::shard(&infos, k, n).into_iter().collect();
+                infos.retain(|it| mine.contains(&it.id));
+                for (pos, item) in self.items[offset..].iter_mut().enumerate() {
+                    if !mine.contains(&(offset + pos)) {
+                        item.done = true;
+                        deselected += 1;
+                    }
+                }
+            }
+            self.sched
+                .add_collection(coll, infos, self.plan.workers.len());
             if self.cachedir.is_none() {
                 self.cachedir = c.cachedir.clone();
             }
@@ -534,7 +569,7 @@ impl Session<'_> {
                 ids: c.ids,
                 offset,
                 owner: slot_id,
-                deselected: c.deselected,
+                deselected,
                 rootdir: c.rootdir,
             });
         }
@@ -677,7 +712,7 @@ impl Session<'_> {
                 }),
             }
         }
-        self.sched.finished(i);
+        self.sched.finished(i, global);
         let item = &mut self.items[global];
         if item.done {
             return;
@@ -708,6 +743,10 @@ impl Session<'_> {
         self.failures += failed_reports;
         self.lastfailed
             .push((result.nodeid.clone(), result.failed()));
+        if result.worker_index != usize::MAX {
+            self.durations
+                .push((result.nodeid.clone(), result.duration));
+        }
         self.reporter
             .on_event(&Event::TestFinished(Box::new(result)));
         if let Some(max) = self.maxfail {
@@ -981,6 +1020,17 @@ impl Session<'_> {
                 _ => ExitCode::Ok,
             }
         };
+        if let (Some(root), Some(mut h)) = (self.rootdir.clone(), self.history.take()) {
+            // Shard jobs only read the history, so that every job of a CI
+            // matrix splits the suite alike.
+            if !self.plan.collect_only && self.plan.shard.is_none() && !self.durations.is_empty() {
+                h.merge(std::mem::take(&mut self.durations));
+                if let Err(e) = save_history(&root, &h) {
+                    let msg = format!("could not write {}: {e}", history_path(&root).display());
+                    self.reporter.on_event(&Event::Notice(msg));
+                }
+            }
+        }
         if let Some(dir) = &self.cachedir {
             let failed_collectors: Vec<String> = self
                 .slots
@@ -1009,6 +1059,23 @@ impl Session<'_> {
         });
         Outcome { exit }
     }
+}
+
+/// Where the duration history lives.
+pub fn history_path(rootdir: &std::path::Path) -> PathBuf {
+    rootdir.join(".rtest").join("durations.json")
+}
+
+/// The duration history (empty when there is none, or it is unreadable).
+pub fn load_history(rootdir: &std::path::Path) -> history::History {
+    std::fs::read(history_path(rootdir))
+        .map(|b| history::History::parse(&b))
+        .unwrap_or_default()
+}
+
+fn save_history(rootdir: &std::path::Path, h: &history::History) -> std::io::Result<()> {
+    let text = serde_json::to_vec(h).unwrap_or_default();
+    crate::fsutil::write_atomic(&history_path(rootdir), &text)
 }
 
 /// Keep pytest's `cache/lastfailed` current, as pytest's LFPlugin would

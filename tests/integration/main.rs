@@ -10,3 +10,4 @@ mod faults;
 mod harness;
 mod outputs;
 mod run;
+mod sched;

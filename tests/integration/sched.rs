@@ -1,0 +1,77 @@
+//! Duration history and CI shards.
+
+use crate::harness::{junit_outcomes, Project};
+
+fn suite() -> Project {
+    let mut body = String::from("import time\nimport pytest\n\n@pytest.mark.parametrize('i', range(12))\ndef test_p(i):\n    time.sleep(0.01 * (i % 3))\n");
+    body.push_str("\ndef test_long():\n    time.sleep(0.3)\n");
+    Project::new().file("test_a.py", &body).file(
+        "test_b.py",
+        "def test_1():\n    pass\n\ndef test_2():\n    pass\n",
+    )
+}
+
+#[test]
+fn durations_are_recorded_after_every_run() {
+    let p = suite();
+    p.rtest(&["-n", "2", "-p", "no:cacheprovider"]).code(0);
+    let h: serde_json::Value = serde_json::from_str(&p.read(".rtest/durations.json")).unwrap();
+    assert_eq!(h["runs"], 1);
+    assert_eq!(h["tests"].as_object().unwrap().len(), 15);
+    assert!(h["tests"]["test_a.py::test_long"]["d"].as_f64().unwrap() >= 0.3);
+    // The next run uses it and merges into it.
+    p.rtest(&["-n", "2", "-p", "no:cacheprovider"]).code(0);
+    let h: serde_json::Value = serde_json::from_str(&p.read(".rtest/durations.json")).unwrap();
+    assert_eq!(h["runs"], 2);
+}
+
+#[test]
+fn shards_split_the_suite_without_overlap() {
+    let p = suite();
+    // without history, then with it (shard runs only read the history)
+    for round in 0..2 {
+        if round == 1 {
+            p.rtest(&["-n", "2", "-p", "no:cacheprovider"]).code(0);
+            assert!(p.path().join(".rtest/durations.json").exists());
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for k in 1..=3 {
+            let junit = format!("s{k}.xml");
+            let r = p.rtest(&[
+                "-n",
+                "2",
+                "-p",
+                "no:cacheprovider",
+                "--shard",
+                &format!("{k}/3"),
+                "--junitxml",
+                &junit,
+            ]);
+            r.code(0).stdout_has("deselected");
+            let xml = p.read(&junit);
+            assert!(
+                xml.contains(&format!("name=\"pytest (shard {k}/3)\"")),
+                "{xml}"
+            );
+            seen.extend(
+                junit_outcomes(&p.path().join(&junit))
+                    .into_iter()
+                    .map(|(n, _)| n),
+            );
+        }
+        let total = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!((round, total, seen.len()), (round, 15, 15));
+    }
+}
+
+#[test]
+fn bad_shard_values_are_usage_errors() {
+    let p = suite();
+    for bad in ["0/2", "3/2", "x", "1/0", "1-2"] {
+        p.rtest(&["--shard", bad])
+            .code(4)
+            .stderr_has("--shard: expected K/N with 1 <= K <= N");
+    }
+}
