@@ -167,9 +167,15 @@ fn schema_command(argv: &[String]) -> Result<ExitCode, Error> {
 fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
     let mut format = plan_cmd::Format::Text;
     let mut rest = Vec::new();
+    let mut collect = false;
     let mut i = 0;
     while i < argv.len() {
         let a = &argv[i];
+        if a == "--collect" {
+            collect = true;
+            i += 1;
+            continue;
+        }
         let value =
             if a == "--format" {
                 i += 1;
@@ -194,17 +200,75 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
     }
     let raw = args::parse(&rest).map_err(|e| Error::usage(e.0))?;
     let plan = resolve(&raw)?;
+    let collected = if collect {
+        Some(collect_locally(&plan, &raw)?)
+    } else {
+        None
+    };
+    let view = collected.as_ref().map(|c| plan_cmd::collect_view(&plan, c));
     match format {
-        plan_cmd::Format::Text => print!("{}", plan_cmd::to_text(&plan)),
+        plan_cmd::Format::Text => {
+            print!("{}", plan_cmd::to_text(&plan));
+            if let Some(v) = &view {
+                print!("{}", plan_cmd::collect_text(v));
+            }
+        }
         plan_cmd::Format::Json => {
+            let mut json = plan_cmd::to_json(&plan);
+            if let (Some(v), Some(obj)) = (&view, json.as_object_mut()) {
+                obj.insert(
+                    "collect".into(),
+                    serde_json::to_value(v).unwrap_or_default(),
+                );
+            }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&plan_cmd::to_json(&plan)).unwrap_or_default()
+                serde_json::to_string_pretty(&json).unwrap_or_default()
             )
         }
         plan_cmd::Format::Dot => print!("{}", plan_cmd::to_dot(&plan)),
     }
     Ok(ExitCode::Ok)
+}
+
+/// Run pytest's collection once, locally, with the plan's pytest
+/// arguments (for `rtest plan --collect`).
+fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, Error> {
+    let mut p = plan.clone();
+    let local = plan
+        .workers
+        .iter()
+        .find(|w| w.transport == Transport::Popen)
+        .cloned()
+        .unwrap_or_else(|| plan::WorkerPlan {
+            id: "gw0".into(),
+            transport: Transport::Popen,
+            python: default_python(),
+            chdir: None,
+            env: Default::default(),
+            nice: None,
+            spec: "popen".into(),
+        });
+    p.workers = vec![local];
+    p.collect_only = true;
+    p.junitxml = None;
+    p.report_log = None;
+    p.shard = None;
+    prepare_interpreters(&mut p, raw.no_provision)?;
+    let opts = SessionOptions {
+        testrun_uid: testrun_uid(),
+        full_reports: false,
+        echo_output: false,
+        continue_on_collection_errors: true,
+        env: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    let mut capture = plan_cmd::Capture::default();
+    runtime.block_on(session::run(&p, &opts, &mut capture));
+    capture.finish()
 }
 
 /// Load the config files that apply to this invocation.

@@ -1,7 +1,195 @@
 //! `rtest plan`: resolve everything a run would, start nothing, and show it.
 
-use crate::plan::{Plan, SyncSet};
+use crate::error::Error;
+use crate::events::{Event, Reporter};
+use crate::plan::view::{CollectView, ShardView, WorkerShare};
+use crate::plan::{DistMode, Plan, SyncSet};
+use crate::sched::{self, history, ItemInfo};
 use std::fmt::Write as _;
+
+/// What a local collection found.
+#[derive(Debug, Clone, Default)]
+pub struct Collection {
+    /// Node ids.
+    pub ids: Vec<String>,
+    /// Deselected by `-k`/`-m`.
+    pub deselected: usize,
+    /// Collectors that failed.
+    pub errors: usize,
+    /// pytest's rootdir.
+    pub rootdir: String,
+}
+
+/// A reporter that keeps what collection found.
+#[derive(Debug, Default)]
+pub struct Capture {
+    collection: Option<Collection>,
+    error: Option<String>,
+}
+
+impl Reporter for Capture {
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::Collected {
+                ids,
+                deselected,
+                collect_reports,
+                rootdir,
+                ..
+            } => {
+                self.collection = Some(Collection {
+                    ids: ids.clone(),
+                    deselected: *deselected,
+                    errors: collect_reports
+                        .iter()
+                        .filter(|r| r.outcome == "failed")
+                        .count(),
+                    rootdir: rootdir.clone(),
+                })
+            }
+            Event::Finished { error: Some(e), .. } => self.error = Some(e.clone()),
+            _ => {}
+        }
+    }
+}
+
+impl Capture {
+    /// The collection, or the error that prevented it.
+    pub fn finish(self) -> Result<Collection, Error> {
+        match (self.collection, self.error) {
+            (Some(c), _) => Ok(c),
+            (None, Some(e)) => Err(Error::usage(e)),
+            (None, None) => Err(Error::internal("collection ended without a result")),
+        }
+    }
+}
+
+/// How the collected tests would be spread, for the static cases.
+pub fn collect_view(plan: &Plan, c: &Collection) -> CollectView {
+    let hist = history::History::parse(
+        &std::fs::read(crate::session::history_path(std::path::Path::new(
+            &c.rootdir,
+        )))
+        .unwrap_or_default(),
+    );
+    let expected = hist.estimate(&c.ids);
+    let infos: Vec<ItemInfo> = c
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| ItemInfo {
+            id: i,
+            key: None,
+            module: history::module_of(id).to_string(),
+            expected: expected.as_ref().map(|e| e[i]),
+        })
+        .collect();
+    let mut shards = Vec::new();
+    let mut selected: Vec<usize> = (0..c.ids.len()).collect();
+    if let Some((k, n)) = plan.shard {
+        for j in 1..=n {
+            let mine = sched::shard(&infos, j, n);
+            let secs = expected
+                .as_ref()
+                .map(|e| mine.iter().map(|i| e[*i]).sum::<f64>());
+            if j == k {
+                selected = mine.clone();
+            }
+            shards.push(ShardView {
+                shard: format!("{j}/{n}"),
+                tests: mine.len(),
+                expected_seconds: secs,
+                this_job: j == k,
+            });
+        }
+    }
+    let count = selected.len();
+    let per_worker = plan
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| WorkerShare {
+            id: w.id.clone(),
+            tests: match plan.dist {
+                DistMode::Each => Some(count),
+                DistMode::No => Some(if i == 0 { count } else { 0 }),
+                _ => None,
+            },
+        })
+        .collect();
+    let units = match plan.dist {
+        DistMode::LoadFile | DistMode::LoadScope => {
+            let mut keys: Vec<String> = selected
+                .iter()
+                .filter_map(|i| sched::unit_key(plan.dist, &c.ids[*i], None))
+                .collect();
+            keys.sort();
+            keys.dedup();
+            Some(keys.len())
+        }
+        _ => None,
+    };
+    CollectView {
+        total: c.ids.len(),
+        selected: count,
+        deselected: c.deselected,
+        collect_errors: c.errors,
+        history: expected.is_some(),
+        units,
+        per_worker,
+        shards,
+    }
+}
+
+/// The collection part of the text plan.
+pub fn collect_text(v: &CollectView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "collection: {} tests{}{}{}",
+        v.total,
+        if v.deselected > 0 {
+            format!(", {} deselected", v.deselected)
+        } else {
+            String::new()
+        },
+        if v.collect_errors > 0 {
+            format!(", {} errors", v.collect_errors)
+        } else {
+            String::new()
+        },
+        if v.history {
+            " (with duration history)"
+        } else {
+            " (no duration history)"
+        }
+    );
+    for s in &v.shards {
+        let _ = writeln!(
+            out,
+            "  shard {}: {} tests{}{}",
+            s.shard,
+            s.tests,
+            s.expected_seconds
+                .map_or(String::new(), |t| format!(", ~{t:.2}s expected")),
+            if s.this_job { "  <- this job" } else { "" }
+        );
+    }
+    if let Some(u) = v.units {
+        let _ = writeln!(out, "  {} tests in {u} units, handed out whole", v.selected);
+    }
+    for w in &v.per_worker {
+        match w.tests {
+            Some(t) => {
+                let _ = writeln!(out, "  {}: {t} tests", w.id);
+            }
+            None => {
+                let _ = writeln!(out, "  {}: dynamic share of {} tests", w.id, v.selected);
+            }
+        }
+    }
+    out
+}
 
 /// Output formats of `rtest plan`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

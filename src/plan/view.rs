@@ -33,6 +33,9 @@ pub struct PlanView {
     pub outputs: OutputsView,
     /// Every effective setting with its origin.
     pub settings: BTreeMap<String, SettingView>,
+    /// With `--collect`: what collection found and how it would be split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collect: Option<CollectView>,
 }
 
 /// One worker.
@@ -163,8 +166,52 @@ impl PlanView {
                     )
                 })
                 .collect(),
+            collect: None,
         }
     }
+}
+
+/// What `rtest plan --collect` found (the `collect` key of the JSON).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CollectView {
+    /// Tests collected.
+    pub total: usize,
+    /// Tests this job runs (its shard, or all).
+    pub selected: usize,
+    /// Deselected by `-k`/`-m` and plugins.
+    pub deselected: usize,
+    /// Collectors that failed.
+    pub collect_errors: usize,
+    /// Whether a duration history was found.
+    pub history: bool,
+    /// Units handed out whole (`loadfile`, `loadscope`).
+    pub units: Option<usize>,
+    /// Per worker: its fixed share, or `null` when shares are dynamic.
+    pub per_worker: Vec<WorkerShare>,
+    /// With `--shard`: every shard of the split.
+    pub shards: Vec<ShardView>,
+}
+
+/// A worker's share of the tests.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WorkerShare {
+    /// Worker id.
+    pub id: String,
+    /// Tests it runs, when fixed (`each`, `no`).
+    pub tests: Option<usize>,
+}
+
+/// One shard of a `--shard K/N` split.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ShardView {
+    /// `K/N`.
+    pub shard: String,
+    /// Its tests.
+    pub tests: usize,
+    /// Their expected time, with history.
+    pub expected_seconds: Option<f64>,
+    /// Whether this job runs it.
+    pub this_job: bool,
 }
 
 /// The JSON Schema of [`PlanView`].

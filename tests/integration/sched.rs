@@ -75,3 +75,54 @@ fn bad_shard_values_are_usage_errors() {
             .stderr_has("--shard: expected K/N with 1 <= K <= N");
     }
 }
+
+#[test]
+fn plan_collect_shows_the_shard_split() {
+    let p = suite();
+    let r = p.rtest(&[
+        "plan",
+        "--collect",
+        "-n",
+        "2",
+        "--shard",
+        "2/3",
+        "-p",
+        "no:cacheprovider",
+    ]);
+    r.code(0)
+        .stdout_has("collection: 15 tests (no duration history)")
+        .stdout_has("<- this job");
+    p.rtest(&["-n", "2", "-p", "no:cacheprovider"]).code(0);
+    let out = p.rtest(&[
+        "plan",
+        "--format",
+        "json",
+        "--collect",
+        "-n",
+        "2",
+        "--shard",
+        "1/3",
+        "-p",
+        "no:cacheprovider",
+    ]);
+    out.code(0);
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let c = &j["collect"];
+    assert_eq!(c["total"], 15);
+    assert_eq!(c["history"], true);
+    let shards = c["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    let sum: u64 = shards.iter().map(|s| s["tests"].as_u64().unwrap()).sum();
+    assert_eq!(sum, 15);
+    assert_eq!(shards[0]["this_job"], true);
+    assert_eq!(c["selected"], shards[0]["tests"]);
+    // the split shown is the split a run uses
+    let run = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "--shard", "1/3"]);
+    run.code(0);
+    assert!(
+        run.summary()
+            .starts_with(&format!("{} passed", shards[0]["tests"])),
+        "{}",
+        run.summary()
+    );
+}
