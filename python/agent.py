@@ -183,11 +183,21 @@ class Worker:
     # -- commands -------------------------------------------------------
 
     def _steal(self, msg):
+        """Give back queued tests that have not started (the one running
+        and the one after it, already chosen as its successor, stay)."""
         wanted = set(msg.get("indices", []))
+        stolen = []
         with self.inbox.cond:
-            stolen = [i for i in self.torun if i in wanted]
+            stolen.extend(i for i in self.torun if i in wanted)
             if stolen:
                 self.torun = collections.deque(i for i in self.torun if i not in wanted)
+            # Tests sent but not yet read from the inbox can go back too.
+            for queued in self.inbox.queue:
+                if queued.get("t") == "run":
+                    keep = []
+                    for i in queued["indices"]:
+                        (stolen if i in wanted else keep).append(i)
+                    queued["indices"] = keep
         self.channel.send({"t": "stolen", "indices": stolen})
 
     def _stop(self, msg):

@@ -47,12 +47,21 @@ pub enum Action {
     Shutdown,
     /// Nothing to do right now.
     Wait,
+    /// Take these queued tests back from `victim` (they go to the pool when
+    /// the victim confirms with [`Scheduler::stolen`]).
+    Steal {
+        /// The worker to take them from.
+        victim: usize,
+        /// Global item ids, from the end of its queue.
+        items: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Clone)]
 struct WorkerState {
     collection: usize,
-    pending: usize,
+    /// Sent and not finished, in order (the first is running or about to).
+    queue: VecDeque<usize>,
     pending_time: f64,
     shut: bool,
 }
@@ -68,6 +77,7 @@ pub struct Scheduler {
     workers: BTreeMap<usize, WorkerState>,
     stopped: bool,
     wakeups: Vec<usize>,
+    steal_inflight: Option<usize>,
 }
 
 /// Group items into units: by key; in the load modes with history, short
@@ -206,6 +216,7 @@ impl Scheduler {
             workers: BTreeMap::new(),
             stopped: false,
             wakeups: Vec::new(),
+            steal_inflight: None,
         }
     }
 
@@ -234,7 +245,7 @@ impl Scheduler {
             worker,
             WorkerState {
                 collection,
-                pending: 0,
+                queue: VecDeque::new(),
                 pending_time: 0.0,
                 shut: false,
             },
@@ -247,14 +258,40 @@ impl Scheduler {
     /// [`requeue`]: Scheduler::requeue
     pub fn remove_worker(&mut self, worker: usize) {
         self.workers.remove(&worker);
+        if self.steal_inflight == Some(worker) {
+            self.steal_inflight = None;
+            self.wake_idle();
+        }
+    }
+
+    /// The victim of a [`Action::Steal`] gave back `items` (those it had
+    /// not started); they go to the front of the pool.
+    pub fn stolen(&mut self, victim: usize, items: Vec<usize>) {
+        if self.steal_inflight == Some(victim) {
+            self.steal_inflight = None;
+        }
+        let collection = self.workers.get(&victim).map(|w| w.collection).unwrap_or(0);
+        self.requeue(collection, items);
+        self.wake_idle();
+    }
+
+    fn wake_idle(&mut self) {
+        let idle = self
+            .workers
+            .iter()
+            .filter(|(_, s)| !s.shut && s.queue.len() <= 1)
+            .map(|(w, _)| *w);
+        self.wakeups.extend(idle);
     }
 
     /// One of the worker's tests finished.
     pub fn finished(&mut self, worker: usize, item: usize) {
         let w_time = self.weights.get(&item).copied().unwrap_or(0.0);
         if let Some(w) = self.workers.get_mut(&worker) {
-            w.pending = w.pending.saturating_sub(1);
-            w.pending_time = (w.pending_time - w_time).max(0.0);
+            if let Some(pos) = w.queue.iter().position(|i| *i == item) {
+                w.queue.remove(pos);
+                w.pending_time = (w.pending_time - w_time).max(0.0);
+            }
         }
     }
 
@@ -348,12 +385,12 @@ impl Scheduler {
             .count()
             .max(1);
         let mode = self.mode;
+        if self.pools.get(&collection).is_none_or(VecDeque::is_empty) {
+            return self.steal_or_shutdown(worker, collection);
+        }
         let pool = self.pools.entry(collection).or_default();
         let state = self.workers.get_mut(&worker).expect("checked above");
-        if pool.is_empty() {
-            state.shut = true;
-            return Action::Shutdown;
-        }
+        let pending = state.queue.len();
         let remaining = pool.len();
         let grouped = matches!(
             mode,
@@ -373,8 +410,8 @@ impl Scheduler {
             .then(|| self.pool_time.get(&collection).copied().unwrap_or(0.0) / (live as f64 * 4.0));
         let low = target.div_ceil(2).max(2);
         let busy = match time_goal {
-            Some(t) => state.pending >= 2 && state.pending_time >= t / 2.0,
-            None => state.pending >= low,
+            Some(t) => pending >= 2 && state.pending_time >= t / 2.0,
+            None => pending >= low,
         };
         if busy {
             return Action::Wait;
@@ -382,20 +419,15 @@ impl Scheduler {
         // Fewer than two per worker left: an idle worker gets one, so the
         // rest can go to the other workers.
         let scarce = !matches!(mode, DistMode::Each | DistMode::No) && remaining.div_ceil(live) < 2;
-        let goal = if state.pending == 0 && scarce {
-            1
-        } else {
-            target
-        };
+        let goal = if pending == 0 && scarce { 1 } else { target };
         let mut batch = Vec::new();
         let mut batch_time = 0.0;
         loop {
             let enough = match time_goal {
-                Some(t) if !(state.pending == 0 && scarce) => {
-                    state.pending + batch.len() >= 2
-                        && (batch_time >= t || state.pending + batch.len() >= 64)
+                Some(t) if !(pending == 0 && scarce) => {
+                    pending + batch.len() >= 2 && (batch_time >= t || pending + batch.len() >= 64)
                 }
-                _ => state.pending + batch.len() >= goal,
+                _ => pending + batch.len() >= goal,
             };
             if enough {
                 break;
@@ -412,7 +444,7 @@ impl Scheduler {
         if let Some(t) = self.pool_time.get_mut(&collection) {
             *t = (*t - batch_time).max(0.0);
         }
-        state.pending += batch.len();
+        state.queue.extend(batch.iter().copied());
         if pool.is_empty() {
             // Everyone still holding work (this worker too) now needs its
             // shutdown to run its last test.
@@ -424,6 +456,47 @@ impl Scheduler {
             self.wakeups.extend(waiting);
         }
         Action::Run(batch)
+    }
+
+    /// The pool is empty. A worker with at most one queued test (so idle,
+    /// or waiting to learn its last test's successor) takes half of what
+    /// the most loaded worker has queued but not started (`load` and
+    /// `worksteal`); with nothing to take it is shut down.
+    fn steal_or_shutdown(&mut self, worker: usize, collection: usize) -> Action {
+        let stealing = matches!(self.mode, DistMode::Load | DistMode::WorkSteal) && !self.stopped;
+        let pending = self.workers.get(&worker).map_or(0, |w| w.queue.len());
+        if stealing && pending <= 1 {
+            if self.steal_inflight.is_some() {
+                // What is being stolen may come to this worker.
+                return Action::Wait;
+            }
+            // Running test and the one after it stay; the rest can move.
+            let victim = self
+                .workers
+                .iter()
+                .filter(|(w, s)| **w != worker && s.collection == collection)
+                .map(|(w, s)| (*w, s.queue.len().saturating_sub(2)))
+                .filter(|(_, stealable)| *stealable >= 1)
+                .max_by_key(|(w, stealable)| (*stealable, std::cmp::Reverse(*w)));
+            if let Some((victim, stealable)) = victim {
+                let take = stealable.div_ceil(2);
+                let weights = &self.weights;
+                let v = self.workers.get_mut(&victim).expect("chosen above");
+                let split = v.queue.len() - take;
+                let items: Vec<usize> = v.queue.drain(split..).collect();
+                let t: f64 = items
+                    .iter()
+                    .map(|i| weights.get(i).copied().unwrap_or(0.0))
+                    .sum();
+                v.pending_time = (v.pending_time - t).max(0.0);
+                self.steal_inflight = Some(victim);
+                return Action::Steal { victim, items };
+            }
+        }
+        if let Some(state) = self.workers.get_mut(&worker) {
+            state.shut = true;
+        }
+        Action::Shutdown
     }
 }
 
@@ -462,7 +535,8 @@ mod tests {
         let poll = |s: &mut Scheduler,
                     w: usize,
                     queues: &mut Vec<VecDeque<usize>>,
-                    shut: &mut Vec<bool>| {
+                    shut: &mut Vec<bool>,
+                    running: &Vec<Option<usize>>| {
             let mut todo = vec![w];
             while let Some(w) = todo.pop() {
                 if shut[w] {
@@ -472,12 +546,25 @@ mod tests {
                     Action::Run(b) => queues[w].extend(b),
                     Action::Shutdown => shut[w] = true,
                     Action::Wait => {}
+                    Action::Steal { victim, items } => {
+                        // a fake agent: the successor of a running test stays
+                        let keep = usize::from(running[victim].is_some());
+                        let q = &mut queues[victim];
+                        let stolen: Vec<usize> = q
+                            .iter()
+                            .skip(keep)
+                            .copied()
+                            .filter(|i| items.contains(i))
+                            .collect();
+                        q.retain(|i| !stolen.contains(i));
+                        s.stolen(victim, stolen);
+                    }
                 }
                 todo.extend(s.take_wakeups());
             }
         };
         for w in 0..workers {
-            poll(&mut s, w, &mut queues, &mut shut);
+            poll(&mut s, w, &mut queues, &mut shut, &running);
         }
         while done < durations.len() {
             for w in 0..workers {
@@ -503,7 +590,7 @@ mod tests {
             let item = running[w].take().unwrap();
             s.finished(w, item);
             done += 1;
-            poll(&mut s, w, &mut queues, &mut shut);
+            poll(&mut s, w, &mut queues, &mut shut, &running);
         }
         now
     }
@@ -592,6 +679,17 @@ mod tests {
                         Action::Run(b) => queues[w].extend(b),
                         Action::Shutdown => shut[w] = true,
                         Action::Wait => {}
+                        Action::Steal { victim, items } => {
+                            let q = &mut queues[victim];
+                            let stolen: Vec<usize> = q
+                                .iter()
+                                .skip(2)
+                                .copied()
+                                .filter(|i| items.contains(i))
+                                .collect();
+                            q.retain(|i| !stolen.contains(i));
+                            s.stolen(victim, stolen);
+                        }
                     }
                 }
                 // the agent needs a successor (or shutdown) before it runs
@@ -697,5 +795,122 @@ mod tests {
         s.stop();
         assert_eq!(s.poll(1), Action::Shutdown);
         assert!(s.collections_with_work().is_empty());
+    }
+
+    /// Property: for random suites, worker counts, modes, crashes (the
+    /// running test is reported, the rest requeued, a replacement joins)
+    /// and steals, every test gets exactly one outcome.
+    #[test]
+    fn property_every_test_gets_exactly_one_outcome() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n.max(1)
+        };
+        let modes = [
+            DistMode::Load,
+            DistMode::WorkSteal,
+            DistMode::LoadFile,
+            DistMode::LoadScope,
+            DistMode::No,
+        ];
+        for case in 0..300 {
+            let mode = modes[rnd(modes.len() as u64) as usize];
+            let n = rnd(120) as usize;
+            let workers = if mode == DistMode::No {
+                1
+            } else {
+                1 + rnd(6) as usize
+            };
+            let history = rnd(2) == 0;
+            let durations: Vec<f64> = (0..n).map(|_| 0.01 + rnd(1000) as f64 / 100.0).collect();
+            let items: Vec<ItemInfo> = (0..n)
+                .map(|i| {
+                    let nodeid = format!("m{}.py::C{}::t{i}", i / 7, i / 3);
+                    ItemInfo {
+                        id: i,
+                        key: unit_key(mode, &nodeid, None),
+                        module: history::module_of(&nodeid).to_string(),
+                        expected: history.then(|| durations[i]),
+                    }
+                })
+                .collect();
+            let mut s = Scheduler::new(mode);
+            s.add_collection(0, items, workers);
+            let mut queues: BTreeMap<usize, VecDeque<usize>> = BTreeMap::new();
+            let mut shut: BTreeMap<usize, bool> = BTreeMap::new();
+            for w in 0..workers {
+                s.add_worker(w, 0);
+                queues.insert(w, VecDeque::new());
+                shut.insert(w, false);
+            }
+            let mut next_id = workers;
+            let mut outcomes = vec![0u32; n];
+            let mut crashes_left = rnd(4);
+            let mut steps = 0;
+            loop {
+                steps += 1;
+                assert!(steps < 100_000, "case {case}: no progress");
+                let mut order: Vec<usize> = queues.keys().copied().collect();
+                order.extend(s.take_wakeups());
+                let mut progressed = false;
+                for w in order {
+                    if !queues.contains_key(&w) {
+                        continue;
+                    }
+                    if !shut[&w] {
+                        match s.poll(w) {
+                            Action::Run(b) => queues.get_mut(&w).unwrap().extend(b),
+                            Action::Shutdown => {
+                                shut.insert(w, true);
+                            }
+                            Action::Wait => {}
+                            Action::Steal { victim, items } => {
+                                let q = queues.get_mut(&victim).unwrap();
+                                let stolen: Vec<usize> = q
+                                    .iter()
+                                    .skip(2)
+                                    .copied()
+                                    .filter(|i| items.contains(i))
+                                    .collect();
+                                q.retain(|i| !stolen.contains(i));
+                                s.stolen(victim, stolen);
+                                progressed = true;
+                            }
+                        }
+                    }
+                    let q = queues.get_mut(&w).unwrap();
+                    if q.len() >= 2 || (shut[&w] && !q.is_empty()) {
+                        let item = q.pop_front().unwrap();
+                        outcomes[item] += 1;
+                        progressed = true;
+                        if crashes_left > 0 && rnd(5) == 0 {
+                            // the worker dies after reporting this one
+                            crashes_left -= 1;
+                            let rest: Vec<usize> = queues.remove(&w).unwrap().into_iter().collect();
+                            shut.remove(&w);
+                            s.remove_worker(w);
+                            s.requeue(0, rest);
+                            s.add_worker(next_id, 0);
+                            queues.insert(next_id, VecDeque::new());
+                            shut.insert(next_id, false);
+                            next_id += 1;
+                        } else {
+                            s.finished(w, item);
+                        }
+                    }
+                }
+                let idle = queues.values().all(VecDeque::is_empty) && shut.values().all(|s| *s);
+                if idle && !progressed {
+                    break;
+                }
+            }
+            assert!(
+                outcomes.iter().all(|o| *o == 1),
+                "case {case} ({mode}, n={n}, workers={workers}): {outcomes:?}"
+            );
+        }
     }
 }

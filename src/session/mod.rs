@@ -406,7 +406,8 @@ impl Session<'_> {
                 let offset = self.offset_of(coll);
                 let global: Vec<usize> = indices.iter().map(|l| l + offset).collect();
                 self.slots[i].pending.retain(|g| !global.contains(g));
-                self.sched.requeue(coll, global);
+                self.sched.stolen(i, global);
+                self.dispatch_all();
             }
             FromAgent::InternalError { message } => {
                 self.internal_error = true;
@@ -670,6 +671,10 @@ impl Session<'_> {
             Action::Shutdown => {
                 self.slots[i].shut = true;
                 self.send(i, &ToAgent::Shutdown);
+            }
+            Action::Steal { victim, items } => {
+                let indices: Vec<usize> = items.iter().map(|g| self.items[*g].local).collect();
+                self.send(victim, &ToAgent::Steal { indices });
             }
             Action::Run(_) | Action::Wait => {}
         }
