@@ -279,6 +279,20 @@ mod tests {
     fn kdl_v1_documents_are_accepted() {
         let l = p("dist \"each\"\nmaxfail 3\nrsyncignore \"*.tmp\" \"build/\"\n");
         assert_eq!(l.base.values["maxfail"], 3);
+        // KDL 1 only: bare `true` and r"raw" strings (KDL 2 spells them
+        // #true and #"raw"#)
+        let l = p("tx \"popen\" dont_write_bytecode=true\njunitxml r\"out\\j.xml\"\n");
+        assert_eq!(
+            l.base.values["tx"],
+            serde_json::json!(["popen//dont_write_bytecode"])
+        );
+        assert_eq!(l.base.values["junitxml"], "out\\j.xml");
+        // and KDL 2 spellings
+        let l = p("tx \"popen\" dont_write_bytecode=#true\n");
+        assert_eq!(
+            l.base.values["tx"],
+            serde_json::json!(["popen//dont_write_bytecode"])
+        );
     }
 
     #[test]

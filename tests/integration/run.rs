@@ -377,3 +377,26 @@ fn addopts_shape_the_report_and_module_skips_count() {
     let r = p.rtest(&["-n", "2", "test_fails.py"]);
     r.code(1).stdout_has("stopping after ");
 }
+
+#[test]
+fn loadgroup_keeps_a_group_on_one_worker() {
+    let mut body = String::from("import os, pytest\n\ndef log(name):\n    open('log-' + os.environ['PYTEST_XDIST_WORKER'], 'a').write(name + '\\n')\n");
+    for i in 0..6 {
+        body.push_str(&format!(
+            "\n@pytest.mark.xdist_group(name='db')\ndef test_db{i}():\n    log('db')\n"
+        ));
+        body.push_str(&format!("\ndef test_free{i}():\n    log('free')\n"));
+    }
+    let p = Project::new().file("test_g.py", &body);
+    p.rtest(&["-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider"])
+        .code(0);
+    let holders: Vec<&str> = ["gw0", "gw1"]
+        .into_iter()
+        .filter(|w| {
+            std::fs::read_to_string(p.path().join(format!("log-{w}")))
+                .unwrap_or_default()
+                .contains("db")
+        })
+        .collect();
+    assert_eq!(holders.len(), 1, "the db group ran on {holders:?}");
+}
