@@ -508,7 +508,22 @@ def run_pytest(channel, inbox, start):
         "workerid": start["worker_id"],
         "workercount": start["worker_count"],
         "testrunuid": start["testrun_uid"],
+        # pytest-randomly seeds every xdist worker from this, so that all
+        # workers shuffle alike and collect the same order.
+        "randomly_seed": int(start["testrun_uid"][:8], 16),
     }
+    # pytest-cov reads these in xdist workers. Workers here are collocated
+    # with the run: each saves its own .coverage.* data file for
+    # `coverage combine`.
+    import socket
+
+    config.workerinput.update(
+        {
+            "cov_master_host": socket.gethostname(),
+            "cov_master_topdir": os.getcwd(),
+            "cov_master_rsync_roots": [],
+        }
+    )
     config.workeroutput = {}
     worker.config = config
     config.option.usepdb = False

@@ -400,3 +400,22 @@ fn loadgroup_keeps_a_group_on_one_worker() {
         .collect();
     assert_eq!(holders.len(), 1, "the db group ran on {holders:?}");
 }
+
+#[test]
+fn shuffling_plugins_get_one_seed_for_all_workers() {
+    // What pytest-randomly does under xdist: shuffle with the seed in
+    // config.workerinput. Every worker must get the same one.
+    let mut body = String::new();
+    for i in 0..30 {
+        body.push_str(&format!("def test_{i}():\n    pass\n\n"));
+    }
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import random\n\ndef pytest_collection_modifyitems(config, items):\n    random.Random(config.workerinput['randomly_seed']).shuffle(items)\n",
+        )
+        .file("test_r.py", &body);
+    let r = p.rtest(&["-n", "3", "-p", "no:cacheprovider"]);
+    r.code(0);
+    assert_eq!(r.summary(), "30 passed");
+}
