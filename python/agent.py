@@ -545,6 +545,134 @@ def run_pytest(channel, inbox, start):
     return int(status)
 
 
+class Sync:
+    """The receiving side of a sync: mirror files under a base directory.
+
+    Every path must be relative and stay inside the base (no absolute
+    paths, no "..", no writing through a symlink that leads out); anything
+    else is refused and reported, never written."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.base = None
+        self.files = 0
+        self.bytes = 0
+        self.errors = []
+        self.partial = {}
+
+    def _target(self, rel):
+        if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+            raise ValueError("unsafe path %r" % (rel,))
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise ValueError("unsafe path %r" % (rel,))
+        path = os.path.join(self.base, *parts)
+        parent = os.path.realpath(os.path.dirname(path))
+        base = os.path.realpath(self.base)
+        if parent != base and not parent.startswith(base + os.sep):
+            raise ValueError("path %r leads outside the sync base" % (rel,))
+        return path
+
+    def handle(self, msg):
+        kind = msg["t"]
+        try:
+            getattr(self, kind)(msg)
+        except Exception as exc:  # refuse, report, carry on
+            self.errors.append("%s: %s" % (kind, exc))
+
+    def sync_list(self, msg):
+        base = os.path.abspath(os.path.expanduser(msg["base"]))
+        os.makedirs(base, exist_ok=True)
+        self.base = base
+        self.files = self.bytes = 0
+        self.errors = []
+        entries = []
+        for top in msg.get("dirs") or []:
+            try:
+                start = self._target(top) if top not in ("", ".") else base
+            except ValueError as exc:
+                self.errors.append(str(exc))
+                continue
+            for dirpath, dirnames, filenames in os.walk(start):
+                names = list(filenames)
+                for d in list(dirnames):
+                    if os.path.islink(os.path.join(dirpath, d)):
+                        names.append(d)
+                        dirnames.remove(d)
+                for name in names:
+                    full = os.path.join(dirpath, name)
+                    rel = os.path.relpath(full, base).replace(os.sep, "/")
+                    st = os.lstat(full)
+                    if os.path.islink(full):
+                        entries.append({"path": rel, "kind": "link", "size": 0, "mtime_ns": 0, "mode": 0, "target": os.readlink(full)})
+                    else:
+                        entries.append({"path": rel, "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777})
+        for rel in msg.get("files") or []:
+            try:
+                full = self._target(rel)
+            except ValueError as exc:
+                self.errors.append(str(exc))
+                continue
+            if os.path.isfile(full) and not os.path.islink(full):
+                st = os.stat(full)
+                entries.append({"path": rel, "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777})
+        self.channel.send({"t": "sync_manifest", "base": base, "entries": entries})
+
+    def sync_put(self, msg):
+        import base64
+        import zlib
+
+        path = self._target(msg["path"])
+        data = zlib.decompress(base64.b64decode(msg["data"]))
+        tmp = self.partial.get(path)
+        if tmp is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = "%s.rtest-tmp-%d" % (path, os.getpid())
+            self.partial[path] = tmp
+            mode = "wb"
+        else:
+            mode = "ab"
+        with open(tmp, mode) as fh:
+            fh.write(data)
+        self.bytes += len(data)
+        if msg.get("last"):
+            del self.partial[path]
+            os.chmod(tmp, msg.get("mode") or 0o644)
+            mtime = int(msg.get("mtime_ns") or 0)
+            os.utime(tmp, ns=(mtime, mtime))
+            if os.path.islink(path):
+                os.unlink(path)
+            os.replace(tmp, path)
+            self.files += 1
+
+    def sync_link(self, msg):
+        path = self._target(msg["path"])
+        target = msg["target"]
+        resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+        if os.path.isabs(target) or not (resolved + os.sep).startswith(os.path.realpath(self.base) + os.sep):
+            raise ValueError("link %r -> %r leads outside the sync base" % (msg["path"], target))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.symlink(target, path)
+        self.files += 1
+
+    def sync_delete(self, msg):
+        for rel in msg.get("paths") or []:
+            path = self._target(rel)
+            if os.path.lexists(path) and not os.path.isdir(path) or os.path.islink(path):
+                os.unlink(path)
+
+    def sync_end(self, msg):
+        for tmp in self.partial.values():
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self.partial = {}
+        self.channel.send({"t": "synced", "files": self.files, "bytes": self.bytes, "errors": self.errors})
+
+
 def main():
     # Protect the protocol: keep private copies of fd 0 and 1, point fd 0 at
     # /dev/null and fd 1 at stderr, so nothing a test does can corrupt frames.
@@ -570,6 +698,7 @@ def main():
     if hello.get("protocol") != PROTOCOL_VERSION:
         return 3
 
+    sync = Sync(channel)
     while True:
         msg = inbox.get()
         kind = msg.get("t")
@@ -577,6 +706,8 @@ def main():
             return 0
         if kind == "start":
             break
+        if kind.startswith("sync_"):
+            sync.handle(msg)
     status = 3
     try:
         status = run_pytest(channel, inbox, msg)

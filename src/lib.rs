@@ -20,3 +20,4 @@ pub mod report;
 pub mod sched;
 pub mod session;
 pub mod spec;
+pub mod sync;

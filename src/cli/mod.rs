@@ -17,10 +17,11 @@ use crate::plan::{self, DistMode, Machine, Plan, Setting, Settings};
 use crate::report::{self, junit::JUnit, reportlog::ReportLog, terminal};
 use crate::session::{self, SessionOptions};
 use crate::spec::{Transport, TxSpec};
+use crate::sync as rtest_sync;
 use args::{NumProcesses, RawArgs};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const HELP: &str = "\
 rtest: run a pytest suite on many workers.
@@ -128,8 +129,74 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
             w.transport.name()
         )));
     }
-    let notes = prepare_interpreters(&mut plan, raw.no_provision)?;
+    let mut notes = prepare_interpreters(&mut plan, raw.no_provision)?;
+    notes.extend(sync_workers(&mut plan)?);
     run_plan(&plan, &raw, notes)
+}
+
+/// Mirror the rsyncdirs for workers that run in a copy of the tree
+/// (`popen//chdir=DIR` with rsyncdirs), once per directory, and point those
+/// workers at their copy: same layout, so the same node ids.
+fn sync_workers(plan: &mut Plan) -> Result<Vec<String>, Error> {
+    if plan.sync.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
+    let root = rtest_sync::sync_root(&plan.rootdir, &plan.sync);
+    let Ok(rel_cwd) = cwd.strip_prefix(&root) else {
+        return Err(Error::usage(format!(
+            "the current directory {} is outside the synced tree {}: run rtest from inside it",
+            cwd.display(),
+            root.display()
+        )));
+    };
+    let rel_rootdir = plan
+        .rootdir
+        .strip_prefix(&root)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    let mut done: BTreeMap<PathBuf, rtest_sync::Stats> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for w in plan.workers.iter_mut() {
+        let (Transport::Popen, Some(chdir)) = (&w.transport, &w.chdir) else {
+            continue;
+        };
+        let base = config::rootdir::normalize(&cwd.join(chdir));
+        if !done.contains_key(&base) {
+            let stats = runtime
+                .block_on(rtest_sync::push_local(
+                    &w.python,
+                    &base.display().to_string(),
+                    &root,
+                    &plan.rootdir,
+                    &plan.sync,
+                ))
+                .map_err(|e| {
+                    Error::usage(format!("sync to {} for {}: {e}", base.display(), w.id))
+                })?;
+            notes.push(format!(
+                "synced to {}: {} of {} files sent ({} bytes), {} deleted",
+                base.display(),
+                stats.files,
+                stats.total,
+                stats.bytes,
+                stats.deleted
+            ));
+            done.insert(base.clone(), stats);
+        }
+        let dir = base.join(rel_cwd);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
+        w.chdir = Some(dir);
+        w.extra_args
+            .push(format!("--rootdir={}", base.join(&rel_rootdir).display()));
+    }
+    Ok(notes)
 }
 
 /// Command line + config files -> the plan a run would execute. Pure but
@@ -248,6 +315,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
             env: Default::default(),
             nice: None,
             spec: "popen".into(),
+            extra_args: Vec::new(),
         });
     p.workers = vec![local];
     p.collect_only = true;
@@ -445,29 +513,35 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
         &mut note,
     )
     .filter(|m| *m > 0);
-    let path_json = |p: &PathBuf| serde_json::Value::String(p.display().to_string());
-    let junitxml = match (&raw.junitxml, &cfg.junitxml) {
-        (Some(p), _) => {
-            note("junitxml", path_json(p), "--junitxml");
-            Some(p.clone())
-        }
-        (None, Some(s)) => {
-            note("junitxml", path_json(&s.value), &s.source);
-            Some(s.value.clone())
-        }
-        _ => None,
-    };
-    let report_log = match (&raw.report_log, &cfg.report_log) {
-        (Some(p), _) => {
-            note("report-log", path_json(p), "--report-log");
-            Some(p.clone())
-        }
-        (None, Some(s)) => {
-            note("report-log", path_json(&s.value), &s.source);
-            Some(s.value.clone())
-        }
-        _ => None,
-    };
+    fn pick_path(
+        key: &str,
+        flag: &str,
+        cli: &Option<PathBuf>,
+        cfg: &Option<Sourced<PathBuf>>,
+        note: &mut dyn FnMut(&str, serde_json::Value, &str),
+    ) -> Option<PathBuf> {
+        let (path, source) = match (cli, cfg) {
+            (Some(p), _) => (p.clone(), flag.to_string()),
+            (None, Some(s)) => (s.value.clone(), s.source.clone()),
+            (None, None) => return None,
+        };
+        note(key, path.display().to_string().into(), &source);
+        Some(path)
+    }
+    let junitxml = pick_path(
+        "junitxml",
+        "--junitxml",
+        &raw.junitxml,
+        &cfg.junitxml,
+        &mut note,
+    );
+    let report_log = pick_path(
+        "report-log",
+        "--report-log",
+        &raw.report_log,
+        &cfg.report_log,
+        &mut note,
+    );
     Ok(Settings {
         numprocesses,
         tx,

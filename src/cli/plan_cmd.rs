@@ -204,46 +204,8 @@ pub enum Format {
 
 /// File count and bytes a sync set would send (a full, first sync).
 pub fn sync_size(set: &SyncSet) -> (u64, u64) {
-    let mut builder = globset::GlobSetBuilder::new();
-    let mut anchored = globset::GlobSetBuilder::new();
-    for ig in &set.ignore {
-        if ig.pattern.contains('/') {
-            let full = ig.base.join(ig.pattern.trim_end_matches('/'));
-            if let Ok(g) = globset::Glob::new(&full.display().to_string()) {
-                anchored.add(g);
-            }
-        } else if let Ok(g) = globset::Glob::new(&ig.pattern) {
-            builder.add(g);
-        }
-    }
-    let names = builder
-        .build()
-        .unwrap_or_else(|_| globset::GlobSet::empty());
-    let paths = anchored
-        .build()
-        .unwrap_or_else(|_| globset::GlobSet::empty());
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut stack = vec![set.dir.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let name = e.file_name();
-            if names.is_match(std::path::Path::new(&name)) || paths.is_match(&path) {
-                continue;
-            }
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(path);
-            } else {
-                files += 1;
-                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    (files, bytes)
+    let entries = crate::sync::walk_set(&set.dir, set).unwrap_or_default();
+    (entries.len() as u64, entries.iter().map(|e| e.size).sum())
 }
 
 /// The plan as JSON (the schema'd, stable form).

@@ -33,6 +33,9 @@ pub struct WorkerPlan {
     pub nice: Option<i32>,
     /// The spec this worker came from (its environment, for `--dist each`).
     pub spec: String,
+    /// Arguments for this worker's pytest only (a synced copy's
+    /// `--rootdir`).
+    pub extra_args: Vec<String>,
 }
 
 /// Settings a plan is built from (stage two of the command line).
@@ -214,6 +217,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
                 env,
                 nice: spec.nice,
                 spec: one.to_string(),
+                extra_args: Vec::new(),
             });
         }
     }

@@ -69,6 +69,45 @@ pub enum ToAgent {
     },
     /// Drop everything queued and end after the current test.
     Stop,
+    /// Sync: list what `base` holds under `dirs` (answered by `sync_manifest`).
+    SyncList {
+        /// The directory the tree is mirrored into (`~` expanded remotely).
+        base: String,
+        /// Synced top directories, relative to `base`.
+        dirs: Vec<String>,
+        /// Single files that are synced too (the rootdir's ini files).
+        #[serde(default)]
+        files: Vec<String>,
+    },
+    /// Sync: one chunk of a file (base64 of zlib-compressed bytes).
+    SyncPut {
+        /// Path relative to `base`.
+        path: String,
+        /// Where this chunk goes.
+        offset: u64,
+        /// The chunk.
+        data: String,
+        /// Whether this is the file's last chunk.
+        last: bool,
+        /// Permission bits.
+        mode: u32,
+        /// Modification time, ns since the epoch.
+        mtime_ns: i64,
+    },
+    /// Sync: a symlink.
+    SyncLink {
+        /// Path relative to `base`.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// Sync: paths to delete.
+    SyncDelete {
+        /// Paths relative to `base`.
+        paths: Vec<String>,
+    },
+    /// Sync: done (answered by `synced`).
+    SyncEnd,
     /// No more tests: finish the queue, tear down, and exit.
     Shutdown,
 }
@@ -146,6 +185,22 @@ pub enum FromAgent {
     InternalError {
         /// The traceback.
         message: String,
+    },
+    /// The manifest of the remote copy.
+    SyncManifest {
+        /// The absolute base directory on the worker's host.
+        base: String,
+        /// Its files and links.
+        entries: Vec<Entry>,
+    },
+    /// A sync finished.
+    Synced {
+        /// Files written.
+        files: u64,
+        /// Bytes written.
+        bytes: u64,
+        /// Operations refused (unsafe paths) or failed.
+        errors: Vec<String>,
     },
     /// The session ended with this exit status.
     Done {
@@ -339,6 +394,34 @@ pub struct Finished {
     pub d: f64,
     /// `(when, outcome, duration)` for each phase that ran.
     pub ph: Vec<(String, String, f64)>,
+}
+
+/// What a manifest entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A symlink (to a target inside the synced tree).
+    Link,
+}
+
+/// One file of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path relative to the sync root, `/`-separated.
+    pub path: String,
+    /// File or symlink.
+    pub kind: Kind,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Symlink target (as written in the link).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Encode a message as one frame.

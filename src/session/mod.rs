@@ -309,6 +309,7 @@ impl Session<'_> {
         });
         let w = &self.plan.workers[slot.plan_index];
         let mut args = self.plan.pytest_args.clone();
+        args.extend(w.extra_args.iter().cloned());
         if let Some(base) = &self.plan.basetemp {
             let dir = PathBuf::from(base).join(&slot.id);
             args.push(format!("--basetemp={}", dir.display()));
@@ -415,6 +416,9 @@ impl Session<'_> {
                 self.reporter
                     .on_event(&Event::Notice(format!("INTERNALERROR on {id}:\n{message}")));
             }
+            // Sync happens before a session starts; a worker has no reason
+            // to send these here.
+            FromAgent::SyncManifest { .. } | FromAgent::Synced { .. } => {}
             FromAgent::Done { status } => {
                 let slot = &mut self.slots[i];
                 slot.done = Some(status);
@@ -523,8 +527,22 @@ impl Session<'_> {
             }
             let offset = self.items.len();
             if self.history.is_none() {
-                self.rootdir = Some(PathBuf::from(&c.rootdir));
-                self.history = Some(load_history(&PathBuf::from(&c.rootdir)));
+                // History and pytest's cache live in the local rootdir, also
+                // when workers run in a synced copy elsewhere.
+                let local = if self.plan.rootdir.as_os_str().is_empty() {
+                    PathBuf::from(&c.rootdir)
+                } else {
+                    self.plan.rootdir.clone()
+                };
+                if let Some(dir) = &c.cachedir {
+                    let rebased = std::path::Path::new(dir)
+                        .strip_prefix(&c.rootdir)
+                        .map(|rel| local.join(rel))
+                        .unwrap_or_else(|_| PathBuf::from(dir));
+                    self.cachedir = Some(rebased.display().to_string());
+                }
+                self.history = Some(load_history(&local));
+                self.rootdir = Some(local);
             }
             // Durations only steer the modes that choose where tests go.
             let expected = match self.plan.dist {
@@ -563,9 +581,7 @@ impl Session<'_> {
             }
             self.sched
                 .add_collection(coll, infos, self.plan.workers.len());
-            if self.cachedir.is_none() {
-                self.cachedir = c.cachedir.clone();
-            }
+
             self.collections[coll] = Some(CollectionSet {
                 ids: c.ids,
                 offset,

@@ -11,3 +11,4 @@ mod harness;
 mod outputs;
 mod run;
 mod sched;
+mod sync;

@@ -1,0 +1,529 @@
+//! Sync: mirror the rsyncdirs to a worker's host, sending only what changed.
+//!
+//! The local manifest is built by walking each sync dir in parallel (rayon),
+//! leaving out what `rsyncignore` and the defaults match (globset). The
+//! agent answers with the manifest of its copy; files whose size or mtime
+//! differ travel zlib-compressed in chunks, symlinks inside the tree are
+//! recreated, and files the local tree no longer has are deleted. The agent
+//! writes each file to a temporary name and renames it, sets its mtime and
+//! mode, and refuses absolute paths and `..`.
+//!
+//! Paths are relative to the *sync root*: the common ancestor of the
+//! rootdir and every sync dir, so the remote tree mirrors the local layout
+//! and node ids stay the same.
+
+use crate::plan::SyncSet;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use crate::protocol::{Entry, Kind};
+
+/// Why a sync could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SyncError(pub String);
+
+/// The common ancestor of the rootdir and every sync dir.
+pub fn sync_root(rootdir: &Path, sets: &[SyncSet]) -> PathBuf {
+    let mut root = rootdir.to_path_buf();
+    for s in sets {
+        while !s.dir.starts_with(&root) {
+            if !root.pop() {
+                break;
+            }
+        }
+    }
+    root
+}
+
+struct Ignore {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Ignore {
+    fn new(set: &SyncSet) -> Result<Self, SyncError> {
+        let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for ig in &set.ignore {
+            let bad = |e: globset::Error| {
+                SyncError(format!(
+                    "{}: rsyncignore \"{}\": {e}",
+                    ig.source, ig.pattern
+                ))
+            };
+            if ig.pattern.contains('/') {
+                let full = ig.base.join(ig.pattern.trim_end_matches('/'));
+                paths.add(Glob::new(&full.display().to_string()).map_err(bad)?);
+            } else {
+                names.add(Glob::new(&ig.pattern).map_err(bad)?);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| SyncError(e.to_string()));
+        Ok(Ignore {
+            names: build(names)?,
+            paths: build(paths)?,
+        })
+    }
+
+    fn skip(&self, path: &Path) -> bool {
+        path.file_name()
+            .is_some_and(|n| self.names.is_match(Path::new(n)))
+            || self.paths.is_match(path)
+    }
+}
+
+fn mtime_ns(md: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
+fn walk(dir: &Path, root: &Path, ignore: &Ignore) -> Vec<Entry> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let children: Vec<PathBuf> = read
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !ignore.skip(p))
+        .collect();
+    children
+        .par_iter()
+        .flat_map_iter(|path| {
+            let mut out = Vec::new();
+            let Ok(md) = std::fs::symlink_metadata(path) else {
+                return out;
+            };
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            use std::os::unix::fs::PermissionsExt;
+            if md.file_type().is_symlink() {
+                let target = std::fs::read_link(path).ok();
+                // Only links that stay inside the synced tree are mirrored.
+                let inside = target.as_ref().is_some_and(|t| {
+                    let resolved =
+                        crate::config::rootdir::normalize(&path.parent().unwrap_or(root).join(t));
+                    resolved.starts_with(root) && !t.is_absolute()
+                });
+                if inside {
+                    out.push(Entry {
+                        path: rel,
+                        kind: Kind::Link,
+                        size: 0,
+                        mtime_ns: 0,
+                        mode: 0,
+                        target: target.map(|t| t.to_string_lossy().into_owned()),
+                    });
+                }
+            } else if md.is_dir() {
+                out.extend(walk(path, root, ignore));
+            } else if md.is_file() {
+                out.push(Entry {
+                    path: rel,
+                    kind: Kind::File,
+                    size: md.len(),
+                    mtime_ns: mtime_ns(&md),
+                    mode: md.permissions().mode() & 0o7777,
+                    target: None,
+                });
+            }
+            out
+        })
+        .collect()
+}
+
+/// Files of the rootdir that always travel with a sync, so that pytest on
+/// the other side finds the same ini settings and root conftest.py.
+pub const ROOT_FILES: &[&str] = &[
+    "pytest.ini",
+    ".pytest.ini",
+    "pyproject.toml",
+    "tox.ini",
+    "setup.cfg",
+    "conftest.py",
+];
+
+/// The local manifest of every sync set (plus the rootdir's [`ROOT_FILES`]),
+/// sorted by path.
+pub fn manifest(root: &Path, rootdir: &Path, sets: &[SyncSet]) -> Result<Vec<Entry>, SyncError> {
+    let mut all: BTreeMap<String, Entry> = BTreeMap::new();
+    for name in ROOT_FILES {
+        let path = rootdir.join(name);
+        if let Ok(md) = std::fs::metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            if md.is_file() {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                all.insert(
+                    rel.clone(),
+                    Entry {
+                        path: rel,
+                        kind: Kind::File,
+                        size: md.len(),
+                        mtime_ns: mtime_ns(&md),
+                        mode: md.permissions().mode() & 0o7777,
+                        target: None,
+                    },
+                );
+            }
+        }
+    }
+    for set in sets {
+        for e in walk_set(root, set)? {
+            all.insert(e.path.clone(), e);
+        }
+    }
+    Ok(all.into_values().collect())
+}
+
+/// The files of one sync set (paths relative to `root`), its ignore rules
+/// applied.
+pub fn walk_set(root: &Path, set: &SyncSet) -> Result<Vec<Entry>, SyncError> {
+    if !set.dir.is_dir() {
+        return Err(SyncError(format!(
+            "{} is not a directory",
+            set.dir.display()
+        )));
+    }
+    let ignore = Ignore::new(set)?;
+    Ok(walk(&set.dir, root, &ignore))
+}
+
+/// The synced top directories, relative to the sync root (what the remote
+/// side lists and may delete in).
+pub fn top_dirs(root: &Path, sets: &[SyncSet]) -> Vec<String> {
+    let mut dirs: Vec<String> = sets
+        .iter()
+        .map(|s| {
+            s.dir
+                .strip_prefix(root)
+                .unwrap_or(&s.dir)
+                .to_string_lossy()
+                .replace('\\', "/")
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// What to do to bring a remote copy up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Files and links to send.
+    pub send: Vec<Entry>,
+    /// Remote paths to delete.
+    pub delete: Vec<String>,
+}
+
+/// Compare the local manifest with the remote one: files whose size or
+/// mtime differ (or that are missing) are sent, links whose target differs
+/// are recreated, and remote files the local tree lacks are deleted.
+pub fn diff(local: &[Entry], remote: &[Entry]) -> Changes {
+    let theirs: BTreeMap<&str, &Entry> = remote.iter().map(|e| (e.path.as_str(), e)).collect();
+    let ours: std::collections::HashSet<&str> = local.iter().map(|e| e.path.as_str()).collect();
+    let send = local
+        .iter()
+        .filter(|e| match theirs.get(e.path.as_str()) {
+            None => true,
+            Some(r) => match e.kind {
+                Kind::File => r.kind != Kind::File || r.size != e.size || r.mtime_ns != e.mtime_ns,
+                Kind::Link => r.kind != Kind::Link || r.target != e.target,
+            },
+        })
+        .cloned()
+        .collect();
+    let delete = remote
+        .iter()
+        .filter(|r| !ours.contains(r.path.as_str()))
+        .map(|r| r.path.clone())
+        .collect();
+    Changes { send, delete }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::SyncIgnore;
+
+    fn set(dir: &Path, patterns: &[&str]) -> SyncSet {
+        SyncSet {
+            dir: dir.to_path_buf(),
+            ignore: patterns
+                .iter()
+                .map(|p| SyncIgnore {
+                    pattern: p.to_string(),
+                    base: dir.to_path_buf(),
+                    source: "test".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn manifest_honours_ignores_and_keeps_inner_links() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for (p, text) in [
+            ("pkg/a.py", "a"),
+            ("pkg/sub/b.py", "bb"),
+            ("pkg/__pycache__/x.pyc", "x"),
+            ("pkg/data/big.bin", "zz"),
+            ("pkg/c.pyc", "c"),
+        ] {
+            std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            std::fs::write(root.join(p), text).unwrap();
+        }
+        std::os::unix::fs::symlink("a.py", root.join("pkg/link.py")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join("pkg/outside")).unwrap();
+        let s = set(&root.join("pkg"), &["__pycache__", "*.pyc", "data/"]);
+        let m = manifest(root, &root.join("nowhere"), &[s]).unwrap();
+        let paths: Vec<&str> = m.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["pkg/a.py", "pkg/link.py", "pkg/sub/b.py"]);
+        assert_eq!(m[1].kind, Kind::Link);
+        assert_eq!(m[2].size, 2);
+    }
+
+    #[test]
+    fn diff_sends_changed_and_deletes_gone() {
+        let f = |p: &str, size: u64, mtime: i64| Entry {
+            path: p.into(),
+            kind: Kind::File,
+            size,
+            mtime_ns: mtime,
+            mode: 0o644,
+            target: None,
+        };
+        let local = vec![f("a", 1, 10), f("b", 2, 20), f("c", 3, 30)];
+        let remote = vec![f("a", 1, 10), f("b", 2, 21), f("gone", 1, 1)];
+        let c = diff(&local, &remote);
+        let sent: Vec<&str> = c.send.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(sent, ["b", "c"]);
+        assert_eq!(c.delete, ["gone"]);
+        assert_eq!(diff(&local, &local), Changes::default());
+    }
+
+    #[test]
+    fn sync_root_covers_dirs_outside_the_rootdir() {
+        let sets = [
+            set(Path::new("/w/proj/pkg"), &[]),
+            set(Path::new("/w/plugins"), &[]),
+        ];
+        assert_eq!(sync_root(Path::new("/w/proj"), &sets), PathBuf::from("/w"));
+        assert_eq!(top_dirs(Path::new("/w"), &sets), ["plugins", "proj/pkg"]);
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Files and links written.
+    pub files: u64,
+    /// Bytes written (uncompressed).
+    pub bytes: u64,
+    /// Remote files deleted.
+    pub deleted: u64,
+    /// Files the manifest holds (sent or already there).
+    pub total: u64,
+}
+
+/// Chunk size for file contents (before compression).
+const CHUNK: usize = 1 << 20;
+
+fn compress(data: &[u8]) -> String {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = enc.write_all(data);
+    let bytes = enc.finish().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Mirror `sets` into `base` on the other end of a connection whose agent
+/// has answered `hello`. Only changed files travel.
+pub async fn push<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    base: &str,
+    root: &Path,
+    rootdir: &Path,
+    sets: &[SyncSet],
+) -> Result<Stats, SyncError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use crate::protocol::{encode, read_frame, FromAgent, ToAgent};
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| SyncError(format!("sync connection failed: {e}"));
+    let (root_owned, rootdir_owned, sets_owned) =
+        (root.to_path_buf(), rootdir.to_path_buf(), sets.to_vec());
+    let local =
+        tokio::task::spawn_blocking(move || manifest(&root_owned, &rootdir_owned, &sets_owned))
+            .await
+            .map_err(|e| SyncError(format!("manifest failed: {e}")))??;
+    let dirs = top_dirs(root, sets);
+    let files: Vec<String> = local
+        .iter()
+        .filter(|e| {
+            !dirs
+                .iter()
+                .any(|d| d.is_empty() || e.path.starts_with(&format!("{d}/")))
+        })
+        .map(|e| e.path.clone())
+        .collect();
+    writer
+        .write_all(&encode(&ToAgent::SyncList {
+            base: base.to_string(),
+            dirs,
+            files,
+        }))
+        .await
+        .map_err(io)?;
+    writer.flush().await.map_err(io)?;
+    let remote = loop {
+        match read_frame(reader)
+            .await
+            .map_err(|e| SyncError(format!("sync: {e}")))?
+        {
+            FromAgent::SyncManifest { entries, .. } => break entries,
+            FromAgent::InternalError { message } => return Err(SyncError(message)),
+            _ => continue,
+        }
+    };
+    let changes = diff(&local, &remote);
+    let mut stats = Stats {
+        total: local.len() as u64,
+        deleted: changes.delete.len() as u64,
+        ..Stats::default()
+    };
+    for e in &changes.send {
+        match e.kind {
+            Kind::Link => {
+                let msg = ToAgent::SyncLink {
+                    path: e.path.clone(),
+                    target: e.target.clone().unwrap_or_default(),
+                };
+                writer.write_all(&encode(&msg)).await.map_err(io)?;
+            }
+            Kind::File => {
+                let full = root.join(&e.path);
+                let data = tokio::fs::read(&full)
+                    .await
+                    .map_err(|err| SyncError(format!("cannot read {}: {err}", full.display())))?;
+                let mut offset = 0usize;
+                loop {
+                    let end = (offset + CHUNK).min(data.len());
+                    let msg = ToAgent::SyncPut {
+                        path: e.path.clone(),
+                        offset: offset as u64,
+                        data: compress(&data[offset..end]),
+                        last: end == data.len(),
+                        mode: e.mode,
+                        mtime_ns: e.mtime_ns,
+                    };
+                    writer.write_all(&encode(&msg)).await.map_err(io)?;
+                    offset = end;
+                    if offset >= data.len() {
+                        break;
+                    }
+                }
+                stats.bytes += data.len() as u64;
+            }
+        }
+    }
+    if !changes.delete.is_empty() {
+        writer
+            .write_all(&encode(&ToAgent::SyncDelete {
+                paths: changes.delete,
+            }))
+            .await
+            .map_err(io)?;
+    }
+    writer
+        .write_all(&encode(&ToAgent::SyncEnd))
+        .await
+        .map_err(io)?;
+    writer.flush().await.map_err(io)?;
+    loop {
+        match read_frame(reader)
+            .await
+            .map_err(|e| SyncError(format!("sync: {e}")))?
+        {
+            FromAgent::Synced { files, errors, .. } => {
+                if !errors.is_empty() {
+                    return Err(SyncError(format!(
+                        "the worker refused part of the sync:\n  {}",
+                        errors.join("\n  ")
+                    )));
+                }
+                stats.files = files;
+                return Ok(stats);
+            }
+            FromAgent::InternalError { message } => return Err(SyncError(message)),
+            _ => continue,
+        }
+    }
+}
+
+/// Sync into `base` on this machine through a fresh `python` agent (for
+/// `popen//chdir=` workers); the agent exits afterwards.
+pub async fn push_local(
+    python: &str,
+    base: &str,
+    root: &Path,
+    rootdir: &Path,
+    sets: &[SyncSet],
+) -> Result<Stats, SyncError> {
+    use crate::protocol::{
+        bootstrap_payload, encode, read_frame, FromAgent, ToAgent, PROTOCOL_VERSION,
+    };
+    use tokio::io::AsyncWriteExt;
+    let conn = crate::gateway::popen::spawn(python, None, &Default::default(), None)
+        .map_err(|e| SyncError(e.message))?;
+    let crate::gateway::Connection {
+        mut reader,
+        mut writer,
+        killer,
+        ..
+    } = conn;
+    let io = |e: std::io::Error| SyncError(format!("sync agent ({python}) failed: {e}"));
+    let mut hello = bootstrap_payload();
+    hello.extend(encode(&ToAgent::Hello {
+        protocol: PROTOCOL_VERSION,
+        sys_path: Vec::new(),
+        chdir: None,
+    }));
+    writer.write_all(&hello).await.map_err(io)?;
+    writer.flush().await.map_err(io)?;
+    match read_frame(&mut reader).await {
+        Ok(FromAgent::Ready(_)) => {}
+        Ok(other) => {
+            return Err(SyncError(format!(
+                "sync agent ({python}) answered {other:?}"
+            )))
+        }
+        Err(e) => {
+            return Err(SyncError(format!(
+                "sync agent ({python}) did not start: {e}"
+            )))
+        }
+    }
+    let result = push(&mut reader, &mut writer, base, root, rootdir, sets).await;
+    let _ = writer.write_all(&encode(&ToAgent::Shutdown)).await;
+    let _ = writer.flush().await;
+    drop(writer);
+    if result.is_err() {
+        killer.kill();
+    }
+    result
+}
