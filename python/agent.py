@@ -692,8 +692,9 @@ def main():
     for entry in reversed(hello.get("sys_path") or []):
         sys.path.insert(0, entry)
     if hello.get("chdir"):
-        os.makedirs(hello["chdir"], exist_ok=True)
-        os.chdir(hello["chdir"])
+        target = os.path.expanduser(hello["chdir"])
+        os.makedirs(target, exist_ok=True)
+        os.chdir(target)
     channel.send(python_info())
     if hello.get("protocol") != PROTOCOL_VERSION:
         return 3

@@ -40,6 +40,8 @@ pub struct RawArgs {
     pub shard: Option<(usize, usize)>,
     /// `--no-config`.
     pub no_config: bool,
+    /// `--require-all-hosts`.
+    pub require_all_hosts: bool,
     /// `--strict-config` (also passed to pytest).
     pub strict_config: bool,
     /// pytest's `-c`/`--config-file`.
@@ -176,6 +178,7 @@ fn own_long(name: &str) -> bool {
                 | "--version"
                 | "--distload"
                 | "--no-config"
+                | "--require-all-hosts"
         )
 }
 
@@ -436,6 +439,7 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
         "--profile" => out.profile = Some(v),
         "--shard" => out.shard = Some(parse_shard(&v)?),
         "--no-config" => out.no_config = true,
+        "--require-all-hosts" => out.require_all_hosts = true,
         "--exitfirst" => out.maxfail = Some(1),
         "--maxfail" => {
             let n: usize = v

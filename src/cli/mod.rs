@@ -39,7 +39,14 @@ distribution:
                         Default without -n and --tx: auto.
   --tx SPEC             add workers: [N*]popen[//python=PY][//chdir=DIR]
                         [//env:NAME=VALUE][//id=ID][//nice=N]
-                        [//dont_write_bytecode]. Repeatable.
+                        [//dont_write_bytecode], or socket=HOST:PORT (a
+                        host running `rtest socketserver`; the token comes
+                        from RTEST_TOKEN or RTEST_TOKEN_FILE). Repeatable.
+  --rsyncdir DIR        mirror DIR to socket workers and popen//chdir=
+                        workers before they start (only changes travel).
+  --rsyncignore GLOB    leave matching files out of the sync.
+  --require-all-hosts   fail when a remote worker cannot be reached
+                        (default: go on with the others).
   --dist MODE           load (default), loadscope, loadfile, loadgroup,
                         worksteal, each, no.
   -d                    the same as --dist load.
@@ -63,6 +70,9 @@ config:
                         came from, without running anything.
   rtest schema config|plan
                         print the JSON Schema of the config or plan format.
+  rtest socketserver    print the single-file, stdlib-only Python socket
+                        server: `python3 socketserver.py --listen HOST:PORT`
+                        on a host with only Python.
 
 outputs:
   --junitxml PATH       write JUnit XML (pytest's xunit2 layout).
@@ -103,6 +113,10 @@ pub fn run(argv: &[String]) -> ExitCode {
 
 fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
     match argv.first().map(String::as_str) {
+        Some("socketserver") => {
+            print!("{}", include_str!("../../python/socketserver.py"));
+            return Ok(ExitCode::Ok);
+        }
         Some("plan") => return plan_command(&argv[1..]),
         Some("schema") => return schema_command(&argv[1..]),
         _ => {}
@@ -120,24 +134,44 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
     if let Some(w) = plan
         .workers
         .iter()
-        .find(|w| w.transport != Transport::Popen)
+        .find(|w| matches!(w.transport, Transport::Ssh { .. }))
     {
         return Err(Error::usage(format!(
-            "worker {} ({}) uses the {} transport, which this build of rtest cannot start yet; `rtest plan` shows it, runs need popen workers",
+            "worker {} ({}) uses the {} transport, which this build of rtest cannot start yet; `rtest plan` shows it, runs need popen or socket workers",
             w.id,
             w.spec,
             w.transport.name()
         )));
     }
     let mut notes = prepare_interpreters(&mut plan, raw.no_provision)?;
-    notes.extend(sync_workers(&mut plan)?);
-    run_plan(&plan, &raw, notes)
+    let token = socket_token()?;
+    notes.extend(sync_workers(&mut plan, token.as_deref())?);
+    run_plan(&plan, &raw, notes, token)
+}
+
+/// The socket servers' shared token: `RTEST_TOKEN_FILE`, else `RTEST_TOKEN`.
+fn socket_token() -> Result<Option<Vec<u8>>, Error> {
+    if let Some(file) = std::env::var_os("RTEST_TOKEN_FILE").filter(|f| !f.is_empty()) {
+        let text = std::fs::read(&file).map_err(|e| {
+            Error::usage(format!(
+                "RTEST_TOKEN_FILE {}: {e}",
+                PathBuf::from(&file).display()
+            ))
+        })?;
+        return Ok(Some(
+            String::from_utf8_lossy(&text).trim().as_bytes().to_vec(),
+        ));
+    }
+    Ok(std::env::var("RTEST_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(String::into_bytes))
 }
 
 /// Mirror the rsyncdirs for workers that run in a copy of the tree
 /// (`popen//chdir=DIR` with rsyncdirs), once per directory, and point those
 /// workers at their copy: same layout, so the same node ids.
-fn sync_workers(plan: &mut Plan) -> Result<Vec<String>, Error> {
+fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Error> {
     if plan.sync.is_empty() {
         return Ok(Vec::new());
     }
@@ -160,41 +194,95 @@ fn sync_workers(plan: &mut Plan) -> Result<Vec<String>, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
-    let mut done: BTreeMap<PathBuf, rtest_sync::Stats> = BTreeMap::new();
+    let mut done: BTreeMap<(String, String), rtest_sync::Stats> = BTreeMap::new();
     let mut notes = Vec::new();
+    let cache_key = {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::digest(plan.rootdir.display().to_string().as_bytes());
+        d.iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
     for w in plan.workers.iter_mut() {
-        let (Transport::Popen, Some(chdir)) = (&w.transport, &w.chdir) else {
-            continue;
+        // Where the copy goes: chdir= (relative to here for popen, to the
+        // home directory remotely), else a per-rootdir cache remotely.
+        let base = match (&w.transport, &w.chdir) {
+            (Transport::Popen, None) => continue,
+            (Transport::Popen, Some(c)) => config::rootdir::normalize(&cwd.join(c))
+                .display()
+                .to_string(),
+            (_, Some(c)) => c.display().to_string(),
+            (_, None) => format!("~/.cache/rtest/{cache_key}"),
         };
-        let base = config::rootdir::normalize(&cwd.join(chdir));
-        if !done.contains_key(&base) {
-            let stats = runtime
-                .block_on(rtest_sync::push_local(
-                    &w.python,
-                    &base.display().to_string(),
-                    &root,
-                    &plan.rootdir,
-                    &plan.sync,
-                ))
-                .map_err(|e| {
-                    Error::usage(format!("sync to {} for {}: {e}", base.display(), w.id))
-                })?;
+        let key = (
+            w.transport.host() + &format!("{:?}", w.transport),
+            base.clone(),
+        );
+        if !done.contains_key(&key) {
+            let fut = async {
+                match &w.transport {
+                    Transport::Socket { host, port } => {
+                        let request = crate::gateway::socket::Request {
+                            argv: vec![
+                                w.python.clone(),
+                                "-u".into(),
+                                "-c".into(),
+                                crate::protocol::BOOTSTRAP.into(),
+                            ],
+                            chdir: None,
+                            env: Default::default(),
+                        };
+                        let conn = crate::gateway::socket::connect(
+                            host,
+                            *port,
+                            token,
+                            &request,
+                            std::time::Duration::from_secs(10),
+                        )
+                        .await
+                        .map_err(|e| rtest_sync::SyncError(e.message))?;
+                        rtest_sync::push_over(
+                            conn,
+                            &w.python,
+                            &base,
+                            &root,
+                            &plan.rootdir,
+                            &plan.sync,
+                        )
+                        .await
+                    }
+                    _ => {
+                        rtest_sync::push_local(&w.python, &base, &root, &plan.rootdir, &plan.sync)
+                            .await
+                    }
+                }
+            };
+            let stats = runtime.block_on(fut).map_err(|e| {
+                Error::usage(format!("sync to {base} for {} ({}): {e}", w.id, w.spec))
+            })?;
             notes.push(format!(
-                "synced to {}: {} of {} files sent ({} bytes), {} deleted",
-                base.display(),
+                "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted",
+                stats.base,
+                w.transport.host(),
                 stats.files,
                 stats.total,
                 stats.bytes,
                 stats.deleted
             ));
-            done.insert(base.clone(), stats);
+            done.insert(key.clone(), stats);
         }
-        let dir = base.join(rel_cwd);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
+        let abs_base = PathBuf::from(&done[&key].base);
+        let dir = abs_base.join(rel_cwd);
+        if w.transport == Transport::Popen {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
+        }
         w.chdir = Some(dir);
-        w.extra_args
-            .push(format!("--rootdir={}", base.join(&rel_rootdir).display()));
+        w.extra_args.push(format!(
+            "--rootdir={}",
+            abs_base.join(&rel_rootdir).display()
+        ));
     }
     Ok(notes)
 }
@@ -329,6 +417,8 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
         echo_output: false,
         continue_on_collection_errors: true,
         env: Vec::new(),
+        token: None,
+        require_all_hosts: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -704,7 +794,12 @@ fn testrun_uid() -> String {
         .collect()
 }
 
-fn run_plan(plan: &Plan, raw: &RawArgs, header_notes: Vec<String>) -> Result<ExitCode, Error> {
+fn run_plan(
+    plan: &Plan,
+    raw: &RawArgs,
+    header_notes: Vec<String>,
+    token: Option<Vec<u8>>,
+) -> Result<ExitCode, Error> {
     let tty = std::io::stdout().is_terminal();
     let width = terminal_width();
     let errors: report::WriteErrors = Default::default();
@@ -754,6 +849,8 @@ fn run_plan(plan: &Plan, raw: &RawArgs, header_notes: Vec<String>) -> Result<Exi
         echo_output: raw.capture_no,
         continue_on_collection_errors: raw.continue_on_collection_errors,
         env: vec![("COLUMNS".into(), width.to_string())],
+        token,
+        require_all_hosts: raw.require_all_hosts,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

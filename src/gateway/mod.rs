@@ -7,6 +7,7 @@
 
 pub mod popen;
 pub mod provision;
+pub mod socket;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,9 @@ pub struct Connection {
 pub enum Killer {
     /// A local process group.
     ProcessGroup(i32),
+    /// A socket-server connection: shutting it down makes the server kill
+    /// the process and everything it started.
+    Socket(i32),
 }
 
 impl Killer {
@@ -46,6 +50,13 @@ impl Killer {
                 // group id at worst fails with ESRCH.
                 unsafe {
                     libc::killpg(*pgid, libc::SIGKILL);
+                }
+            }
+            Killer::Socket(fd) => {
+                // SAFETY: shutdown(2) on a descriptor we still own; a stale
+                // one fails with ENOTSOCK/EBADF and nothing happens.
+                unsafe {
+                    libc::shutdown(*fd, libc::SHUT_RDWR);
                 }
             }
         }

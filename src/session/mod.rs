@@ -15,11 +15,15 @@ use crate::protocol::{
     ReadyInfo, StartArgs, ToAgent, PROTOCOL_VERSION,
 };
 use crate::sched::{self, history, unit_key, Action, ItemInfo, Scheduler};
+use crate::spec::Transport;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
+
+/// How long connecting to a remote worker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many bytes of a worker's stderr are kept for crash reports.
 const TAIL_BYTES: usize = 16 * 1024;
@@ -39,6 +43,10 @@ pub struct SessionOptions {
     pub continue_on_collection_errors: bool,
     /// Extra environment for every worker (`COLUMNS`).
     pub env: Vec<(String, String)>,
+    /// The socket servers' shared token.
+    pub token: Option<Vec<u8>>,
+    /// Fail when any remote worker cannot be reached.
+    pub require_all_hosts: bool,
 }
 
 /// What a finished run amounts to.
@@ -49,6 +57,7 @@ pub struct Outcome {
 }
 
 enum Input {
+    Connected(usize, u32, Box<Result<Connection, Error>>),
     Frame(usize, u32, Box<FromAgent>),
     BadFrame(usize, u32, String),
     Stderr(usize, u32, Vec<u8>),
@@ -243,16 +252,79 @@ impl Session<'_> {
         for (k, v) in &self.opts.env {
             env.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        let conn = gateway::popen::spawn(&plan.python, plan.chdir.as_deref(), &env, plan.nice);
+        match &plan.transport {
+            Transport::Popen => {
+                let conn =
+                    gateway::popen::spawn(&plan.python, plan.chdir.as_deref(), &env, plan.nice);
+                self.connected(index, conn);
+            }
+            Transport::Socket { host, port } => {
+                // Connecting takes a round trip or a timeout: do it off the
+                // dispatcher, which hears back through `Input::Connected`.
+                let request = gateway::socket::Request {
+                    argv: vec![
+                        plan.python.clone(),
+                        "-u".into(),
+                        "-c".into(),
+                        protocol::BOOTSTRAP.into(),
+                    ],
+                    chdir: None,
+                    env,
+                };
+                let (host, port, gen) = (host.clone(), *port, self.slots[index].gen);
+                let token = self.opts.token.clone();
+                let tx = self.tx.clone();
+                self.slots[index].state = SlotState::Starting;
+                tokio::spawn(async move {
+                    let conn = gateway::socket::connect(
+                        &host,
+                        port,
+                        token.as_deref(),
+                        &request,
+                        CONNECT_TIMEOUT,
+                    )
+                    .await;
+                    let _ = tx.send(Input::Connected(index, gen, Box::new(conn)));
+                });
+            }
+            Transport::Ssh { .. } => {
+                let id = self.slots[index].id.clone();
+                self.slots[index].state = SlotState::Exited;
+                self.fail(Error::worker(format!(
+                    "worker {id}: the ssh transport is not available yet"
+                )));
+            }
+        }
+    }
+
+    /// A gateway connected (or failed to): start the agent on it.
+    fn connected(&mut self, index: usize, conn: Result<Connection, Error>) {
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
                 self.slots[index].state = SlotState::Exited;
                 let id = self.slots[index].id.clone();
-                self.fail(Error::worker(format!("worker {id}: {}", e.message)));
+                let others = self.slots.iter().any(|s| s.state != SlotState::Exited);
+                // A replacement that cannot connect costs its tests (they
+                // are reported "not run" if no worker is left), never the run.
+                let replacement = self.slots[index].gen > 0;
+                if replacement || (others && !self.collected_event && !self.opts.require_all_hosts)
+                {
+                    let msg = format!("worker {id}: {}; going on without it", e.message);
+                    self.reporter.on_event(&Event::Notice(msg));
+                    self.maybe_start_running();
+                    self.dispatch_all();
+                } else {
+                    self.fail(Error::worker(format!("worker {id}: {}", e.message)));
+                }
                 return;
             }
         };
+        if self.error.is_some() || matches!(self.stop, Some(StopReason::Signal(_))) {
+            conn.killer.kill();
+            self.slots[index].state = SlotState::Exited;
+            return;
+        }
         let slot = &mut self.slots[index];
         let Connection {
             mut reader,
@@ -315,10 +387,15 @@ impl Session<'_> {
             args.push(format!("--basetemp={}", dir.display()));
         }
         let mut bytes = bootstrap_payload();
+        // A local worker starts in its directory; a remote one is told.
+        let chdir = match w.transport {
+            Transport::Popen => None,
+            _ => w.chdir.as_ref().map(|c| c.display().to_string()),
+        };
         bytes.extend(encode(&ToAgent::Hello {
             protocol: PROTOCOL_VERSION,
             sys_path: Vec::new(),
-            chdir: None,
+            chdir,
         }));
         bytes.extend(encode(&ToAgent::Start(StartArgs {
             args,
@@ -346,6 +423,7 @@ impl Session<'_> {
 
     fn handle(&mut self, input: Input) {
         match input {
+            Input::Connected(i, gen, conn) if self.slots[i].gen == gen => self.connected(i, *conn),
             Input::Frame(i, gen, msg) if self.slots[i].gen == gen => self.on_frame(i, *msg),
             Input::BadFrame(i, gen, err) if self.slots[i].gen == gen => {
                 let id = self.slots[i].id.clone();

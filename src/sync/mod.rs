@@ -324,7 +324,7 @@ mod tests {
 }
 
 /// What a push did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Files and links written.
     pub files: u64,
@@ -334,6 +334,8 @@ pub struct Stats {
     pub deleted: u64,
     /// Files the manifest holds (sent or already there).
     pub total: u64,
+    /// The absolute base directory on the worker's host.
+    pub base: String,
 }
 
 /// Chunk size for file contents (before compression).
@@ -390,12 +392,12 @@ where
         .await
         .map_err(io)?;
     writer.flush().await.map_err(io)?;
-    let remote = loop {
+    let (remote, remote_base) = loop {
         match read_frame(reader)
             .await
             .map_err(|e| SyncError(format!("sync: {e}")))?
         {
-            FromAgent::SyncManifest { entries, .. } => break entries,
+            FromAgent::SyncManifest { entries, base } => break (entries, base),
             FromAgent::InternalError { message } => return Err(SyncError(message)),
             _ => continue,
         }
@@ -404,6 +406,7 @@ where
     let mut stats = Stats {
         total: local.len() as u64,
         deleted: changes.delete.len() as u64,
+        base: remote_base,
         ..Stats::default()
     };
     for e in &changes.send {
@@ -484,12 +487,25 @@ pub async fn push_local(
     rootdir: &Path,
     sets: &[SyncSet],
 ) -> Result<Stats, SyncError> {
+    let conn = crate::gateway::popen::spawn(python, None, &Default::default(), None)
+        .map_err(|e| SyncError(e.message))?;
+    push_over(conn, python, base, root, rootdir, sets).await
+}
+
+/// Sync through an agent started on an established connection (a socket
+/// server's, an ssh channel's); the agent exits afterwards.
+pub async fn push_over(
+    conn: crate::gateway::Connection,
+    python: &str,
+    base: &str,
+    root: &Path,
+    rootdir: &Path,
+    sets: &[SyncSet],
+) -> Result<Stats, SyncError> {
     use crate::protocol::{
         bootstrap_payload, encode, read_frame, FromAgent, ToAgent, PROTOCOL_VERSION,
     };
     use tokio::io::AsyncWriteExt;
-    let conn = crate::gateway::popen::spawn(python, None, &Default::default(), None)
-        .map_err(|e| SyncError(e.message))?;
     let crate::gateway::Connection {
         mut reader,
         mut writer,

@@ -11,4 +11,5 @@ mod harness;
 mod outputs;
 mod run;
 mod sched;
+mod socket;
 mod sync;

@@ -1,0 +1,311 @@
+//! The socket transport against the real single-file Python server that
+//! `rtest socketserver` prints.
+
+use crate::harness::{junit_outcomes, venv_python, Project, Run};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server {
+    child: Child,
+    port: u16,
+    _home: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let out = Command::new(env!("CARGO_BIN_EXE_rtest"))
+        .arg("socketserver")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = dir.join("socketserver.py");
+    std::fs::write(&path, out.stdout).unwrap();
+    path
+}
+
+fn start(args: &[&str], token: Option<&str>) -> Result<Server, String> {
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("server.log");
+    let mut cmd = Command::new(venv_python());
+    cmd.arg(script())
+        .args(args)
+        .env("HOME", home.path())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    match token {
+        Some(t) => cmd.env("RTEST_TOKEN", t),
+        None => cmd.env_remove("RTEST_TOKEN"),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Some(port) = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .filter(|_| line.starts_with("listening"))
+    else {
+        let _ = child.wait();
+        return Err(std::fs::read_to_string(&log).unwrap_or_default());
+    };
+    Ok(Server {
+        child,
+        port,
+        _home: home,
+        log,
+    })
+}
+
+fn project() -> Project {
+    Project::new()
+        .file("pytest.ini", "[pytest]\n")
+        .file("pkg/test_a.py", "import pytest\n\n@pytest.mark.parametrize('i', range(8))\ndef test_p(i):\n    assert i != 5\n\ndef test_skip():\n    pytest.skip('later')\n")
+        .file("pkg/sub/test_b.py", "import os\n\ndef test_cwd():\n    assert '.cache/rtest' in os.getcwd()\n")
+}
+
+fn rtest(p: &Project, token: &str, args: &[&str]) -> Run {
+    Run::from(p.command(args).env("RTEST_TOKEN", token).output().unwrap())
+}
+
+#[test]
+fn a_run_over_the_socket_server_matches_a_local_run() {
+    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    let p = project();
+    let tx = format!(
+        "2*socket=127.0.0.1:{}//python={}",
+        server.port,
+        venv_python().display()
+    );
+    let r = rtest(
+        &p,
+        "s3cret",
+        &[
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "pkg",
+            "-p",
+            "no:cacheprovider",
+            "--junitxml",
+            "remote.xml",
+            "pkg",
+        ],
+    );
+    r.code(1)
+        .stdout_has("synced to ")
+        .stdout_has("FAILED pkg/test_a.py::test_p[5]");
+    assert_eq!(r.summary(), "1 failed, 8 passed, 1 skipped");
+    // The same outcomes as local workers, node by node (but for where the
+    // copy lives).
+    let local = rtest(
+        &p,
+        "",
+        &[
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            "--junitxml",
+            "local.xml",
+            "pkg",
+        ],
+    );
+    local.code(1);
+    let remote = junit_outcomes(&p.path().join("remote.xml"));
+    let mut local = junit_outcomes(&p.path().join("local.xml"));
+    for (name, outcome) in local.iter_mut() {
+        if name.ends_with("test_cwd") {
+            *outcome = "passed".into();
+        }
+    }
+    assert_eq!(remote, local);
+    // A second run sends nothing.
+    let again = rtest(
+        &p,
+        "s3cret",
+        &[
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "pkg",
+            "-p",
+            "no:cacheprovider",
+            "pkg",
+        ],
+    );
+    again.stdout_has("0 of 3 files sent");
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_logged() {
+    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    let p = project();
+    let tx = format!(
+        "socket=127.0.0.1:{}//python={}",
+        server.port,
+        venv_python().display()
+    );
+    rtest(&p, "guess", &["--tx", &tx, "pkg"])
+        .code(4)
+        .stderr_has("refused the connection: wrong or missing token");
+    rtest(&p, "", &["--tx", &tx, "pkg"])
+        .code(4)
+        .stderr_has("wrong or missing token");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("bad token"), "{log}");
+    assert!(
+        !log.contains(" runs "),
+        "an unauthenticated peer got a process: {log}"
+    );
+}
+
+#[test]
+fn no_token_means_no_server_unless_insecure_on_loopback() {
+    let err = start(&["--listen", "127.0.0.1:0"], None)
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("no token"), "{err}");
+    let err = start(&["--listen", "0.0.0.0:0", "--insecure-no-token"], None)
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("only allowed on a loopback address"), "{err}");
+    let server = start(&["--listen", "127.0.0.1:0", "--insecure-no-token"], None).unwrap();
+    let p = project();
+    let tx = format!(
+        "socket=127.0.0.1:{}//python={}",
+        server.port,
+        venv_python().display()
+    );
+    let r = rtest(
+        &p,
+        "",
+        &[
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "pkg",
+            "-p",
+            "no:cacheprovider",
+            "pkg",
+        ],
+    );
+    assert_eq!(r.summary(), "1 failed, 8 passed, 1 skipped");
+}
+
+#[test]
+fn an_unreachable_host_is_skipped_unless_all_hosts_are_required() {
+    let p = project();
+    // a port nothing listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tx = format!("socket=127.0.0.1:{port}");
+    let r = rtest(
+        &p,
+        "x",
+        &[
+            "-n",
+            "1",
+            "--tx",
+            &tx,
+            "-p",
+            "no:cacheprovider",
+            "pkg/test_a.py",
+        ],
+    );
+    r.code(1)
+        .stdout_has("cannot connect")
+        .stdout_has("going on without it");
+    assert_eq!(r.summary(), "1 failed, 7 passed, 1 skipped");
+    rtest(
+        &p,
+        "x",
+        &[
+            "-n",
+            "1",
+            "--tx",
+            &tx,
+            "--require-all-hosts",
+            "pkg/test_a.py",
+        ],
+    )
+    .code(4)
+    .stderr_has("cannot connect");
+}
+
+#[test]
+fn a_connection_dropped_mid_run_costs_only_the_running_test() {
+    let mut server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    // loadfile with one file per worker: the local worker (gw0) takes
+    // test_a.py, the socket worker test_b.py, which hangs there.
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\n")
+        .file("pkg/test_a.py", "def test_1():\n    pass\n\ndef test_2():\n    pass\n")
+        .file(
+            "pkg/test_b.py",
+            "import os, time\n\ndef test_hang():\n    if '.cache/rtest' in os.getcwd():\n        open(os.environ['MARK'], 'w').close()\n        time.sleep(60)\n\ndef test_3():\n    pass\n",
+        );
+    let mark = p.path().join("remote-started");
+    let tx = format!(
+        "socket=127.0.0.1:{}//python={}//env:MARK={}",
+        server.port,
+        venv_python().display(),
+        mark.display()
+    );
+    let mut child = p
+        .command(&[
+            "-n",
+            "1",
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "pkg",
+            "-p",
+            "no:cacheprovider",
+            "--dist",
+            "loadfile",
+            "pkg",
+        ])
+        .env("RTEST_TOKEN", "s3cret")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !mark.exists() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the socket worker never started test_hang");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.child.kill().unwrap();
+    let _ = server.child.wait();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("crashed while running pkg/test_b.py::test_hang"),
+        "{stdout}"
+    );
+    // Every test has an outcome: the local worker ran its file; test_3,
+    // queued behind the dropped test, is reported (run elsewhere if a worker
+    // could take it, else "not run").
+    assert!(
+        stdout.contains("1 failed, 2 passed, 1 error") || stdout.contains("1 failed, 3 passed"),
+        "{stdout}"
+    );
+}
