@@ -70,6 +70,8 @@ config:
                         came from, without running anything.
   rtest schema config|plan
                         print the JSON Schema of the config or plan format.
+  rtest serve [--listen HOST:PORT] [--token-file F] [--insecure-no-token]
+                        run workers on this host for remote rtest runs.
   rtest socketserver    print the single-file, stdlib-only Python socket
                         server: `python3 socketserver.py --listen HOST:PORT`
                         on a host with only Python.
@@ -117,6 +119,7 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
             print!("{}", include_str!("../../python/socketserver.py"));
             return Ok(ExitCode::Ok);
         }
+        Some("serve") => return serve_command(&argv[1..]),
         Some("plan") => return plan_command(&argv[1..]),
         Some("schema") => return schema_command(&argv[1..]),
         _ => {}
@@ -297,6 +300,87 @@ fn resolve(raw: &RawArgs) -> Result<Plan, Error> {
         default_workers: auto_workers(false),
     };
     plan::build(&settings, &machine)
+}
+
+/// `rtest serve [--listen HOST:PORT] [--token-file F] [--insecure-no-token]`.
+fn serve_command(argv: &[String]) -> Result<ExitCode, Error> {
+    let mut listen = "127.0.0.1:8888".to_string();
+    let mut token_file: Option<PathBuf> = None;
+    let mut insecure = false;
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| Error::usage(format!("rtest serve: {name} needs a value")))
+        };
+        match a.as_str() {
+            "--listen" => listen = value("--listen")?,
+            "--token-file" => token_file = Some(PathBuf::from(value("--token-file")?)),
+            "--insecure-no-token" => insecure = true,
+            "-h" | "--help" => {
+                println!("usage: rtest serve [--listen HOST:PORT] [--token-file FILE] [--insecure-no-token]\n\nRuns rtest workers on this host for remote rtest runs (--tx socket=HOST:PORT).\nThe token comes from --token-file or RTEST_TOKEN; without one, only\n--insecure-no-token on a loopback address is allowed.");
+                return Ok(ExitCode::Ok);
+            }
+            other => {
+                return Err(Error::usage(format!(
+                    "rtest serve: unknown argument {other:?}"
+                )))
+            }
+        }
+    }
+    let token = match token_file {
+        Some(f) => Some(
+            std::fs::read(&f)
+                .map_err(|e| Error::usage(format!("--token-file {}: {e}", f.display())))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        None => std::env::var("RTEST_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(String::into_bytes),
+    }
+    .filter(|t| !t.is_empty());
+    let addr: std::net::SocketAddr = listen.parse().map_err(|_| {
+        Error::usage(format!(
+            "--listen: expected HOST:PORT with an IP address, got {listen:?}"
+        ))
+    })?;
+    if token.is_none() {
+        if !insecure {
+            return Err(Error::usage(
+                "rtest serve: no token: set RTEST_TOKEN or --token-file (or --insecure-no-token on a loopback address)",
+            ));
+        }
+        if !addr.ip().is_loopback() {
+            return Err(Error::usage(format!(
+                "rtest serve: --insecure-no-token is only allowed on a loopback address, not {}",
+                addr.ip()
+            )));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::usage(format!("rtest serve: cannot listen on {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::internal(e.to_string()))?;
+        println!("listening on {local}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        eprintln!("[rtest serve] listening on {local}");
+        crate::gateway::serve::serve(listener, token.map(std::sync::Arc::new))
+            .await
+            .map_err(|e| Error::internal(format!("rtest serve: {e}")))
+    })?;
+    Ok(ExitCode::Ok)
 }
 
 /// `rtest schema config|plan`: the JSON Schemas in `schemas/`.

@@ -7,6 +7,7 @@
 
 pub mod popen;
 pub mod provision;
+pub mod serve;
 pub mod socket;
 
 use std::future::Future;

@@ -32,11 +32,23 @@ fn script() -> std::path::PathBuf {
 }
 
 fn start(args: &[&str], token: Option<&str>) -> Result<Server, String> {
+    start_kind(false, args, token)
+}
+
+/// The Python server (`rtest socketserver`), or `rtest serve` with `rust`.
+fn start_kind(rust: bool, args: &[&str], token: Option<&str>) -> Result<Server, String> {
     let home = tempfile::tempdir().unwrap();
     let log = home.path().join("server.log");
-    let mut cmd = Command::new(venv_python());
-    cmd.arg(script())
-        .args(args)
+    let mut cmd = if rust {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rtest"));
+        c.arg("serve");
+        c
+    } else {
+        let mut c = Command::new(venv_python());
+        c.arg(script());
+        c
+    };
+    cmd.args(args)
         .env("HOME", home.path())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
@@ -80,7 +92,16 @@ fn rtest(p: &Project, token: &str, args: &[&str]) -> Run {
 
 #[test]
 fn a_run_over_the_socket_server_matches_a_local_run() {
-    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    over_a_server_matches_a_local_run(false);
+}
+
+#[test]
+fn a_run_over_rtest_serve_matches_a_local_run() {
+    over_a_server_matches_a_local_run(true);
+}
+
+fn over_a_server_matches_a_local_run(rust: bool) {
+    let server = start_kind(rust, &["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
     let p = project();
     let tx = format!(
         "2*socket=127.0.0.1:{}//python={}",
@@ -149,7 +170,34 @@ fn a_run_over_the_socket_server_matches_a_local_run() {
 
 #[test]
 fn a_wrong_token_is_refused_and_logged() {
-    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    wrong_token_is_refused(false);
+}
+
+#[test]
+fn rtest_serve_refuses_a_wrong_token_and_starts_only_with_one() {
+    wrong_token_is_refused(true);
+    let err = start_kind(true, &["--listen", "127.0.0.1:0"], None)
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("no token"), "{err}");
+    let err = start_kind(
+        true,
+        &["--listen", "0.0.0.0:0", "--insecure-no-token"],
+        None,
+    )
+    .err()
+    .unwrap_or_default();
+    assert!(err.contains("only allowed on a loopback address"), "{err}");
+    assert!(start_kind(
+        true,
+        &["--listen", "127.0.0.1:0", "--insecure-no-token"],
+        None
+    )
+    .is_ok());
+}
+
+fn wrong_token_is_refused(rust: bool) {
+    let server = start_kind(rust, &["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
     let p = project();
     let tx = format!(
         "socket=127.0.0.1:{}//python={}",
