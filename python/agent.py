@@ -271,8 +271,9 @@ class Worker:
                 "cachedir": _cachedir(session.config),
                 "rootdir": str(session.config.rootpath),
                 "ids": [item.nodeid for item in session.items],
-                "locations": [_location(item) for item in session.items],
-                "groups": [_groups(item) for item in session.items],
+                # Locations are left to the reports: computing them for
+                # every item (most run elsewhere) costs real time.
+                "groups": [_groups(item) for item in session.items] if self.start.get("groups") else [],
             }
         )
 
@@ -434,14 +435,6 @@ def _cachedir(config):
         return None
     path = getattr(cache, "_cachedir", None)
     return str(path) if path is not None else None
-
-
-def _location(item):
-    try:
-        path, lineno, domain = item.location
-        return [path, lineno, domain]
-    except Exception:
-        return None
 
 
 def _groups(item):

@@ -127,6 +127,9 @@ pub struct StartArgs {
     pub testrun_uid: String,
     /// Send pytest's own serialized report with every report (report-log).
     pub full_reports: bool,
+    /// Send each item's `xdist_group` names (`--dist loadgroup`).
+    #[serde(default)]
+    pub groups: bool,
 }
 
 /// Messages an agent sends to the coordinator.

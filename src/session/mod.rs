@@ -404,6 +404,7 @@ impl Session<'_> {
             worker_count: self.plan.workers.len(),
             testrun_uid: self.opts.testrun_uid.clone(),
             full_reports: self.opts.full_reports,
+            groups: self.plan.dist == DistMode::LoadGroup,
         })));
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);
@@ -991,7 +992,7 @@ impl Session<'_> {
                 .location
                 .as_ref()
                 .map(|l| l.2.clone())
-                .unwrap_or_else(|| nodeid.rsplit("::").next().unwrap_or(&nodeid).to_string());
+                .unwrap_or_else(|| domain_of(&nodeid));
             let report = PhaseReport {
                 i: item.local,
                 when: "call".into(),
@@ -1079,7 +1080,12 @@ impl Session<'_> {
                         i: item.local,
                         when: "setup".into(),
                         outcome: "failed".into(),
-                        head_line: item.location.as_ref().map(|l| l.2.clone()),
+                        head_line: Some(
+                            item.location
+                                .as_ref()
+                                .map(|l| l.2.clone())
+                                .unwrap_or_else(|| domain_of(&item.nodeid)),
+                        ),
                         location: item.location.clone(),
                         longrepr: Some(message.clone()),
                         crash: Some(Crash {
@@ -1216,6 +1222,21 @@ fn update_lastfailed(
     crate::fsutil::write_atomic(&path, text.as_bytes())
 }
 
+/// pytest's "domain" of a node id (`TestC.test_x[1]` for
+/// `t.py::TestC::test_x[1]`), the title of its failure section.
+fn domain_of(nodeid: &str) -> String {
+    let (path, params) = match nodeid.find('[') {
+        Some(i) => (&nodeid[..i], &nodeid[i..]),
+        None => (nodeid, ""),
+    };
+    let parts: Vec<&str> = path.split("::").skip(1).collect();
+    if parts.is_empty() {
+        nodeid.to_string()
+    } else {
+        format!("{}{params}", parts.join("."))
+    }
+}
+
 /// A readable diff of two collections.
 fn collection_diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> String {
     let mut out = format!(
@@ -1265,5 +1286,14 @@ mod tests {
         assert!(d.contains("  + t.py::c   (only on gw1)"));
         let c = vec!["t.py::b".to_string(), "t.py::a".to_string()];
         assert!(collection_diff("gw0", &a, "gw1", &c).contains("different order"));
+    }
+
+    #[test]
+    fn domains_like_pytest() {
+        assert_eq!(
+            super::domain_of("t.py::TestC::test_x[a::b]"),
+            "TestC.test_x[a::b]"
+        );
+        assert_eq!(super::domain_of("t.py::test_y"), "test_y");
     }
 }
