@@ -81,6 +81,18 @@ fn mtime_ns(md: &std::fs::Metadata) -> i64 {
         .saturating_add(md.mtime_nsec())
 }
 
+fn file_entry(path: String, md: &std::fs::Metadata) -> Entry {
+    use std::os::unix::fs::PermissionsExt;
+    Entry {
+        path,
+        kind: Kind::File,
+        size: md.len(),
+        mtime_ns: mtime_ns(md),
+        mode: md.permissions().mode() & 0o7777,
+        target: None,
+    }
+}
+
 fn walk(dir: &Path, root: &Path, ignore: &Ignore) -> Vec<Entry> {
     let Ok(read) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -102,7 +114,6 @@ fn walk(dir: &Path, root: &Path, ignore: &Ignore) -> Vec<Entry> {
                 .unwrap_or(path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            use std::os::unix::fs::PermissionsExt;
             if md.file_type().is_symlink() {
                 let target = std::fs::read_link(path).ok();
                 // Only links that stay inside the synced tree are mirrored.
@@ -124,14 +135,7 @@ fn walk(dir: &Path, root: &Path, ignore: &Ignore) -> Vec<Entry> {
             } else if md.is_dir() {
                 out.extend(walk(path, root, ignore));
             } else if md.is_file() {
-                out.push(Entry {
-                    path: rel,
-                    kind: Kind::File,
-                    size: md.len(),
-                    mtime_ns: mtime_ns(&md),
-                    mode: md.permissions().mode() & 0o7777,
-                    target: None,
-                });
+                out.push(file_entry(rel, &md));
             }
             out
         })
@@ -156,24 +160,13 @@ pub fn manifest(root: &Path, rootdir: &Path, sets: &[SyncSet]) -> Result<Vec<Ent
     for name in ROOT_FILES {
         let path = rootdir.join(name);
         if let Ok(md) = std::fs::metadata(&path) {
-            use std::os::unix::fs::PermissionsExt;
             if md.is_file() {
                 let rel = path
                     .strip_prefix(root)
                     .unwrap_or(&path)
                     .to_string_lossy()
                     .replace('\\', "/");
-                all.insert(
-                    rel.clone(),
-                    Entry {
-                        path: rel,
-                        kind: Kind::File,
-                        size: md.len(),
-                        mtime_ns: mtime_ns(&md),
-                        mode: md.permissions().mode() & 0o7777,
-                        target: None,
-                    },
-                );
+                all.insert(rel.clone(), file_entry(rel, &md));
             }
         }
     }
