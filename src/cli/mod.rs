@@ -171,22 +171,28 @@ fn socket_token() -> Result<Option<Vec<u8>>, Error> {
         .map(String::into_bytes))
 }
 
-/// Mirror the rsyncdirs for workers that run in a copy of the tree
-/// (`popen//chdir=DIR` with rsyncdirs), once per directory, and point those
-/// workers at their copy: same layout, so the same node ids.
+/// Prepare workers that do not run in this tree: mirror the rsyncdirs for
+/// `popen//chdir=DIR` and remote workers (once per host and directory) and
+/// point them at their copy (same layout, so the same node ids); give a
+/// remote host without pytest the local one.
 fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Error> {
-    if plan.sync.is_empty() {
+    let remote = plan.workers.iter().any(|w| w.transport != Transport::Popen);
+    if plan.sync.is_empty() && !remote {
         return Ok(Vec::new());
     }
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
     let root = rtest_sync::sync_root(&plan.rootdir, &plan.sync);
-    let Ok(rel_cwd) = cwd.strip_prefix(&root) else {
-        return Err(Error::usage(format!(
-            "the current directory {} is outside the synced tree {}: run rtest from inside it",
-            cwd.display(),
-            root.display()
-        )));
+    let rel_cwd = match cwd.strip_prefix(&root) {
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) if plan.sync.is_empty() => PathBuf::new(),
+        Err(_) => {
+            return Err(Error::usage(format!(
+                "the current directory {} is outside the synced tree {}: run rtest from inside it",
+                cwd.display(),
+                root.display()
+            )))
+        }
     };
     let rel_rootdir = plan
         .rootdir
@@ -197,34 +203,47 @@ fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Er
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
-    let mut done: BTreeMap<(String, String), rtest_sync::Stats> = BTreeMap::new();
-    let mut notes = Vec::new();
-    let cache_key = {
+    let short_hash = |text: &str| {
         use sha2::{Digest, Sha256};
-        let d = Sha256::digest(plan.rootdir.display().to_string().as_bytes());
-        d.iter()
+        Sha256::digest(text.as_bytes())
+            .iter()
             .take(8)
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     };
+    let cache_key = short_hash(&plan.rootdir.display().to_string());
+    let ship = if remote {
+        Some(local_pytest(&default_python(), &short_hash)?)
+    } else {
+        None
+    };
+    let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let sync = plan.sync.clone();
+    let rootdir = plan.rootdir.clone();
     for w in plan.workers.iter_mut() {
         // Where the copy goes: chdir= (relative to here for popen, to the
         // home directory remotely), else a per-rootdir cache remotely.
         let base = match (&w.transport, &w.chdir) {
             (Transport::Popen, None) => continue,
+            (Transport::Popen, Some(_)) if sync.is_empty() => continue,
             (Transport::Popen, Some(c)) => config::rootdir::normalize(&cwd.join(c))
                 .display()
                 .to_string(),
             (_, Some(c)) => c.display().to_string(),
             (_, None) => format!("~/.cache/rtest/{cache_key}"),
         };
-        let key = (
-            w.transport.host() + &format!("{:?}", w.transport),
-            base.clone(),
-        );
+        let key = (format!("{:?}", w.transport), w.python.clone(), base.clone());
         if !done.contains_key(&key) {
+            let job = (!sync.is_empty()).then(|| rtest_sync::Job {
+                base: base.clone(),
+                root: root.clone(),
+                rootdir: rootdir.clone(),
+                sets: sync.clone(),
+                files: Vec::new(),
+            });
             let fut = async {
-                match &w.transport {
+                let conn = match &w.transport {
                     Transport::Socket { host, port } => {
                         let request = crate::gateway::socket::Request {
                             argv: vec![
@@ -236,7 +255,7 @@ fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Er
                             chdir: None,
                             env: Default::default(),
                         };
-                        let conn = crate::gateway::socket::connect(
+                        crate::gateway::socket::connect(
                             host,
                             *port,
                             token,
@@ -244,50 +263,175 @@ fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Er
                             std::time::Duration::from_secs(10),
                         )
                         .await
-                        .map_err(|e| rtest_sync::SyncError(e.message))?;
-                        rtest_sync::push_over(
-                            conn,
-                            &w.python,
-                            &base,
-                            &root,
-                            &plan.rootdir,
-                            &plan.sync,
-                        )
-                        .await
+                        .map_err(|e| rtest_sync::SyncError(e.message))?
                     }
-                    _ => {
-                        rtest_sync::push_local(&w.python, &base, &root, &plan.rootdir, &plan.sync)
-                            .await
-                    }
-                }
+                    _ => crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
+                        .map_err(|e| rtest_sync::SyncError(e.message))?,
+                };
+                rtest_sync::push_over(conn, &w.python, job, ship.as_ref()).await
             };
-            let stats = runtime.block_on(fut).map_err(|e| {
-                Error::usage(format!("sync to {base} for {} ({}): {e}", w.id, w.spec))
-            })?;
-            notes.push(format!(
-                "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted",
-                stats.base,
-                w.transport.host(),
-                stats.files,
-                stats.total,
-                stats.bytes,
-                stats.deleted
+            let outcome = match runtime.block_on(fut) {
+                Ok(o) => o,
+                // An unreachable remote is the session's to report (and to
+                // go on without, unless --require-all-hosts); everything
+                // else stops here.
+                Err(e)
+                    if e.0.contains(": cannot connect") || e.0.contains(": no answer within") =>
+                {
+                    continue
+                }
+                Err(e) => return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec))),
+            };
+            if let Some(stats) = &outcome.tree {
+                notes.push(format!(
+                    "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted",
+                    stats.base,
+                    w.transport.host(),
+                    stats.files,
+                    stats.total,
+                    stats.bytes,
+                    stats.deleted
+                ));
+            }
+            if let (Some(stats), Some(ship)) = (&outcome.shipped, &ship) {
+                notes.push(format!(
+                    "{} on {} has no pytest: shipped pytest {} to {} ({} files sent)",
+                    w.python,
+                    w.transport.host(),
+                    ship.version,
+                    stats.base,
+                    stats.files
+                ));
+            }
+            done.insert(key.clone(), outcome);
+        }
+        let outcome = &done[&key];
+        if let Some(stats) = &outcome.shipped {
+            w.sys_path.push(stats.base.clone());
+        }
+        if let Some(stats) = &outcome.tree {
+            let abs_base = PathBuf::from(&stats.base);
+            let dir = abs_base.join(&rel_cwd);
+            if w.transport == Transport::Popen {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            w.chdir = Some(dir);
+            w.extra_args.push(format!(
+                "--rootdir={}",
+                abs_base.join(&rel_rootdir).display()
             ));
-            done.insert(key.clone(), stats);
         }
-        let abs_base = PathBuf::from(&done[&key].base);
-        let dir = abs_base.join(rel_cwd);
-        if w.transport == Transport::Popen {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
-        }
-        w.chdir = Some(dir);
-        w.extra_args.push(format!(
-            "--rootdir={}",
-            abs_base.join(&rel_rootdir).display()
-        ));
     }
     Ok(notes)
+}
+
+/// The local pure-Python pytest and what it requires (pluggy, iniconfig,
+/// packaging, pygments, and tomli/exceptiongroup where installed), as a
+/// tree to ship.
+fn local_pytest(
+    python: &str,
+    short_hash: &dyn Fn(&str) -> String,
+) -> Result<rtest_sync::Ship, Error> {
+    const SCRIPT: &str = r#"
+import json, re, importlib.metadata as m
+out = {"site": None, "dirs": [], "files": [], "version": None, "requires": None}
+# pytest and everything it requires (whatever the marker: the remote's
+# Python may need what this one does not), found installed here.
+todo, seen = ["pytest"], set()
+while todo:
+    name = todo.pop()
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    if key in seen:
+        continue
+    seen.add(key)
+    try:
+        d = m.distribution(name)
+    except Exception:
+        continue
+    for req in d.requires or []:
+        if "extra ==" in req or "extra==" in req:
+            continue
+        todo.append(re.split(r"[ ;<>=!~\[(]", req.strip(), 1)[0])
+    site = str(d.locate_file(""))
+    out["site"] = out["site"] or site
+    if name == "pytest":
+        out["version"] = d.version
+        out["requires"] = d.metadata.get("Requires-Python")
+    tops, singles = set(), set()
+    for f in d.files or []:
+        if not f.parts or f.parts[0] in ("..", "__pycache__"):
+            continue
+        if len(f.parts) > 1:
+            tops.add(f.parts[0])
+        elif f.parts[0].endswith(".py"):
+            singles.add(f.parts[0])  # single-module packages, like py.py
+    out["dirs"] += sorted(tops)
+    out["files"] += sorted(singles)
+print(json.dumps(out))
+"#;
+    let fail = |why: String| {
+        Error::usage(format!(
+            "cannot find the local pytest to ship to remote workers ({python}): {why}"
+        ))
+    };
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(SCRIPT)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|_| fail(String::from_utf8_lossy(&out.stderr).trim().to_string()))?;
+    let site = PathBuf::from(
+        v["site"]
+            .as_str()
+            .ok_or_else(|| fail("pytest is not installed here".into()))?,
+    );
+    let version = v["version"].as_str().unwrap_or("?").to_string();
+    let min_python = v["requires"].as_str().and_then(|r| {
+        let r = r.trim().strip_prefix(">=")?;
+        let mut it = r.split('.').map(|p| p.trim().parse::<u32>().ok());
+        Some((it.next()??, it.next().flatten().unwrap_or(0)))
+    });
+    let ignore = plan::DEFAULT_IGNORES
+        .iter()
+        .map(|p| plan::SyncIgnore {
+            pattern: p.to_string(),
+            base: site.clone(),
+            source: "default".into(),
+        })
+        .collect::<Vec<_>>();
+    let sets = v["dirs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .map(|d| plan::SyncSet {
+            dir: site.join(d),
+            ignore: ignore.clone(),
+        })
+        .filter(|s| s.dir.is_dir())
+        .collect();
+    Ok(rtest_sync::Ship {
+        job: rtest_sync::Job {
+            base: format!(
+                "~/.cache/rtest/site-{}",
+                short_hash(&format!("{version}{}", site.display()))
+            ),
+            root: site.clone(),
+            rootdir: site.join(".no-rootdir"),
+            sets,
+            files: v["files"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .map(|f| site.join(f))
+                .collect(),
+        },
+        version,
+        min_python,
+    })
 }
 
 /// Command line + config files -> the plan a run would execute. Pure but
@@ -488,6 +632,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
             nice: None,
             spec: "popen".into(),
             extra_args: Vec::new(),
+            sys_path: Vec::new(),
         });
     p.workers = vec![local];
     p.collect_only = true;

@@ -36,6 +36,8 @@ pub struct WorkerPlan {
     /// Arguments for this worker's pytest only (a synced copy's
     /// `--rootdir`).
     pub extra_args: Vec<String>,
+    /// Entries put first on the worker's `sys.path` (a shipped pytest).
+    pub sys_path: Vec<String>,
 }
 
 /// Settings a plan is built from (stage two of the command line).
@@ -218,6 +220,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
                 nice: spec.nice,
                 spec: one.to_string(),
                 extra_args: Vec::new(),
+                sys_path: Vec::new(),
             });
         }
     }

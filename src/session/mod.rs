@@ -394,7 +394,7 @@ impl Session<'_> {
         };
         bytes.extend(encode(&ToAgent::Hello {
             protocol: PROTOCOL_VERSION,
-            sys_path: Vec::new(),
+            sys_path: w.sys_path.clone(),
             chdir,
         }));
         bytes.extend(encode(&ToAgent::Start(StartArgs {

@@ -156,9 +156,22 @@ pub const ROOT_FILES: &[&str] = &[
 /// The local manifest of every sync set (plus the rootdir's [`ROOT_FILES`]),
 /// sorted by path.
 pub fn manifest(root: &Path, rootdir: &Path, sets: &[SyncSet]) -> Result<Vec<Entry>, SyncError> {
+    manifest_with(root, rootdir, sets, &[])
+}
+
+/// [`manifest`] plus single `files` (absolute, under `root`).
+pub fn manifest_with(
+    root: &Path,
+    rootdir: &Path,
+    sets: &[SyncSet],
+    files: &[PathBuf],
+) -> Result<Vec<Entry>, SyncError> {
     let mut all: BTreeMap<String, Entry> = BTreeMap::new();
-    for name in ROOT_FILES {
-        let path = rootdir.join(name);
+    let singles = ROOT_FILES
+        .iter()
+        .map(|n| rootdir.join(n))
+        .chain(files.iter().cloned());
+    for path in singles {
         if let Ok(md) = std::fs::metadata(&path) {
             if md.is_file() {
                 let rel = path
@@ -352,6 +365,7 @@ pub async fn push<R, W>(
     root: &Path,
     rootdir: &Path,
     sets: &[SyncSet],
+    files: &[PathBuf],
 ) -> Result<Stats, SyncError>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -360,12 +374,17 @@ where
     use crate::protocol::{encode, read_frame, FromAgent, ToAgent};
     use tokio::io::AsyncWriteExt;
     let io = |e: std::io::Error| SyncError(format!("sync connection failed: {e}"));
-    let (root_owned, rootdir_owned, sets_owned) =
-        (root.to_path_buf(), rootdir.to_path_buf(), sets.to_vec());
-    let local =
-        tokio::task::spawn_blocking(move || manifest(&root_owned, &rootdir_owned, &sets_owned))
-            .await
-            .map_err(|e| SyncError(format!("manifest failed: {e}")))??;
+    let (root_owned, rootdir_owned, sets_owned, files_owned) = (
+        root.to_path_buf(),
+        rootdir.to_path_buf(),
+        sets.to_vec(),
+        files.to_vec(),
+    );
+    let local = tokio::task::spawn_blocking(move || {
+        manifest_with(&root_owned, &rootdir_owned, &sets_owned, &files_owned)
+    })
+    .await
+    .map_err(|e| SyncError(format!("manifest failed: {e}")))??;
     let dirs = top_dirs(root, sets);
     let files: Vec<String> = local
         .iter()
@@ -482,19 +501,64 @@ pub async fn push_local(
 ) -> Result<Stats, SyncError> {
     let conn = crate::gateway::popen::spawn(python, None, &Default::default(), None)
         .map_err(|e| SyncError(e.message))?;
-    push_over(conn, python, base, root, rootdir, sets).await
+    let job = Job {
+        base: base.to_string(),
+        root: root.to_path_buf(),
+        rootdir: rootdir.to_path_buf(),
+        sets: sets.to_vec(),
+        files: Vec::new(),
+    };
+    let out = push_over(conn, python, Some(job), None).await?;
+    Ok(out.tree.unwrap_or_default())
 }
 
-/// Sync through an agent started on an established connection (a socket
-/// server's, an ssh channel's); the agent exits afterwards.
+/// One tree to mirror.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Where it goes on the worker's host.
+    pub base: String,
+    /// Local paths are relative to this.
+    pub root: PathBuf,
+    /// The local rootdir (its ini files travel too).
+    pub rootdir: PathBuf,
+    /// The directories.
+    pub sets: Vec<SyncSet>,
+    /// Single files (absolute, under `root`).
+    pub files: Vec<PathBuf>,
+}
+
+/// The local pure-Python pytest, to ship to a host that lacks it.
+#[derive(Debug, Clone)]
+pub struct Ship {
+    /// The packages (and their dist-info) as a tree job.
+    pub job: Job,
+    /// pytest's version.
+    pub version: String,
+    /// The oldest Python it supports, from `Requires-Python: >=X.Y`.
+    pub min_python: Option<(u32, u32)>,
+}
+
+/// What an agent session found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// What the worker's Python is.
+    pub ready: crate::protocol::ReadyInfo,
+    /// The tree sync, if one was asked for.
+    pub tree: Option<Stats>,
+    /// The shipped pytest, if the host lacked one.
+    pub shipped: Option<Stats>,
+}
+
+/// On an established connection: start an agent, mirror `job`, and when
+/// the host has no pytest and `ship` is given, ship the local one (a clear
+/// error when the host's Python is older than that pytest supports). The
+/// agent exits afterwards.
 pub async fn push_over(
     conn: crate::gateway::Connection,
     python: &str,
-    base: &str,
-    root: &Path,
-    rootdir: &Path,
-    sets: &[SyncSet],
-) -> Result<Stats, SyncError> {
+    job: Option<Job>,
+    ship: Option<&Ship>,
+) -> Result<Outcome, SyncError> {
     use crate::protocol::{
         bootstrap_payload, encode, read_frame, FromAgent, ToAgent, PROTOCOL_VERSION,
     };
@@ -505,7 +569,7 @@ pub async fn push_over(
         killer,
         ..
     } = conn;
-    let io = |e: std::io::Error| SyncError(format!("sync agent ({python}) failed: {e}"));
+    let io = |e: std::io::Error| SyncError(format!("agent ({python}) failed: {e}"));
     let mut hello = bootstrap_payload();
     hello.extend(encode(&ToAgent::Hello {
         protocol: PROTOCOL_VERSION,
@@ -514,20 +578,35 @@ pub async fn push_over(
     }));
     writer.write_all(&hello).await.map_err(io)?;
     writer.flush().await.map_err(io)?;
-    match read_frame(&mut reader).await {
-        Ok(FromAgent::Ready(_)) => {}
-        Ok(other) => {
-            return Err(SyncError(format!(
-                "sync agent ({python}) answered {other:?}"
-            )))
-        }
+    let ready = match read_frame(&mut reader).await {
+        Ok(FromAgent::Ready(info)) => info,
+        Ok(other) => return Err(SyncError(format!("agent ({python}) answered {other:?}"))),
         Err(e) => {
             return Err(SyncError(format!(
-                "sync agent ({python}) did not start: {e}"
+                "{python} did not start the agent ({e}): is it a Python 3.8+ on that host?"
             )))
         }
+    };
+    let result = async {
+        let mut out = Outcome { ready: ready.clone(), ..Outcome::default() };
+        if let Some(j) = &job {
+            out.tree = Some(push(&mut reader, &mut writer, &j.base, &j.root, &j.rootdir, &j.sets, &j.files).await?);
+        }
+        if let (None, Some(ship)) = (&ready.pytest, ship) {
+            let parts: Vec<u32> = ready.python_version.split('.').filter_map(|p| p.parse().ok()).collect();
+            let have = (parts.first().copied().unwrap_or(0), parts.get(1).copied().unwrap_or(0));
+            if let Some(min) = ship.min_python.filter(|m| have < *m) {
+                return Err(SyncError(format!(
+                    "{python} there is Python {} and has no pytest; the local pytest {} needs Python >={}.{}: install pytest on that host ({python} -m pip install pytest) or choose another python=",
+                    ready.python_version, ship.version, min.0, min.1
+                )));
+            }
+            let j = &ship.job;
+            out.shipped = Some(push(&mut reader, &mut writer, &j.base, &j.root, &j.rootdir, &j.sets, &j.files).await?);
+        }
+        Ok(out)
     }
-    let result = push(&mut reader, &mut writer, base, root, rootdir, sets).await;
+    .await;
     let _ = writer.write_all(&encode(&ToAgent::Shutdown)).await;
     let _ = writer.flush().await;
     drop(writer);

@@ -357,3 +357,54 @@ fn a_connection_dropped_mid_run_costs_only_the_running_test() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_remote_python_without_pytest_gets_the_local_one() {
+    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    let p = project();
+    let bare = p.path().join("bare");
+    let status = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg("--without-pip")
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tx = format!(
+        "2*socket=127.0.0.1:{}//python={}",
+        server.port,
+        bare.join("bin/python").display()
+    );
+    let r = rtest(
+        &p,
+        "s3cret",
+        &[
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "pkg",
+            "-p",
+            "no:cacheprovider",
+            "pkg",
+        ],
+    );
+    r.stdout_has("has no pytest: shipped pytest");
+    assert_eq!(r.summary(), "1 failed, 8 passed, 1 skipped");
+    // shipped once, reused
+    let again = rtest(
+        &p,
+        "s3cret",
+        &[
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "pkg",
+            "-p",
+            "no:cacheprovider",
+            "pkg",
+        ],
+    );
+    again.stdout_has("(0 files sent)");
+    assert_eq!(again.summary(), "1 failed, 8 passed, 1 skipped");
+}
