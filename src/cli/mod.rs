@@ -65,7 +65,7 @@ config:
   --profile NAME        apply profile NAME from the config files.
   --no-config           ignore conftest.kdl/conftest.toml/[tool.rtest].
   --strict-config       unknown config keys are errors (also given to pytest).
-  rtest plan [ARGS] [--format text|json|dot]
+  rtest plan [ARGS] [--format text|json|dot] [--collect] [--probe]
                         show what a run would do, and where each setting
                         came from, without running anything.
   rtest schema config|plan
@@ -551,11 +551,17 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
     let mut format = plan_cmd::Format::Text;
     let mut rest = Vec::new();
     let mut collect = false;
+    let mut probe = false;
     let mut i = 0;
     while i < argv.len() {
         let a = &argv[i];
         if a == "--collect" {
             collect = true;
+            i += 1;
+            continue;
+        }
+        if a == "--probe" {
+            probe = true;
             i += 1;
             continue;
         }
@@ -589,21 +595,25 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
         None
     };
     let view = collected.as_ref().map(|c| plan_cmd::collect_view(&plan, c));
+    let probes = if probe {
+        Some(probe_workers(&plan)?)
+    } else {
+        None
+    };
     match format {
         plan_cmd::Format::Text => {
             print!("{}", plan_cmd::to_text(&plan));
             if let Some(v) = &view {
                 print!("{}", plan_cmd::collect_text(v));
             }
+            if let Some(p) = &probes {
+                print!("{}", plan_cmd::probe_text(p));
+            }
         }
         plan_cmd::Format::Json => {
-            let mut json = plan_cmd::to_json(&plan);
-            if let (Some(v), Some(obj)) = (&view, json.as_object_mut()) {
-                obj.insert(
-                    "collect".into(),
-                    serde_json::to_value(v).unwrap_or_default(),
-                );
-            }
+            let mut json = plan::view::PlanView::new(&plan, &plan_cmd::sync_size);
+            json.collect = view;
+            json.probe = probes;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json).unwrap_or_default()
@@ -612,6 +622,80 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
         plan_cmd::Format::Dot => print!("{}", plan_cmd::to_dot(&plan)),
     }
     Ok(ExitCode::Ok)
+}
+
+/// `rtest plan --probe`: ask each distinct interpreter (locally, or on its
+/// host) what it is; runs no test and syncs nothing.
+fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
+    let token = socket_token()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    // One probe per (transport, interpreter); the workers sharing it listed.
+    let mut out: Vec<(String, plan::view::ProbeView)> = Vec::new();
+    for w in &plan.workers {
+        let host = w.transport.host();
+        let key = format!("{:?} {}", w.transport, w.python);
+        if let Some((_, p)) = out.iter_mut().find(|(k, _)| *k == key) {
+            p.workers.push(w.id.clone());
+            continue;
+        }
+        let mut view = plan::view::ProbeView {
+            workers: vec![w.id.clone()],
+            host: host.clone(),
+            python: w.python.clone(),
+            python_version: None,
+            pytest: None,
+            error: None,
+        };
+        match &w.transport {
+            Transport::Popen => match provision::probe(&w.python) {
+                Ok(p) => {
+                    view.python_version =
+                        Some(format!("{}.{}.{}", p.version.0, p.version.1, p.version.2));
+                    view.pytest = p.has_pytest.then(|| "installed".to_string());
+                }
+                Err(e) => view.error = Some(e.message),
+            },
+            Transport::Socket { host, port } => {
+                let request = crate::gateway::socket::Request {
+                    argv: vec![
+                        w.python.clone(),
+                        "-u".into(),
+                        "-c".into(),
+                        crate::protocol::BOOTSTRAP.into(),
+                    ],
+                    chdir: None,
+                    env: Default::default(),
+                };
+                let result = runtime.block_on(async {
+                    let conn = crate::gateway::socket::connect(
+                        host,
+                        *port,
+                        token.as_deref(),
+                        &request,
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await
+                    .map_err(|e| rtest_sync::SyncError(e.message))?;
+                    rtest_sync::push_over(conn, &w.python, None, None).await
+                });
+                match result {
+                    Ok(o) => {
+                        view.python_version = Some(o.ready.python_version);
+                        view.pytest = o.ready.pytest;
+                    }
+                    Err(e) => view.error = Some(e.0),
+                }
+            }
+            Transport::Ssh { .. } => {
+                view.error = Some("the ssh transport is not available yet".into())
+            }
+        }
+        out.push((key, view));
+    }
+    Ok(out.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Run pytest's collection once, locally, with the plan's pytest

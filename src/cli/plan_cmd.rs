@@ -208,11 +208,6 @@ pub fn sync_size(set: &SyncSet) -> (u64, u64) {
     (entries.len() as u64, entries.iter().map(|e| e.size).sum())
 }
 
-/// The plan as JSON (the schema'd, stable form).
-pub fn to_json(plan: &Plan) -> serde_json::Value {
-    serde_json::to_value(crate::plan::view::PlanView::new(plan, &sync_size)).unwrap_or_default()
-}
-
 /// The plan as a readable tree.
 pub fn to_text(plan: &Plan) -> String {
     let mut out = String::new();
@@ -351,5 +346,30 @@ pub fn to_dot(plan: &Plan) -> String {
         let _ = writeln!(out, "  }}\n  \"{id}_run\" -> report;");
     }
     out.push_str("}\n");
+    out
+}
+
+/// The probe part of the text plan.
+pub fn probe_text(probes: &[crate::plan::view::ProbeView]) -> String {
+    let mut out = String::from("probe:\n");
+    for p in probes {
+        let what = match (&p.error, &p.python_version) {
+            (Some(e), _) => format!("unreachable or unusable: {e}"),
+            (None, Some(v)) => format!(
+                "Python {v}, pytest {}",
+                p.pytest
+                    .as_deref()
+                    .unwrap_or("missing (rtest ships the local one)")
+            ),
+            (None, None) => "no answer".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {} on {} ({}): {what}",
+            p.python,
+            p.host,
+            p.workers.join(", ")
+        );
+    }
     out
 }

@@ -36,6 +36,26 @@ pub struct PlanView {
     /// With `--collect`: what collection found and how it would be split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collect: Option<CollectView>,
+    /// With `--probe`: what each worker's interpreter is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Vec<ProbeView>>,
+}
+
+/// One interpreter as `rtest plan --probe` found it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ProbeView {
+    /// The workers that use it.
+    pub workers: Vec<String>,
+    /// Their host.
+    pub host: String,
+    /// The interpreter as configured.
+    pub python: String,
+    /// Its version, when it answered.
+    pub python_version: Option<String>,
+    /// pytest's version there (`null`: not installed; rtest would ship it).
+    pub pytest: Option<String>,
+    /// Why it could not be probed.
+    pub error: Option<String>,
 }
 
 /// One worker.
@@ -167,6 +187,7 @@ impl PlanView {
                 })
                 .collect(),
             collect: None,
+            probe: None,
         }
     }
 }

@@ -408,3 +408,61 @@ fn a_remote_python_without_pytest_gets_the_local_one() {
     again.stdout_has("(0 files sent)");
     assert_eq!(again.summary(), "1 failed, 8 passed, 1 skipped");
 }
+
+#[test]
+fn plan_probe_reports_each_interpreter_without_running_tests() {
+    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    let p = project();
+    let bare = p.path().join("bare");
+    assert!(Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg("--without-pip")
+        .arg(&bare)
+        .status()
+        .unwrap()
+        .success());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tx1 = format!(
+        "2*socket=127.0.0.1:{}//python={}",
+        server.port,
+        venv_python().display()
+    );
+    let tx2 = format!(
+        "socket=127.0.0.1:{}//python={}",
+        server.port,
+        bare.join("bin/python").display()
+    );
+    let tx3 = format!("socket=127.0.0.1:{dead}");
+    let r = rtest(
+        &p,
+        "s3cret",
+        &[
+            "plan", "--format", "json", "--probe", "-n", "1", "--tx", &tx1, "--tx", &tx2, "--tx",
+            &tx3,
+        ],
+    );
+    r.code(0);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let probes = j["probe"].as_array().unwrap();
+    assert_eq!(probes.len(), 4, "{probes:#?}");
+    assert_eq!(probes[1]["workers"], serde_json::json!(["gw1", "gw2"]));
+    assert!(probes[1]["pytest"]
+        .as_str()
+        .unwrap()
+        .starts_with(|c: char| c.is_ascii_digit()));
+    assert!(probes[2]["pytest"].is_null() && probes[2]["python_version"].is_string());
+    assert!(probes[3]["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot connect"));
+    // nothing was synced or run
+    assert!(!p.path().join(".rtest").exists());
+    let text = rtest(&p, "s3cret", &["plan", "--probe", "--tx", &tx2]);
+    text.code(0)
+        .stdout_has("pytest missing (rtest ships the local one)");
+}
