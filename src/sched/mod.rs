@@ -340,14 +340,6 @@ impl Scheduler {
         );
     }
 
-    /// Units not yet handed to any worker, per collection.
-    pub fn unassigned(&self, collection: usize) -> Vec<usize> {
-        self.pools
-            .get(&collection)
-            .map(|p| p.iter().flat_map(|u| u.items.iter().copied()).collect())
-            .unwrap_or_default()
-    }
-
     /// Collections that still have unassigned tests.
     pub fn collections_with_work(&self) -> Vec<usize> {
         self.pools
