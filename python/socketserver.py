@@ -76,8 +76,6 @@ def serve_client(sock, addr, token):
     except Exception as exc:
         log("dropped %s:%s: %s" % (addr[:2] + (exc,)))
         return
-    finally:
-        pass
     argv = request.get("argv") or []
     env = dict(os.environ)
     env.update(request.get("env") or {})
@@ -125,10 +123,7 @@ def serve_client(sock, addr, token):
                 proc.stdin.flush()
         except OSError:
             pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
+        kill_group(proc)
 
     threading.Thread(target=feed, daemon=True).start()
     code = proc.wait()
@@ -140,6 +135,11 @@ def serve_client(sock, addr, token):
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+    kill_group(proc)
+
+
+def kill_group(proc):
+    """Kill the process and everything it started (its own session)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except OSError:

@@ -245,22 +245,14 @@ fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Er
             let fut = async {
                 let conn = match &w.transport {
                     Transport::Socket { host, port } => {
-                        let request = crate::gateway::socket::Request {
-                            argv: vec![
-                                w.python.clone(),
-                                "-u".into(),
-                                "-c".into(),
-                                crate::protocol::BOOTSTRAP.into(),
-                            ],
-                            chdir: None,
-                            env: Default::default(),
-                        };
+                        let request =
+                            crate::gateway::socket::Request::agent(&w.python, Default::default());
                         crate::gateway::socket::connect(
                             host,
                             *port,
                             token,
                             &request,
-                            std::time::Duration::from_secs(10),
+                            crate::gateway::socket::CONNECT_TIMEOUT,
                         )
                         .await
                         .map_err(|e| rtest_sync::SyncError(e.message))?
@@ -659,23 +651,14 @@ fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
                 Err(e) => view.error = Some(e.message),
             },
             Transport::Socket { host, port } => {
-                let request = crate::gateway::socket::Request {
-                    argv: vec![
-                        w.python.clone(),
-                        "-u".into(),
-                        "-c".into(),
-                        crate::protocol::BOOTSTRAP.into(),
-                    ],
-                    chdir: None,
-                    env: Default::default(),
-                };
+                let request = crate::gateway::socket::Request::agent(&w.python, Default::default());
                 let result = runtime.block_on(async {
                     let conn = crate::gateway::socket::connect(
                         host,
                         *port,
                         token.as_deref(),
                         &request,
-                        std::time::Duration::from_secs(10),
+                        crate::gateway::socket::CONNECT_TIMEOUT,
                     )
                     .await
                     .map_err(|e| rtest_sync::SyncError(e.message))?;

@@ -27,6 +27,25 @@ pub struct Request {
     pub env: BTreeMap<String, String>,
 }
 
+/// How long connecting and the handshake may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Request {
+    /// Start `python` with rtest's bootstrap, as every worker is started.
+    pub fn agent(python: &str, env: BTreeMap<String, String>) -> Self {
+        Request {
+            argv: vec![
+                python.to_string(),
+                "-u".into(),
+                "-c".into(),
+                crate::protocol::BOOTSTRAP.into(),
+            ],
+            chdir: None,
+            env,
+        }
+    }
+}
+
 /// The answer to a challenge: HMAC-SHA256(token, nonce), hex.
 pub fn answer(token: &[u8], nonce: &[u8]) -> String {
     let mut mac =

@@ -496,6 +496,25 @@ impl Scheduler {
 mod tests {
     use super::*;
 
+    /// A fake agent answering a steal: it gives back the requested tests it
+    /// holds, except the first `keep` (running, and chosen as successor).
+    fn fake_steal(
+        s: &mut Scheduler,
+        queue: &mut VecDeque<usize>,
+        victim: usize,
+        items: &[usize],
+        keep: usize,
+    ) {
+        let stolen: Vec<usize> = queue
+            .iter()
+            .skip(keep)
+            .copied()
+            .filter(|i| items.contains(i))
+            .collect();
+        queue.retain(|i| !stolen.contains(i));
+        s.stolen(victim, stolen);
+    }
+
     fn infos(items: Vec<(usize, Option<String>)>, expected: Option<&[f64]>) -> Vec<ItemInfo> {
         items
             .into_iter()
@@ -541,15 +560,7 @@ mod tests {
                     Action::Steal { victim, items } => {
                         // a fake agent: the successor of a running test stays
                         let keep = usize::from(running[victim].is_some());
-                        let q = &mut queues[victim];
-                        let stolen: Vec<usize> = q
-                            .iter()
-                            .skip(keep)
-                            .copied()
-                            .filter(|i| items.contains(i))
-                            .collect();
-                        q.retain(|i| !stolen.contains(i));
-                        s.stolen(victim, stolen);
+                        fake_steal(s, &mut queues[victim], victim, &items, keep);
                     }
                 }
                 todo.extend(s.take_wakeups());
@@ -672,15 +683,7 @@ mod tests {
                         Action::Shutdown => shut[w] = true,
                         Action::Wait => {}
                         Action::Steal { victim, items } => {
-                            let q = &mut queues[victim];
-                            let stolen: Vec<usize> = q
-                                .iter()
-                                .skip(2)
-                                .copied()
-                                .filter(|i| items.contains(i))
-                                .collect();
-                            q.retain(|i| !stolen.contains(i));
-                            s.stolen(victim, stolen);
+                            fake_steal(&mut s, &mut queues[victim], victim, &items, 2);
                         }
                     }
                 }
@@ -860,15 +863,13 @@ mod tests {
                             }
                             Action::Wait => {}
                             Action::Steal { victim, items } => {
-                                let q = queues.get_mut(&victim).unwrap();
-                                let stolen: Vec<usize> = q
-                                    .iter()
-                                    .skip(2)
-                                    .copied()
-                                    .filter(|i| items.contains(i))
-                                    .collect();
-                                q.retain(|i| !stolen.contains(i));
-                                s.stolen(victim, stolen);
+                                fake_steal(
+                                    &mut s,
+                                    queues.get_mut(&victim).unwrap(),
+                                    victim,
+                                    &items,
+                                    2,
+                                );
                                 progressed = true;
                             }
                         }

@@ -22,9 +22,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-/// How long connecting to a remote worker may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How many bytes of a worker's stderr are kept for crash reports.
 const TAIL_BYTES: usize = 16 * 1024;
 /// How many lines of that tail a crash report shows.
@@ -261,16 +258,7 @@ impl Session<'_> {
             Transport::Socket { host, port } => {
                 // Connecting takes a round trip or a timeout: do it off the
                 // dispatcher, which hears back through `Input::Connected`.
-                let request = gateway::socket::Request {
-                    argv: vec![
-                        plan.python.clone(),
-                        "-u".into(),
-                        "-c".into(),
-                        protocol::BOOTSTRAP.into(),
-                    ],
-                    chdir: None,
-                    env,
-                };
+                let request = gateway::socket::Request::agent(&plan.python, env);
                 let (host, port, gen) = (host.clone(), *port, self.slots[index].gen);
                 let token = self.opts.token.clone();
                 let tx = self.tx.clone();
@@ -281,7 +269,7 @@ impl Session<'_> {
                         port,
                         token.as_deref(),
                         &request,
-                        CONNECT_TIMEOUT,
+                        gateway::socket::CONNECT_TIMEOUT,
                     )
                     .await;
                     let _ = tx.send(Input::Connected(index, gen, Box::new(conn)));
