@@ -13,6 +13,7 @@ is given with pytest's own runtest protocol, and reports what happened.
 import collections
 import json
 import os
+import signal
 import struct
 import sys
 import threading
@@ -63,6 +64,18 @@ class Channel:
         return json.loads(payload.decode("utf-8"))
 
 
+def _coordinator_gone():
+    """The coordinator went away: end this worker and, when it leads its
+    process group (as rtest starts it, locally and over ssh), everything
+    its tests started."""
+    try:
+        if os.getpgid(0) == os.getpid():
+            os.killpg(os.getpid(), signal.SIGKILL)
+    except OSError:
+        pass
+    os._exit(70)
+
+
 class Inbox:
     """Commands from the coordinator, filled by a reader thread.
 
@@ -85,7 +98,7 @@ class Inbox:
             except Exception:
                 msg = None
             if msg is None:
-                os._exit(70)
+                _coordinator_gone()
             handler = self.handlers.get(msg.get("t"))
             if handler is not None:
                 handler(msg)

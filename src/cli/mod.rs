@@ -12,7 +12,7 @@ pub mod plan_cmd;
 use crate::config::{self, Config, Sourced};
 use crate::error::{Error, ExitCode};
 use crate::events::Reporter;
-use crate::gateway::provision;
+use crate::gateway::{provision, Remotes};
 use crate::plan::{self, DistMode, Machine, Plan, Setting, Settings};
 use crate::report::{self, junit::JUnit, reportlog::ReportLog, terminal};
 use crate::session::{self, SessionOptions};
@@ -22,6 +22,7 @@ use args::{NumProcesses, RawArgs};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const HELP: &str = "\
 rtest: run a pytest suite on many workers.
@@ -134,22 +135,14 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Ok);
     }
     let mut plan = resolve(&raw)?;
-    if let Some(w) = plan
-        .workers
-        .iter()
-        .find(|w| matches!(w.transport, Transport::Ssh { .. }))
-    {
-        return Err(Error::usage(format!(
-            "worker {} ({}) uses the {} transport, which this build of rtest cannot start yet; `rtest plan` shows it, runs need popen or socket workers",
-            w.id,
-            w.spec,
-            w.transport.name()
-        )));
-    }
     let mut notes = prepare_interpreters(&mut plan, raw.no_provision)?;
-    let token = socket_token()?;
-    notes.extend(sync_workers(&mut plan, token.as_deref())?);
-    run_plan(&plan, &raw, notes, token)
+    // Dropped on every way out of here: closes the ssh masters.
+    let remotes = Arc::new(Remotes {
+        token: socket_token()?,
+        ssh: Default::default(),
+    });
+    notes.extend(sync_workers(&mut plan, &remotes)?);
+    run_plan(&plan, &raw, notes, remotes)
 }
 
 /// The socket servers' shared token: `RTEST_TOKEN_FILE`, else `RTEST_TOKEN`.
@@ -175,7 +168,7 @@ fn socket_token() -> Result<Option<Vec<u8>>, Error> {
 /// `popen//chdir=DIR` and remote workers (once per host and directory) and
 /// point them at their copy (same layout, so the same node ids); give a
 /// remote host without pytest the local one.
-fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Error> {
+fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error> {
     let remote = plan.workers.iter().any(|w| w.transport != Transport::Popen);
     if plan.sync.is_empty() && !remote {
         return Ok(Vec::new());
@@ -244,35 +237,40 @@ fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Er
             });
             let fut = async {
                 let conn = match &w.transport {
-                    Transport::Socket { host, port } => {
-                        let request =
-                            crate::gateway::socket::Request::agent(&w.python, Default::default());
-                        crate::gateway::socket::connect(
-                            host,
-                            *port,
-                            token,
-                            &request,
-                            crate::gateway::socket::CONNECT_TIMEOUT,
-                        )
-                        .await
-                        .map_err(|e| rtest_sync::SyncError(e.message))?
+                    Transport::Popen => {
+                        crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
                     }
-                    _ => crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
-                        .map_err(|e| rtest_sync::SyncError(e.message))?,
-                };
+                    _ => remotes.connect(w, 0, Default::default()).await,
+                }
+                .map_err(|e| rtest_sync::SyncError(e.message))?;
                 rtest_sync::push_over(conn, &w.python, job, ship.as_ref()).await
             };
+            // Ctrl-C while syncing stops here (and the masters close).
+            let fut = async {
+                tokio::select! {
+                    r = fut => Some(r),
+                    _ = tokio::signal::ctrl_c() => None,
+                }
+            };
             let outcome = match runtime.block_on(fut) {
-                Ok(o) => o,
+                None => {
+                    return Err(Error {
+                        kind: crate::error::ErrorKind::Interrupted,
+                        message: "interrupted while syncing".into(),
+                    })
+                }
+                Some(Ok(o)) => o,
                 // An unreachable remote is the session's to report (and to
                 // go on without, unless --require-all-hosts); everything
                 // else stops here.
-                Err(e)
+                Some(Err(e))
                     if e.0.contains(": cannot connect") || e.0.contains(": no answer within") =>
                 {
                     continue
                 }
-                Err(e) => return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec))),
+                Some(Err(e)) => {
+                    return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec)))
+                }
             };
             if let Some(stats) = &outcome.tree {
                 notes.push(format!(
@@ -286,13 +284,17 @@ fn sync_workers(plan: &mut Plan, token: Option<&[u8]>) -> Result<Vec<String>, Er
                 ));
             }
             if let (Some(stats), Some(ship)) = (&outcome.shipped, &ship) {
+                let how = if stats.files == 0 {
+                    "uses the copy already in".to_string()
+                } else {
+                    format!("shipped {} files to", stats.files)
+                };
                 notes.push(format!(
-                    "{} on {} has no pytest: shipped pytest {} to {} ({} files sent)",
+                    "{} on {} has no pytest: pytest {}, {how} {}",
                     w.python,
                     w.transport.host(),
                     ship.version,
                     stats.base,
-                    stats.files
                 ));
             }
             done.insert(key.clone(), outcome);
@@ -619,7 +621,10 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
 /// `rtest plan --probe`: ask each distinct interpreter (locally, or on its
 /// host) what it is; runs no test and syncs nothing.
 fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
-    let token = socket_token()?;
+    let remotes = Remotes {
+        token: socket_token()?,
+        ssh: Default::default(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -650,18 +655,12 @@ fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
                 }
                 Err(e) => view.error = Some(e.message),
             },
-            Transport::Socket { host, port } => {
-                let request = crate::gateway::socket::Request::agent(&w.python, Default::default());
+            _ => {
                 let result = runtime.block_on(async {
-                    let conn = crate::gateway::socket::connect(
-                        host,
-                        *port,
-                        token.as_deref(),
-                        &request,
-                        crate::gateway::socket::CONNECT_TIMEOUT,
-                    )
-                    .await
-                    .map_err(|e| rtest_sync::SyncError(e.message))?;
+                    let conn = remotes
+                        .connect(w, 0, Default::default())
+                        .await
+                        .map_err(|e| rtest_sync::SyncError(e.message))?;
                     rtest_sync::push_over(conn, &w.python, None, None).await
                 });
                 match result {
@@ -671,9 +670,6 @@ fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
                     }
                     Err(e) => view.error = Some(e.0),
                 }
-            }
-            Transport::Ssh { .. } => {
-                view.error = Some("the ssh transport is not available yet".into())
             }
         }
         out.push((key, view));
@@ -700,6 +696,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
             spec: "popen".into(),
             extra_args: Vec::new(),
             sys_path: Vec::new(),
+            ssh_config: None,
         });
     p.workers = vec![local];
     p.collect_only = true;
@@ -713,7 +710,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
         echo_output: false,
         continue_on_collection_errors: true,
         env: Vec::new(),
-        token: None,
+        remotes: Default::default(),
         require_all_hosts: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1094,7 +1091,7 @@ fn run_plan(
     plan: &Plan,
     raw: &RawArgs,
     header_notes: Vec<String>,
-    token: Option<Vec<u8>>,
+    remotes: Arc<Remotes>,
 ) -> Result<ExitCode, Error> {
     let tty = std::io::stdout().is_terminal();
     let width = terminal_width();
@@ -1145,7 +1142,7 @@ fn run_plan(
         echo_output: raw.capture_no,
         continue_on_collection_errors: raw.continue_on_collection_errors,
         env: vec![("COLUMNS".into(), width.to_string())],
-        token,
+        remotes,
         require_all_hosts: raw.require_all_hosts,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

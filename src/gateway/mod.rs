@@ -9,6 +9,7 @@ pub mod popen;
 pub mod provision;
 pub mod serve;
 pub mod socket;
+pub mod ssh;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +41,8 @@ pub enum Killer {
     /// A socket-server connection: shutting it down makes the server kill
     /// the process and everything it started.
     Socket(i32),
+    /// An ssh worker: its remote process group, killed over the master.
+    Ssh(std::sync::Arc<ssh::RemoteKill>),
 }
 
 impl Killer {
@@ -60,6 +63,7 @@ impl Killer {
                     libc::shutdown(*fd, libc::SHUT_RDWR);
                 }
             }
+            Killer::Ssh(remote) => remote.kill(),
         }
     }
 }
@@ -84,4 +88,58 @@ pub fn describe_exit(status: &std::process::ExitStatus) -> String {
         return format!("killed by signal {sig}{name}");
     }
     "ended".to_string()
+}
+
+/// How one run reaches its remote workers: the socket servers' token and
+/// the ssh master connections (closed when this is dropped).
+#[derive(Debug, Default)]
+pub struct Remotes {
+    /// The socket servers' shared token.
+    pub token: Option<Vec<u8>>,
+    /// ssh masters, by host.
+    pub ssh: ssh::Pool,
+}
+
+impl Remotes {
+    /// Start a Python with the agent for remote worker `w` (socket or
+    /// ssh), with `env` set for it; `ordinal` is from [`Remotes::ordinal`].
+    pub async fn connect(
+        &self,
+        w: &crate::plan::WorkerPlan,
+        ordinal: usize,
+        env: std::collections::BTreeMap<String, String>,
+    ) -> Result<Connection, crate::error::Error> {
+        match &w.transport {
+            crate::spec::Transport::Socket { host, port } => {
+                let request = socket::Request::agent(&w.python, env);
+                socket::connect(
+                    host,
+                    *port,
+                    self.token.as_deref(),
+                    &request,
+                    socket::CONNECT_TIMEOUT,
+                )
+                .await
+            }
+            crate::spec::Transport::Ssh { .. } => {
+                let dest = ssh::Dest::of(w).ok_or_else(|| {
+                    crate::error::Error::internal("an ssh worker without a destination")
+                })?;
+                self.ssh.spawn(&dest, ordinal, &w.python, &env).await
+            }
+            crate::spec::Transport::Popen => Err(crate::error::Error::internal(
+                "a local worker is not a remote one",
+            )),
+        }
+    }
+
+    /// Which of its host's workers `workers[index]` is (this picks its ssh
+    /// master).
+    pub fn ordinal(workers: &[crate::plan::WorkerPlan], index: usize) -> usize {
+        let dest = ssh::Dest::of(&workers[index]);
+        workers[..index]
+            .iter()
+            .filter(|o| dest.is_some() && ssh::Dest::of(o) == dest)
+            .count()
+    }
 }

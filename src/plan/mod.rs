@@ -38,6 +38,8 @@ pub struct WorkerPlan {
     pub extra_args: Vec<String>,
     /// Entries put first on the worker's `sys.path` (a shipped pytest).
     pub sys_path: Vec<String>,
+    /// The ssh config file for an ssh worker (`ssh_config=`).
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// Settings a plan is built from (stage two of the command line).
@@ -221,6 +223,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
                 spec: one.to_string(),
                 extra_args: Vec::new(),
                 sys_path: Vec::new(),
+                ssh_config: spec.ssh_config.as_ref().map(PathBuf::from),
             });
         }
     }

@@ -852,7 +852,13 @@ impl Terminal {
         for w in workers {
             let desc = format!(
                 "{} on {}, {} {} ({})",
-                w.spec.split("//").next().unwrap_or("popen"),
+                // The spec tells environments apart; the interpreter is
+                // shown as it reported itself.
+                w.spec
+                    .split("//")
+                    .filter(|part| !part.starts_with("python="))
+                    .collect::<Vec<_>>()
+                    .join("//"),
                 w.host,
                 if w.info.implementation.is_empty() {
                     "Python"

@@ -40,8 +40,8 @@ pub struct SessionOptions {
     pub continue_on_collection_errors: bool,
     /// Extra environment for every worker (`COLUMNS`).
     pub env: Vec<(String, String)>,
-    /// The socket servers' shared token.
-    pub token: Option<Vec<u8>>,
+    /// How remote workers are reached (socket token, ssh masters).
+    pub remotes: std::sync::Arc<gateway::Remotes>,
     /// Fail when any remote worker cannot be reached.
     pub require_all_hosts: bool,
 }
@@ -255,32 +255,20 @@ impl Session<'_> {
                     gateway::popen::spawn(&plan.python, plan.chdir.as_deref(), &env, plan.nice);
                 self.connected(index, conn);
             }
-            Transport::Socket { host, port } => {
+            Transport::Socket { .. } | Transport::Ssh { .. } => {
                 // Connecting takes a round trip or a timeout: do it off the
                 // dispatcher, which hears back through `Input::Connected`.
-                let request = gateway::socket::Request::agent(&plan.python, env);
-                let (host, port, gen) = (host.clone(), *port, self.slots[index].gen);
-                let token = self.opts.token.clone();
+                let plan_index = self.slots[index].plan_index;
+                let ordinal = gateway::Remotes::ordinal(&self.plan.workers, plan_index);
+                let w = plan.clone();
+                let gen = self.slots[index].gen;
+                let remotes = self.opts.remotes.clone();
                 let tx = self.tx.clone();
                 self.slots[index].state = SlotState::Starting;
                 tokio::spawn(async move {
-                    let conn = gateway::socket::connect(
-                        &host,
-                        port,
-                        token.as_deref(),
-                        &request,
-                        gateway::socket::CONNECT_TIMEOUT,
-                    )
-                    .await;
+                    let conn = remotes.connect(&w, ordinal, env).await;
                     let _ = tx.send(Input::Connected(index, gen, Box::new(conn)));
                 });
-            }
-            Transport::Ssh { .. } => {
-                let id = self.slots[index].id.clone();
-                self.slots[index].state = SlotState::Exited;
-                self.fail(Error::worker(format!(
-                    "worker {id}: the ssh transport is not available yet"
-                )));
             }
         }
     }
@@ -654,7 +642,12 @@ impl Session<'_> {
                 offset,
                 owner: slot_id,
                 deselected,
-                rootdir: c.rootdir,
+                // The local rootdir, also for workers in a synced copy.
+                rootdir: self
+                    .rootdir
+                    .as_ref()
+                    .map(|r| r.display().to_string())
+                    .unwrap_or(c.rootdir),
             });
         }
         let slot = &mut self.slots[i];

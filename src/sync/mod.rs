@@ -222,6 +222,22 @@ pub fn top_dirs(root: &Path, sets: &[SyncSet]) -> Vec<String> {
     dirs
 }
 
+/// Whether `rel` (a remote path, relative to the sync root) falls under
+/// an ignore rule of the set it belongs to, at any level.
+fn remote_ignored(root: &Path, ignores: &[(PathBuf, Ignore)], rel: &str) -> bool {
+    let full = root.join(rel);
+    ignores.iter().any(|(dir, ig)| {
+        let Ok(sub) = full.strip_prefix(dir) else {
+            return false;
+        };
+        let mut at = dir.clone();
+        sub.components().any(|c| {
+            at.push(c);
+            ig.skip(&at)
+        })
+    })
+}
+
 /// What to do to bring a remote copy up to date.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -297,6 +313,23 @@ mod tests {
         assert_eq!(paths, ["pkg/a.py", "pkg/link.py", "pkg/sub/b.py"]);
         assert_eq!(m[1].kind, Kind::Link);
         assert_eq!(m[2].size, 2);
+    }
+
+    #[test]
+    fn the_remotes_own_ignored_files_are_not_deleted() {
+        let root = Path::new("/r");
+        let s = set(&root.join("pkg"), &["__pycache__", "*.pyc", "data/"]);
+        let ig = vec![(s.dir.clone(), Ignore::new(&s).unwrap())];
+        for kept in [
+            "pkg/__pycache__/a.cpython-311.pyc",
+            "pkg/x.pyc",
+            "pkg/data/big.bin",
+        ] {
+            assert!(remote_ignored(root, &ig, kept), "{kept}");
+        }
+        for stale in ["pkg/a.py", "pkg/sub/data.py", "other/x.py"] {
+            assert!(!remote_ignored(root, &ig, stale), "{stale}");
+        }
     }
 
     #[test]
@@ -414,6 +447,16 @@ where
             _ => continue,
         }
     };
+    // What the ignore rules keep out is the remote's own (its __pycache__,
+    // say), never a stale copy to delete.
+    let ignores = sets
+        .iter()
+        .map(|set| Ignore::new(set).map(|ig| (set.dir.clone(), ig)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let remote: Vec<Entry> = remote
+        .into_iter()
+        .filter(|e| !remote_ignored(root, &ignores, &e.path))
+        .collect();
     let changes = diff(&local, &remote);
     let mut stats = Stats {
         total: local.len() as u64,

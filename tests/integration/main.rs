@@ -12,4 +12,5 @@ mod outputs;
 mod run;
 mod sched;
 mod socket;
+mod ssh;
 mod sync;

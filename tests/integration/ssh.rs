@@ -1,0 +1,505 @@
+//! The ssh transport against real OpenSSH servers that these tests start on
+//! 127.0.0.1, each with its own host key, client key, known_hosts and
+//! remote home in a temp dir (nothing of the machine's own ssh setup is
+//! read or touched).
+//!
+//! Without `/usr/sbin/sshd` the tests are skipped, unless
+//! `RTEST_REQUIRE_SSHD` is set (as `.ci/run` does): then they fail.
+
+use crate::harness::{junit_outcomes, venv_python, Project, Run};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running sshd and the client config that reaches it.
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Start an sshd, or `None` (skip) when there is none and it is not
+/// required.
+fn sshd() -> Option<Sshd> {
+    if !Path::new(SSHD).exists() {
+        if std::env::var_os("RTEST_REQUIRE_SSHD").is_some() {
+            panic!("{SSHD} is missing and RTEST_REQUIRE_SSHD is set: install openssh-server");
+        }
+        eprintln!("skipped: {SSHD} is missing (install openssh-server)");
+        return None;
+    }
+    // Privilege separation needs this directory when sshd runs as root.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("client_key"));
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+    std::fs::create_dir_all(d.join("home")).unwrap();
+    let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+    let host_pub = host_pub
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for attempt in 0..5 {
+        let port = free_port();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 SetEnv HOME={d}/home\nLogLevel ERROR\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {host_pub}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("ssh_config"),
+            format!(
+                "Host *\n  Port {port}\n  User {}\n  IdentityFile {d}/client_key\n  IdentitiesOnly yes\n\
+                 \x20 UserKnownHostsFile {d}/known_hosts\n  GlobalKnownHostsFile /dev/null\n\
+                 \x20 StrictHostKeyChecking yes\n",
+                user(),
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start sshd");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Sshd { child, port, dir });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!(
+            "sshd attempt {attempt} failed: {}",
+            std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+        );
+    }
+    panic!("could not start sshd");
+}
+
+impl Sshd {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("ssh_config")
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// A tx spec for this server.
+    fn tx(&self, count: usize, extra: &str) -> String {
+        format!(
+            "{count}*ssh=127.0.0.1//ssh_config={}{extra}",
+            self.config().display()
+        )
+    }
+}
+
+/// A Python without pytest (a venv made without pip from the test venv's
+/// interpreter).
+fn bare_python(under: &Path) -> PathBuf {
+    let bare = under.join("bare");
+    let status = Command::new(venv_python())
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&bare)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    bare.join("bin/python")
+}
+
+/// The synced copies of a project in a remote home's cache.
+fn copies(home: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(home.join(".cache/rtest"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("pkg").is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const SUITE: &str = r#"
+import pytest
+
+@pytest.mark.parametrize("i", range(12))
+def test_param(i):
+    assert i != 7
+
+def test_skip():
+    pytest.skip("not here")
+
+@pytest.mark.xfail(reason="known")
+def test_xfail():
+    assert False
+
+def test_output(capsys):
+    print("hello from a test")
+    assert False, "fails with output"
+"#;
+
+fn suite() -> Project {
+    Project::new()
+        .file("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .file("pkg/__init__.py", "")
+        .file("pkg/util.py", "def answer():\n    return 42\n")
+        .file("tests/test_suite.py", SUITE)
+        .file(
+            "tests/test_pkg.py",
+            "from pkg.util import answer\n\ndef test_answer():\n    assert answer() == 42\n",
+        )
+}
+
+#[test]
+fn a_run_over_ssh_matches_a_local_run() {
+    let Some(sshd) = sshd() else { return };
+    let p = suite();
+    let local = p.rtest(&["-n", "2", "--junitxml", "local.xml"]);
+    let tx = sshd.tx(3, &format!("//python={}", venv_python().display()));
+    let remote = p.rtest(&[
+        "--tx",
+        &tx,
+        "--rsyncdir",
+        "pkg",
+        "--rsyncdir",
+        "tests",
+        "--junitxml",
+        "remote.xml",
+    ]);
+    remote.code(1);
+    assert_eq!(remote.summary(), local.summary());
+    assert_eq!(
+        remote.summary(),
+        "2 failed, 12 passed, 1 skipped, 1 xfailed"
+    );
+    assert_eq!(
+        junit_outcomes(&p.path().join("remote.xml")),
+        junit_outcomes(&p.path().join("local.xml"))
+    );
+    remote
+        .stdout_has("gw0, gw1, gw2: ssh=127.0.0.1")
+        .stdout_has(&format!("rootdir: {}", p.path().display()))
+        .stdout_has(&format!(
+            "synced to {}/.cache/rtest/",
+            sshd.home().display()
+        ))
+        // failures name the local paths, and output comes back
+        .stdout_has("tests/test_suite.py:")
+        .stdout_has("hello from a test");
+    // The tree is mirrored in the remote home, rootdir-relative.
+    let copy = copies(&sshd.home()).pop().expect("a synced copy");
+    assert!(copy.join("pkg/util.py").is_file());
+    assert!(copy.join("tests/test_suite.py").is_file());
+    assert!(copy.join("pytest.ini").is_file());
+    // Nothing changed: the second sync sends nothing.
+    let again = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg", "--rsyncdir", "tests"]);
+    again.stdout_has("0 of 5 files sent");
+    assert_eq!(again.summary(), local.summary());
+}
+
+#[test]
+fn a_remote_python_without_pytest_gets_the_local_one_once() {
+    let Some(sshd) = sshd() else { return };
+    let p = suite();
+    let bare = bare_python(sshd.dir.path());
+    let tx = sshd.tx(2, &format!("//python={}", bare.display()));
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg", "--rsyncdir", "tests"]);
+    r.stdout_has("has no pytest: pytest ").stdout_has(&format!(
+        " files to {}/.cache/rtest/site-",
+        sshd.home().display()
+    ));
+    assert_eq!(r.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
+    let again = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg", "--rsyncdir", "tests"]);
+    again.stdout_has("uses the copy already in");
+    assert_eq!(again.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
+}
+
+#[test]
+fn two_hosts_each_get_their_own_copy_and_follow_changed_rsyncdirs() {
+    let (Some(a), Some(b)) = (sshd(), sshd()) else {
+        return;
+    };
+    let p = suite()
+        .file("conftest.kdl", "rsyncdirs \"pkg\"\nrsyncignore \"*.tmp\"\n")
+        .file("pkg/scratch.tmp", "not synced\n");
+    let python = format!("//python={}", venv_python().display());
+    let tx_a = a.tx(1, &python);
+    // Host b puts its copy where chdir= says.
+    let copy_b = b.home().join("work/copy");
+    let tx_b = b.tx(2, &format!("{python}//chdir={}", copy_b.display()));
+    let r = p.rtest(&["--tx", &tx_a, "--tx", &tx_b, "--rsyncdir", "tests"]);
+    assert_eq!(r.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
+    r.stdout_has(&format!(
+        "gw0: {}",
+        tx_a.trim_start_matches("1*")
+            .split("//python")
+            .next()
+            .unwrap()
+    ))
+    .stdout_has("gw1, gw2: ssh=127.0.0.1")
+    .stdout_has(&format!("synced to {} on 127.0.0.1", copy_b.display()));
+    assert!(copy_b.join("pkg/util.py").is_file());
+    assert!(copy_b.join("tests/test_pkg.py").is_file());
+    assert!(!copy_b.join("pkg/scratch.tmp").exists(), "rsyncignore");
+    assert!(copies(&b.home()).is_empty(), "chdir= replaces the cache");
+    let copies_a = copies(&a.home());
+    assert_eq!(copies_a.len(), 1);
+    assert!(!copies_a[0].join("pkg/scratch.tmp").exists());
+    assert!(!a.home().join("work").exists());
+
+    // A change on one side: a file edited, one deleted, one added.
+    std::fs::write(
+        p.path().join("pkg/util.py"),
+        "def answer():\n    return 43\n",
+    )
+    .unwrap();
+    std::fs::write(p.path().join("pkg/extra.py"), "X = 1\n").unwrap();
+    std::fs::remove_file(p.path().join("tests/test_pkg.py")).unwrap();
+    std::fs::write(
+        p.path().join("tests/test_extra.py"),
+        "from pkg.util import answer\nfrom pkg.extra import X\n\ndef test_new():\n    assert (answer(), X) == (43, 1)\n",
+    )
+    .unwrap();
+    let r = p.rtest(&["--tx", &tx_a, "--tx", &tx_b, "--rsyncdir", "tests"]);
+    assert_eq!(r.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
+    r.stdout_has("3 of 6 files sent").stdout_has(", 1 deleted");
+    assert!(!copy_b.join("tests/test_pkg.py").exists());
+    assert!(copies_a[0].join("pkg/extra.py").is_file());
+}
+
+#[test]
+fn a_connection_killed_mid_run_costs_only_its_test() {
+    let Some(sshd) = sshd() else { return };
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .file(
+            "test_drop.py",
+            r#"
+import os, signal, time, pytest
+
+@pytest.mark.parametrize("i", range(30))
+def test_many(i):
+    time.sleep(0.05)
+
+def test_drop():
+    if os.environ.get("RTEST_REMOTE_MARK"):
+        time.sleep(0.5)  # the reports before this one reach rtest
+        # our parent is sshd's process for this connection: the connection dies
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(30)
+"#,
+        );
+    let tx = sshd.tx(
+        2,
+        &format!(
+            "//python={}//env:RTEST_REMOTE_MARK=1",
+            venv_python().display()
+        ),
+    );
+    let start = Instant::now();
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--junitxml", "out.xml"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "took {:?}",
+        start.elapsed()
+    );
+    r.code(1);
+    r.stdout_has("crashed while running test_drop.py::test_drop");
+    let outcomes = junit_outcomes(&p.path().join("out.xml"));
+    assert_eq!(outcomes.len(), 31, "{outcomes:?}");
+    for (id, outcome) in &outcomes {
+        if id.ends_with("test_drop") {
+            assert_eq!(outcome, "failure");
+        } else {
+            assert_eq!(outcome, "passed", "{id}\n{}", r.stdout);
+        }
+    }
+}
+
+#[test]
+fn a_hung_remote_test_is_killed_with_what_it_started() {
+    let Some(sshd) = sshd() else { return };
+    let marker = format!("rtest-hang-{}", std::process::id());
+    let p = Project::new().file(
+        "test_hang.py",
+        &format!(
+            r#"
+import subprocess, time
+def test_ok():
+    pass
+def test_hang():
+    subprocess.Popen(["sh", "-c", "sleep 300; echo {marker}"])
+    time.sleep(300)
+"#
+        ),
+    );
+    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--timeout", "2"]);
+    r.code(1)
+        .stdout_has("Timeout: test_hang.py::test_hang ran longer than 2s");
+    assert_eq!(r.summary(), "1 failed, 1 passed");
+    let start = Instant::now();
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", &marker])
+            .output()
+            .unwrap();
+        if left.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left running: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_unreachable_host_is_a_clear_error_and_others_go_on() {
+    let Some(sshd) = sshd() else { return };
+    let p = suite();
+    let closed = free_port();
+    let dead = format!(
+        "ssh=127.0.0.1:{closed}//ssh_config={}",
+        sshd.config().display()
+    );
+    let alone = p.rtest(&["--tx", &dead, "--rsyncdir", "pkg", "--rsyncdir", "tests"]);
+    alone
+        .code(4)
+        .stderr_has(&format!("ssh=127.0.0.1:{closed}: cannot connect"))
+        .stderr_has("Connection refused");
+    let with_local = p.rtest(&[
+        "--tx",
+        &dead,
+        "--tx",
+        "popen",
+        "--rsyncdir",
+        "pkg",
+        "--rsyncdir",
+        "tests",
+    ]);
+    with_local.code(1).stdout_has("going on without it");
+    assert_eq!(
+        with_local.summary(),
+        "2 failed, 12 passed, 1 skipped, 1 xfailed"
+    );
+    p.rtest(&[
+        "--tx",
+        &dead,
+        "--tx",
+        "popen",
+        "--require-all-hosts",
+        "--rsyncdir",
+        "pkg",
+    ])
+    .code(4)
+    .stderr_has("cannot connect");
+}
+
+#[test]
+fn host_keys_are_checked_as_the_ssh_config_says() {
+    let Some(sshd) = sshd() else { return };
+    // A known_hosts entry with another key for this host.
+    let other = sshd.dir.path().join("other_key");
+    keygen(&other);
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let other_pub = other_pub
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(
+        sshd.dir.path().join("known_hosts"),
+        format!("[127.0.0.1]:{} {other_pub}\n", sshd.port),
+    )
+    .unwrap();
+    let p = suite();
+    let r = p.rtest(&["--tx", &sshd.tx(1, ""), "--rsyncdir", "pkg"]);
+    r.code(4).stderr_has("cannot connect").stderr_has("ost key");
+    // An unknown host under StrictHostKeyChecking yes is refused too.
+    std::fs::write(sshd.dir.path().join("known_hosts"), "").unwrap();
+    let r = p.rtest(&["--tx", &sshd.tx(1, ""), "--rsyncdir", "pkg"]);
+    r.code(4).stderr_has("cannot connect");
+}
+
+#[test]
+fn plan_probe_asks_each_ssh_host() {
+    let Some(sshd) = sshd() else { return };
+    let p = suite();
+    let bare = bare_python(sshd.dir.path());
+    let r: Run = p.rtest(&[
+        "plan",
+        "--probe",
+        "--tx",
+        &sshd.tx(2, &format!("//python={}", venv_python().display())),
+        "--tx",
+        &sshd.tx(1, &format!("//python={}", bare.display())),
+    ]);
+    r.code(0)
+        .stdout_has(&format!(
+            "{} on 127.0.0.1 (gw0, gw1): Python 3.",
+            venv_python().display()
+        ))
+        .stdout_has(&format!("{} on 127.0.0.1 (gw2): Python 3.", bare.display()))
+        .stdout_has("pytest missing (rtest ships the local one)");
+    // nothing was synced
+    assert!(!sshd.home().join(".cache/rtest").exists());
+}
