@@ -205,10 +205,12 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
             .collect::<String>()
     };
     let cache_key = short_hash(&plan.rootdir.display().to_string());
-    let ship = if remote {
-        Some(local_pytest(&default_python(), &short_hash)?)
-    } else {
-        None
+    // Only a remote without pytest needs the local one; not finding it is
+    // an error only then.
+    let (ship, no_ship) = match remote.then(|| local_pytest(&default_python(), &short_hash)) {
+        Some(Ok(s)) => (Some(s), None),
+        Some(Err(e)) => (None, Some(e.message)),
+        None => (None, None),
     };
     let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
     let mut notes = Vec::new();
@@ -235,6 +237,7 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                 sets: sync.clone(),
                 files: Vec::new(),
             });
+            let started = std::time::Instant::now();
             let fut = async {
                 let conn = match &w.transport {
                     Transport::Popen => {
@@ -272,15 +275,25 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                     return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec)))
                 }
             };
+            if let (None, Some(why)) = (&outcome.ready.pytest, &no_ship) {
+                return Err(Error::usage(format!(
+                    "worker {} ({}): {} on {} has no pytest, and rtest has none to ship: {why}",
+                    w.id,
+                    w.spec,
+                    w.python,
+                    w.transport.host()
+                )));
+            }
             if let Some(stats) = &outcome.tree {
                 notes.push(format!(
-                    "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted",
+                    "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
                     stats.base,
                     w.transport.host(),
                     stats.files,
                     stats.total,
                     stats.bytes,
-                    stats.deleted
+                    stats.deleted,
+                    started.elapsed().as_secs_f64()
                 ));
             }
             if let (Some(stats), Some(ship)) = (&outcome.shipped, &ship) {

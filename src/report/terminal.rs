@@ -7,7 +7,7 @@
 
 use crate::events::{categorize, Category, Event, Reporter, StopReason, TestResult, WorkerDesc};
 use crate::protocol::{CollectReport, PhaseReport, PytestOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -387,7 +387,10 @@ impl Terminal {
         self.workers
             .iter()
             .find(|w| w.id == worker)
-            .map(|w| format!("[{}] {}", w.id, w.platform_line()))
+            .map(|w| match w.host.as_str() {
+                "localhost" => format!("[{}] {}", w.id, w.platform_line()),
+                host => format!("[{} on {host}] {}", w.id, w.platform_line()),
+            })
     }
 
     fn print_sections(&mut self, p: &PhaseReport) {
@@ -600,6 +603,37 @@ impl Terminal {
 
     fn short_summary(&mut self) {
         let chars = self.opts.report_chars.clone();
+        // A test run in several environments (--dist each) says which one
+        // each line is about: worker, host, Python.
+        let mut seen: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for r in self.failures.iter().chain(self.interesting.iter()) {
+            seen.entry(r.nodeid.as_str())
+                .or_default()
+                .insert(r.worker.as_str());
+        }
+        let envs: HashMap<String, String> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let python = if w.info.python_version.is_empty() {
+                    String::new()
+                } else {
+                    format!(", Python {}", w.info.python_version)
+                };
+                (w.id.clone(), format!("{} on {}{python}", w.id, w.host))
+            })
+            .collect();
+        let label = |r: &TestResult| -> String {
+            if seen.get(r.nodeid.as_str()).is_some_and(|w| w.len() > 1) {
+                let env = envs
+                    .get(&r.worker)
+                    .cloned()
+                    .unwrap_or_else(|| r.worker.clone());
+                format!("{} [{env}]", r.nodeid)
+            } else {
+                r.nodeid.clone()
+            }
+        };
         let mut lines: Vec<String> = Vec::new();
         let width = self.opts.width;
         let verbose = self.opts.verbosity > 0;
@@ -634,7 +668,7 @@ impl Terminal {
                             let msg = crash_message(p);
                             lines.push(with_msg(
                                 &self.paint("FAILED", RED, false),
-                                &r.nodeid,
+                                &label(r),
                                 msg.as_deref(),
                             ));
                         }
@@ -667,7 +701,7 @@ impl Terminal {
                             let msg = crash_message(p);
                             lines.push(with_msg(
                                 &self.paint("ERROR", RED, false),
-                                &r.nodeid,
+                                &label(r),
                                 msg.as_deref(),
                             ));
                         }
@@ -719,7 +753,7 @@ impl Terminal {
                     for r in &self.interesting {
                         for p in r.phases.iter().filter(|p| categorize(p) == Some(cat)) {
                             let word = self.paint(cat.verbose_word(), YELLOW, false);
-                            lines.push(with_msg(&word, &r.nodeid, p.wasxfail.as_deref()));
+                            lines.push(with_msg(&word, &label(r), p.wasxfail.as_deref()));
                         }
                     }
                 }
@@ -729,7 +763,7 @@ impl Terminal {
                             lines.push(format!(
                                 "{} {}",
                                 self.paint("PASSED", GREEN, false),
-                                r.nodeid
+                                label(r)
                             ));
                         }
                     }

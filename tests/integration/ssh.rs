@@ -150,6 +150,31 @@ impl Sshd {
     }
 }
 
+/// Wait (a little) until no ssh master for this server is left; panic with
+/// what is left otherwise.
+fn assert_no_master_left(sshd: &Sshd) {
+    let needle = sshd.config().display().to_string();
+    let start = Instant::now();
+    loop {
+        let out = Command::new("pgrep")
+            .args(["-af", &needle])
+            .output()
+            .unwrap();
+        let left = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !left
+            .lines()
+            .any(|l| l.contains("ssh ") && l.contains(" -M "))
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "ssh masters left running:\n{left}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A Python without pytest (a venv made without pip from the test venv's
 /// interpreter).
 fn bare_python(under: &Path) -> PathBuf {
@@ -247,6 +272,7 @@ fn a_run_over_ssh_matches_a_local_run() {
     assert!(copy.join("pkg/util.py").is_file());
     assert!(copy.join("tests/test_suite.py").is_file());
     assert!(copy.join("pytest.ini").is_file());
+    assert_no_master_left(&sshd);
     // Nothing changed: the second sync sends nothing.
     let again = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg", "--rsyncdir", "tests"]);
     again.stdout_has("0 of 5 files sent");
@@ -502,4 +528,91 @@ fn plan_probe_asks_each_ssh_host() {
         .stdout_has("pytest missing (rtest ships the local one)");
     // nothing was synced
     assert!(!sshd.home().join(".cache/rtest").exists());
+}
+
+#[test]
+fn dist_each_names_the_environment_of_every_failure() {
+    let Some(sshd) = sshd() else { return };
+    let p = Project::new().file(
+        "test_env.py",
+        "def test_fails():\n    assert False\n\ndef test_ok():\n    pass\n",
+    );
+    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let r = p.rtest(&[
+        "--dist",
+        "each",
+        "--tx",
+        "popen",
+        "--tx",
+        &tx,
+        "--rsyncdir",
+        ".",
+        "-rfE",
+    ]);
+    r.code(1);
+    assert_eq!(r.summary(), "2 failed, 2 passed");
+    r.stdout_has("FAILED test_env.py::test_fails [gw0 on localhost, Python 3.")
+        .stdout_has("FAILED test_env.py::test_fails [gw1 on 127.0.0.1, Python 3.")
+        .stdout_has("[gw1 on 127.0.0.1] linux -- Python 3.");
+}
+
+#[test]
+fn ctrl_c_kills_the_remote_workers_and_closes_the_masters() {
+    let Some(sshd) = sshd() else { return };
+    let marker = format!("rtest-int-{}", std::process::id());
+    let p = Project::new().file(
+        "test_slow.py",
+        &format!(
+            r#"
+import subprocess, time
+def test_slow():
+    subprocess.Popen(["sh", "-c", "sleep 300; echo {marker}"])
+    time.sleep(300)
+"#
+        ),
+    );
+    let tx = sshd.tx(2, &format!("//python={}", venv_python().display()));
+    let child = p
+        .command(&["--tx", &tx, "--rsyncdir", "."])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the test runs remotely.
+    let start = Instant::now();
+    while Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the test never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let r = Run::from(out);
+    r.code(2);
+    assert_no_master_left(&sshd);
+    let start = Instant::now();
+    while !Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "remote test processes left running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
