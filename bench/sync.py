@@ -146,7 +146,7 @@ def rtest(sshd, src):
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = subprocess.run(
         [RTEST, "--tx", "ssh=127.0.0.1//ssh_config=%s//python=%s" % (sshd.config, PY),
-         "--rsyncdir", "proj", "-q", "proj/test_one.py"],
+         "--rsyncdir", "proj", "proj/test_one.py"],
         cwd=src, capture_output=True, text=True, env=env,
     )
     m = re.search(r"synced to .*: (\d+) of (\d+) files sent \((\d+) bytes\), (\d+) deleted in ([0-9.]+)s", out.stdout)
@@ -173,26 +173,37 @@ def main():
         cold_r, cold_s, none_r, none_s, one_r, one_s = [], [], [], [], [], []
         try:
             for i in range(args.repeat):
+                rtest_first = i % 2 == 0
                 # cold: empty remote
                 cache = os.path.join(sshd.home, ".cache", "rtest")
                 shutil.rmtree(cache, ignore_errors=True)
                 dest = os.path.join(sshd.home, "rsync-copy")
                 shutil.rmtree(dest, ignore_errors=True)
-                t, sent = rtest(sshd, src)
-                cold_s.append(t)
-                cold_r.append(rsync(sshd, os.path.join(src, "proj"), dest))
-                # no change
-                none_s.append(rtest(sshd, src)[0])
-                none_r.append(rsync(sshd, os.path.join(src, "proj"), dest))
-                # one file changed
+                # Alternate who goes first, and let the disk settle before
+                # each timed step (writeback of the last one is not this one's).
+                def timed_pair(rtest_list, rsync_list, dest):
+                    steps = [("rtest", lambda: rtest(sshd, src)), ("rsync", lambda: (rsync(sshd, os.path.join(src, "proj"), dest), None))]
+                    if not rtest_first:
+                        steps.reverse()
+                    sent = None
+                    for name, fn in steps:
+                        os.sync()
+                        t, n = fn()
+                        if name == "rtest":
+                            rtest_list.append(t)
+                            sent = n
+                        else:
+                            rsync_list.append(t)
+                    return sent
+
+                timed_pair(cold_s, cold_r, dest)
+                timed_pair(none_s, none_r, dest)
                 f = os.path.join(src, "proj", "mod01", "sub1", "f00001.py")
                 with open(f, "a") as fh:
                     fh.write("# change %d\n" % i)
-                t, sent = rtest(sshd, src)
+                sent = timed_pair(one_s, one_r, dest)
                 if sent != 1:
                     raise SystemExit("expected one file sent, got %d" % sent)
-                one_s.append(t)
-                one_r.append(rsync(sshd, os.path.join(src, "proj"), dest))
                 print("run %d: cold rtest %.2fs rsync %.2fs | no change %.3fs | one file %.3fs"
                       % (i + 1, cold_s[-1], cold_r[-1], none_s[-1], one_s[-1]))
         finally:

@@ -565,6 +565,9 @@ class Sync:
         self.bytes = 0
         self.errors = []
         self.partial = {}
+        self.real_base = None
+        # Directories known to exist inside the base (resolved once each).
+        self.safe_dirs = set()
 
     def _target(self, rel):
         if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
@@ -573,11 +576,26 @@ class Sync:
         if any(p in ("", ".", "..") for p in parts):
             raise ValueError("unsafe path %r" % (rel,))
         path = os.path.join(self.base, *parts)
-        parent = os.path.realpath(os.path.dirname(path))
-        base = os.path.realpath(self.base)
-        if parent != base and not parent.startswith(base + os.sep):
+        parent = os.path.dirname(path)
+        if parent in self.safe_dirs:
+            return path
+        real = os.path.realpath(parent)
+        base = self.real_base
+        if real != base and not real.startswith(base + os.sep):
             raise ValueError("path %r leads outside the sync base" % (rel,))
+        if os.path.isdir(parent) and not os.path.islink(parent):
+            self.safe_dirs.add(parent)
         return path
+
+    def _parent(self, path):
+        parent = os.path.dirname(path)
+        if parent not in self.safe_dirs:
+            os.makedirs(parent, exist_ok=True)
+            # Made through a checked path: re-check what it resolves to.
+            real = os.path.realpath(parent)
+            if real != self.real_base and not real.startswith(self.real_base + os.sep):
+                raise ValueError("path %r leads outside the sync base" % (path,))
+            self.safe_dirs.add(parent)
 
     def handle(self, msg):
         kind = msg["t"]
@@ -586,10 +604,32 @@ class Sync:
         except Exception as exc:  # refuse, report, carry on
             self.errors.append("%s: %s" % (kind, exc))
 
+    def _scan(self, path, prefix, entries):
+        # scandir: one readdir per directory, one lstat per entry.
+        try:
+            it = os.scandir(path)
+        except OSError:
+            return
+        with it:
+            for e in it:
+                rel = prefix + e.name
+                try:
+                    if e.is_symlink():
+                        entries.append({"path": rel, "kind": "link", "size": 0, "mtime_ns": 0, "mode": 0, "target": os.readlink(e.path)})
+                    elif e.is_dir(follow_symlinks=False):
+                        self._scan(e.path, rel + "/", entries)
+                    else:
+                        st = e.stat(follow_symlinks=False)
+                        entries.append({"path": rel, "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777})
+                except OSError:
+                    continue
+
     def sync_list(self, msg):
         base = os.path.abspath(os.path.expanduser(msg["base"]))
         os.makedirs(base, exist_ok=True)
         self.base = base
+        self.real_base = os.path.realpath(base)
+        self.safe_dirs = set()
         self.files = self.bytes = 0
         self.errors = []
         entries = []
@@ -599,20 +639,8 @@ class Sync:
             except ValueError as exc:
                 self.errors.append(str(exc))
                 continue
-            for dirpath, dirnames, filenames in os.walk(start):
-                names = list(filenames)
-                for d in list(dirnames):
-                    if os.path.islink(os.path.join(dirpath, d)):
-                        names.append(d)
-                        dirnames.remove(d)
-                for name in names:
-                    full = os.path.join(dirpath, name)
-                    rel = os.path.relpath(full, base).replace(os.sep, "/")
-                    st = os.lstat(full)
-                    if os.path.islink(full):
-                        entries.append({"path": rel, "kind": "link", "size": 0, "mtime_ns": 0, "mode": 0, "target": os.readlink(full)})
-                    else:
-                        entries.append({"path": rel, "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777})
+            prefix = "" if top in ("", ".") else top.rstrip("/") + "/"
+            self._scan(start, prefix, entries)
         for rel in msg.get("files") or []:
             try:
                 full = self._target(rel)
@@ -629,25 +657,27 @@ class Sync:
         import zlib
 
         path = self._target(msg["path"])
-        data = zlib.decompress(base64.b64decode(msg["data"]))
+        data = base64.b64decode(msg["data"])
+        if not msg.get("raw"):
+            data = zlib.decompress(data)
         tmp = self.partial.get(path)
         if tmp is None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self._parent(path)
             tmp = "%s.rtest-tmp-%d" % (path, os.getpid())
             self.partial[path] = tmp
-            mode = "wb"
+            how = "wb"
         else:
-            mode = "ab"
-        with open(tmp, mode) as fh:
+            how = "ab"
+        with open(tmp, how) as fh:
             fh.write(data)
+            if msg.get("last"):
+                os.fchmod(fh.fileno(), msg.get("mode") or 0o644)
         self.bytes += len(data)
         if msg.get("last"):
             del self.partial[path]
-            os.chmod(tmp, msg.get("mode") or 0o644)
             mtime = int(msg.get("mtime_ns") or 0)
             os.utime(tmp, ns=(mtime, mtime))
-            if os.path.islink(path):
-                os.unlink(path)
+            # rename(2) replaces a symlink itself, never what it points to.
             os.replace(tmp, path)
             self.files += 1
 
@@ -657,7 +687,7 @@ class Sync:
         resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
         if os.path.isabs(target) or not (resolved + os.sep).startswith(os.path.realpath(self.base) + os.sep):
             raise ValueError("link %r -> %r leads outside the sync base" % (msg["path"], target))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._parent(path)
         if os.path.lexists(path):
             os.unlink(path)
         os.symlink(target, path)
@@ -701,11 +731,15 @@ def main():
         target = os.path.expanduser(hello["chdir"])
         os.makedirs(target, exist_ok=True)
         os.chdir(target)
+    # Sync messages are handled as they are read, in order, by the reader
+    # thread (no hand-over per file).
+    sync = Sync(channel)
+    for kind in ("sync_list", "sync_put", "sync_link", "sync_delete", "sync_end"):
+        inbox.handlers[kind] = sync.handle
     channel.send(python_info())
     if hello.get("protocol") != PROTOCOL_VERSION:
         return 3
 
-    sync = Sync(channel)
     while True:
         msg = inbox.get()
         kind = msg.get("t")
@@ -713,8 +747,6 @@ def main():
             return 0
         if kind == "start":
             break
-        if kind.startswith("sync_"):
-            sync.handle(msg)
     status = 3
     try:
         status = run_pytest(channel, inbox, msg)

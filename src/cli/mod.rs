@@ -205,12 +205,14 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
             .collect::<String>()
     };
     let cache_key = short_hash(&plan.rootdir.display().to_string());
-    // Only a remote without pytest needs the local one; not finding it is
-    // an error only then.
-    let (ship, no_ship) = match remote.then(|| local_pytest(&default_python(), &short_hash)) {
-        Some(Ok(s)) => (Some(s), None),
-        Some(Err(e)) => (None, Some(e.message)),
-        None => (None, None),
+    // Only a remote without pytest needs the local one: found when one
+    // does, once.
+    let ship_cell: std::sync::OnceLock<Result<rtest_sync::Ship, String>> = Default::default();
+    let get_ship = || {
+        ship_cell
+            .get_or_init(|| local_pytest(&default_python(), &short_hash).map_err(|e| e.message))
+            .as_ref()
+            .map_err(Clone::clone)
     };
     let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
     let mut notes = Vec::new();
@@ -246,7 +248,7 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                     _ => remotes.connect(w, 0, Default::default()).await,
                 }
                 .map_err(|e| rtest_sync::SyncError(e.message))?;
-                rtest_sync::push_over(conn, &w.python, job, ship.as_ref()).await
+                rtest_sync::push_over(conn, &w.python, job, Some(&get_ship)).await
             };
             // Ctrl-C while syncing stops here (and the masters close).
             let fut = async {
@@ -275,15 +277,6 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                     return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec)))
                 }
             };
-            if let (None, Some(why)) = (&outcome.ready.pytest, &no_ship) {
-                return Err(Error::usage(format!(
-                    "worker {} ({}): {} on {} has no pytest, and rtest has none to ship: {why}",
-                    w.id,
-                    w.spec,
-                    w.python,
-                    w.transport.host()
-                )));
-            }
             if let Some(stats) = &outcome.tree {
                 notes.push(format!(
                     "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
@@ -296,7 +289,7 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                     started.elapsed().as_secs_f64()
                 ));
             }
-            if let (Some(stats), Some(ship)) = (&outcome.shipped, &ship) {
+            if let (Some(stats), Some(Ok(ship))) = (&outcome.shipped, ship_cell.get()) {
                 let how = if stats.files == 0 {
                     "uses the copy already in".to_string()
                 } else {

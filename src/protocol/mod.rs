@@ -85,8 +85,11 @@ pub enum ToAgent {
         path: String,
         /// Where this chunk goes.
         offset: u64,
-        /// The chunk.
+        /// The chunk, base64 of its zlib stream (or of the bytes, `raw`).
         data: String,
+        /// Sent as is: compression would not have made it smaller.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        raw: bool,
         /// Whether this is the file's last chunk.
         last: bool,
         /// Permission bits.

@@ -380,13 +380,52 @@ pub struct Stats {
 /// Chunk size for file contents (before compression).
 const CHUNK: usize = 1 << 20;
 
-fn compress(data: &[u8]) -> String {
+/// A chunk as it travels: base64 of its zlib stream, or of the bytes
+/// themselves when compressing would not save a tenth (`true`).
+fn compress(data: &[u8]) -> (String, bool) {
     use base64::Engine as _;
     use std::io::Write as _;
     let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     let _ = enc.write_all(data);
     let bytes = enc.finish().unwrap_or_default();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    if bytes.len() * 10 > data.len() * 9 {
+        (b64.encode(data), true)
+    } else {
+        (b64.encode(bytes), false)
+    }
+}
+
+/// Files prepared together (read, compressed, framed in parallel) while
+/// the previous batch is on the wire.
+const BATCH: usize = 128;
+
+/// The frames that send one file, or why it cannot be read.
+fn file_frames(root: &Path, e: &Entry) -> Result<(Vec<u8>, u64), SyncError> {
+    use crate::protocol::{encode, ToAgent};
+    let full = root.join(&e.path);
+    let data = std::fs::read(&full)
+        .map_err(|err| SyncError(format!("cannot read {}: {err}", full.display())))?;
+    let mut out = Vec::with_capacity(data.len() / 2 + 256);
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + CHUNK).min(data.len());
+        let (chunk, raw) = compress(&data[offset..end]);
+        out.extend(encode(&ToAgent::SyncPut {
+            path: e.path.clone(),
+            offset: offset as u64,
+            data: chunk,
+            raw,
+            last: end == data.len(),
+            mode: e.mode,
+            mtime_ns: e.mtime_ns,
+        }));
+        offset = end;
+        if offset >= data.len() {
+            break;
+        }
+    }
+    Ok((out, data.len() as u64))
 }
 
 /// Mirror `sets` into `base` on the other end of a connection whose agent
@@ -464,41 +503,41 @@ where
         base: remote_base,
         ..Stats::default()
     };
-    for e in &changes.send {
-        match e.kind {
-            Kind::Link => {
-                let msg = ToAgent::SyncLink {
-                    path: e.path.clone(),
-                    target: e.target.clone().unwrap_or_default(),
-                };
-                writer.write_all(&encode(&msg)).await.map_err(io)?;
-            }
-            Kind::File => {
-                let full = root.join(&e.path);
-                let data = tokio::fs::read(&full)
-                    .await
-                    .map_err(|err| SyncError(format!("cannot read {}: {err}", full.display())))?;
-                let mut offset = 0usize;
-                loop {
-                    let end = (offset + CHUNK).min(data.len());
-                    let msg = ToAgent::SyncPut {
-                        path: e.path.clone(),
-                        offset: offset as u64,
-                        data: compress(&data[offset..end]),
-                        last: end == data.len(),
-                        mode: e.mode,
-                        mtime_ns: e.mtime_ns,
-                    };
-                    writer.write_all(&encode(&msg)).await.map_err(io)?;
-                    offset = end;
-                    if offset >= data.len() {
-                        break;
-                    }
-                }
-                stats.bytes += data.len() as u64;
+    // Batches are prepared on blocking threads (rayon inside), one ahead
+    // of the one being written.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<u8>, u64), SyncError>>(2);
+    let (root_owned, send) = (root.to_path_buf(), changes.send);
+    let producer = tokio::task::spawn_blocking(move || {
+        for batch in send.chunks(BATCH) {
+            let framed: Result<Vec<(Vec<u8>, u64)>, SyncError> = batch
+                .par_iter()
+                .map(|e| match e.kind {
+                    Kind::Link => Ok((
+                        encode(&ToAgent::SyncLink {
+                            path: e.path.clone(),
+                            target: e.target.clone().unwrap_or_default(),
+                        }),
+                        0,
+                    )),
+                    Kind::File => file_frames(&root_owned, e),
+                })
+                .collect();
+            let joined = framed.map(|parts| {
+                let bytes = parts.iter().map(|(_, n)| n).sum();
+                (parts.into_iter().flat_map(|(f, _)| f).collect(), bytes)
+            });
+            let failed = joined.is_err();
+            if tx.blocking_send(joined).is_err() || failed {
+                break;
             }
         }
+    });
+    while let Some(batch) = rx.recv().await {
+        let (frames, bytes) = batch?;
+        writer.write_all(&frames).await.map_err(io)?;
+        stats.bytes += bytes;
     }
+    let _ = producer.await;
     if !changes.delete.is_empty() {
         writer
             .write_all(&encode(&ToAgent::SyncDelete {
@@ -555,6 +594,10 @@ pub async fn push_local(
     Ok(out.tree.unwrap_or_default())
 }
 
+/// Where the local pytest to ship comes from: looked up only when a host
+/// turns out to need it.
+pub type ShipSource<'a> = &'a (dyn Fn() -> Result<&'a Ship, String> + Sync);
+
 /// One tree to mirror.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -600,7 +643,7 @@ pub async fn push_over(
     conn: crate::gateway::Connection,
     python: &str,
     job: Option<Job>,
-    ship: Option<&Ship>,
+    ship: Option<ShipSource<'_>>,
 ) -> Result<Outcome, SyncError> {
     use crate::protocol::{
         bootstrap_payload, encode, read_frame, FromAgent, ToAgent, PROTOCOL_VERSION,
@@ -635,7 +678,10 @@ pub async fn push_over(
         if let Some(j) = &job {
             out.tree = Some(push(&mut reader, &mut writer, &j.base, &j.root, &j.rootdir, &j.sets, &j.files).await?);
         }
-        if let (None, Some(ship)) = (&ready.pytest, ship) {
+        if let (None, Some(get)) = (&ready.pytest, ship) {
+            let ship = get().map_err(|why| {
+                SyncError(format!("{python} there has no pytest, and rtest has none to ship: {why}"))
+            })?;
             let parts: Vec<u32> = ready.python_version.split('.').filter_map(|p| p.parse().ok()).collect();
             let have = (parts.first().copied().unwrap_or(0), parts.get(1).copied().unwrap_or(0));
             if let Some(min) = ship.min_python.filter(|m| have < *m) {

@@ -112,6 +112,7 @@ fn the_agent_refuses_paths_that_leave_the_sync_base() {
             path: path.into(),
             offset: 0,
             data: "eJzLSM3JyQcABiwCFQ==".into(), // zlib("hello")
+            raw: false,
             last: true,
             mode: 0o644,
             mtime_ns: 0,
