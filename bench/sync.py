@@ -212,15 +212,20 @@ def main():
         shutil.rmtree(base, ignore_errors=True)
     med = statistics.median
     ratio = med(cold_s) / med(cold_r)
+    pairs = [a / b for a, b in zip(cold_s, cold_r)]
     lines = [
-        "initial sync: rtest %.2fs, rsync -a %.2fs: %.2fx (target <= 1.5x) %s"
-        % (med(cold_s), med(cold_r), ratio, "ok" if ratio <= 1.5 else "MISSED"),
+        "tree: %d files, %.1f MB; %d runs, medians" % (n, size / 1e6, args.repeat),
+        "initial sync: rtest %.2fs, rsync -a %.2fs: %.2fx (median of per-run ratios %.2fx) (target <= 1.5x) %s"
+        % (med(cold_s), med(cold_r), ratio, med(pairs), "ok" if ratio <= 1.5 else "MISSED"),
         "no-change re-sync: rtest %.3fs (rsync %.3fs) (target <= 0.5s) %s"
         % (med(none_s), med(none_r), "ok" if med(none_s) <= 0.5 else "MISSED"),
         "one-file change: rtest %.3fs (rsync %.3fs) (target <= 0.5s) %s"
         % (med(one_s), med(one_r), "ok" if med(one_s) <= 0.5 else "MISSED"),
     ]
     print("\n".join(lines))
+    with open(os.path.join(ROOT, "bench", "last-sync-results.txt"), "w") as fh:
+        fh.write("# python3 bench/sync.py --repeat %d (%s)\n" % (args.repeat, time.strftime("%Y-%m-%d")))
+        fh.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

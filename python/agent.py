@@ -83,11 +83,11 @@ class Inbox:
     the protocol pipe) and ends this process, so no worker outlives it.
     """
 
-    def __init__(self, channel):
+    def __init__(self, channel, handlers=None):
         self.channel = channel
         self.cond = threading.Condition()
         self.queue = collections.deque()
-        self.handlers = {}
+        self.handlers = dict(handlers or {})
         thread = threading.Thread(target=self._pump, name="rtest-inbox", daemon=True)
         thread.start()
 
@@ -115,13 +115,11 @@ class Inbox:
 
 
 def python_info():
-    import platform
-
     info = {
         "t": "ready",
         "protocol": PROTOCOL_VERSION,
         "python_version": "%d.%d.%d" % sys.version_info[:3],
-        "implementation": platform.python_implementation(),
+        "implementation": {"cpython": "CPython", "pypy": "PyPy", "graalpy": "GraalVM"}.get(sys.implementation.name, sys.implementation.name),
         "executable": sys.executable,
         "platform": sys.platform,
         "cwd": os.getcwd(),
@@ -132,15 +130,32 @@ def python_info():
     try:
         import importlib.util
 
-        if importlib.util.find_spec("pytest") is not None:
-            info["pytest"] = _dist_version("pytest") or "unknown"
+        spec = importlib.util.find_spec("pytest")
+        if spec is not None:
+            info["pytest"] = _dist_version("pytest", spec) or "unknown"
             info["pluggy"] = _dist_version("pluggy")
     except Exception:
         pass
     return info
 
 
-def _dist_version(name):
+def _dist_version(name, spec=None):
+    # The dist-info directory beside the package names the version; reading
+    # a directory is much cheaper than importing importlib.metadata.
+    try:
+        if spec is None:
+            import importlib.util
+
+            spec = importlib.util.find_spec(name)
+        where = list(spec.submodule_search_locations or []) or [os.path.dirname(spec.origin)]
+        site = os.path.dirname(where[0])
+        prefix = name.lower() + "-"
+        for entry in os.listdir(site):
+            low = entry.lower()
+            if low.startswith(prefix) and low.endswith(".dist-info"):
+                return entry[len(prefix):-len(".dist-info")]
+    except Exception:
+        pass
     try:
         from importlib import metadata
 
@@ -604,7 +619,7 @@ class Sync:
         except Exception as exc:  # refuse, report, carry on
             self.errors.append("%s: %s" % (kind, exc))
 
-    def _scan(self, path, prefix, entries):
+    def _scan(self, path, prefix, files, links):
         # scandir: one readdir per directory, one lstat per entry.
         try:
             it = os.scandir(path)
@@ -615,12 +630,12 @@ class Sync:
                 rel = prefix + e.name
                 try:
                     if e.is_symlink():
-                        entries.append({"path": rel, "kind": "link", "size": 0, "mtime_ns": 0, "mode": 0, "target": os.readlink(e.path)})
+                        links.append([rel, os.readlink(e.path)])
                     elif e.is_dir(follow_symlinks=False):
-                        self._scan(e.path, rel + "/", entries)
+                        self._scan(e.path, rel + "/", files, links)
                     else:
                         st = e.stat(follow_symlinks=False)
-                        entries.append({"path": rel, "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777})
+                        files.append([rel, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777])
                 except OSError:
                     continue
 
@@ -632,7 +647,7 @@ class Sync:
         self.safe_dirs = set()
         self.files = self.bytes = 0
         self.errors = []
-        entries = []
+        files, links = [], []
         for top in msg.get("dirs") or []:
             try:
                 start = self._target(top) if top not in ("", ".") else base
@@ -640,7 +655,7 @@ class Sync:
                 self.errors.append(str(exc))
                 continue
             prefix = "" if top in ("", ".") else top.rstrip("/") + "/"
-            self._scan(start, prefix, entries)
+            self._scan(start, prefix, files, links)
         for rel in msg.get("files") or []:
             try:
                 full = self._target(rel)
@@ -649,8 +664,8 @@ class Sync:
                 continue
             if os.path.isfile(full) and not os.path.islink(full):
                 st = os.stat(full)
-                entries.append({"path": rel, "kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "mode": st.st_mode & 0o7777})
-        self.channel.send({"t": "sync_manifest", "base": base, "entries": entries})
+                files.append([rel, st.st_size, st.st_mtime_ns, st.st_mode & 0o7777])
+        self.channel.send({"t": "sync_manifest", "base": base, "files": files, "links": links})
 
     def sync_put(self, msg):
         import base64
@@ -719,7 +734,11 @@ def main():
     os.close(null)
     os.dup2(2, 1)
     channel = Channel(rfd, wfd)
-    inbox = Inbox(channel)
+    # Sync messages are handled as they are read, in order, by the reader
+    # thread (no hand-over per file), from the first frame on.
+    sync = Sync(channel)
+    kinds = ("sync_list", "sync_put", "sync_link", "sync_delete", "sync_end")
+    inbox = Inbox(channel, {kind: sync.handle for kind in kinds})
 
     hello = inbox.get()
     if hello.get("t") != "hello":
@@ -731,11 +750,6 @@ def main():
         target = os.path.expanduser(hello["chdir"])
         os.makedirs(target, exist_ok=True)
         os.chdir(target)
-    # Sync messages are handled as they are read, in order, by the reader
-    # thread (no hand-over per file).
-    sync = Sync(channel)
-    for kind in ("sync_list", "sync_put", "sync_link", "sync_delete", "sync_end"):
-        inbox.handlers[kind] = sync.handle
     channel.send(python_info())
     if hello.get("protocol") != PROTOCOL_VERSION:
         return 3

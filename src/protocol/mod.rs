@@ -196,8 +196,13 @@ pub enum FromAgent {
     SyncManifest {
         /// The absolute base directory on the worker's host.
         base: String,
-        /// Its files and links.
-        entries: Vec<Entry>,
+        /// Its files: path, size, mtime (ns), mode (compact: a 10,000-file
+        /// tree is one small frame).
+        #[serde(default)]
+        files: Vec<(String, u64, i64, u32)>,
+        /// Its symlinks: path, target.
+        #[serde(default)]
+        links: Vec<(String, String)>,
     },
     /// A sync finished.
     Synced {

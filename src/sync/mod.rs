@@ -428,16 +428,31 @@ fn file_frames(root: &Path, e: &Entry) -> Result<(Vec<u8>, u64), SyncError> {
     Ok((out, data.len() as u64))
 }
 
-/// Mirror `sets` into `base` on the other end of a connection whose agent
-/// has answered `hello`. Only changed files travel.
+/// Build a job's local manifest on a blocking thread (rayon inside), so it
+/// overlaps with the remote side starting up.
+pub fn spawn_manifest(job: &Job) -> tokio::task::JoinHandle<Result<Vec<Entry>, SyncError>> {
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || {
+        manifest_with(&job.root, &job.rootdir, &job.sets, &job.files)
+    })
+}
+
+async fn joined(
+    handle: tokio::task::JoinHandle<Result<Vec<Entry>, SyncError>>,
+) -> Result<Vec<Entry>, SyncError> {
+    handle
+        .await
+        .map_err(|e| SyncError(format!("manifest failed: {e}")))?
+}
+
+/// Mirror a job's sets into its base on the other end of a connection
+/// whose agent has answered `hello`, given the job's local manifest. Only
+/// changed files travel.
 pub async fn push<R, W>(
     reader: &mut R,
     writer: &mut W,
-    base: &str,
-    root: &Path,
-    rootdir: &Path,
-    sets: &[SyncSet],
-    files: &[PathBuf],
+    job: &Job,
+    local: Vec<Entry>,
 ) -> Result<Stats, SyncError>
 where
     R: tokio::io::AsyncRead + Unpin,
@@ -446,17 +461,7 @@ where
     use crate::protocol::{encode, read_frame, FromAgent, ToAgent};
     use tokio::io::AsyncWriteExt;
     let io = |e: std::io::Error| SyncError(format!("sync connection failed: {e}"));
-    let (root_owned, rootdir_owned, sets_owned, files_owned) = (
-        root.to_path_buf(),
-        rootdir.to_path_buf(),
-        sets.to_vec(),
-        files.to_vec(),
-    );
-    let local = tokio::task::spawn_blocking(move || {
-        manifest_with(&root_owned, &rootdir_owned, &sets_owned, &files_owned)
-    })
-    .await
-    .map_err(|e| SyncError(format!("manifest failed: {e}")))??;
+    let (base, root, sets) = (job.base.as_str(), job.root.as_path(), job.sets.as_slice());
     let dirs = top_dirs(root, sets);
     let files: Vec<String> = local
         .iter()
@@ -481,7 +486,25 @@ where
             .await
             .map_err(|e| SyncError(format!("sync: {e}")))?
         {
-            FromAgent::SyncManifest { entries, base } => break (entries, base),
+            FromAgent::SyncManifest { files, links, base } => {
+                let files = files.into_iter().map(|(path, size, mtime_ns, mode)| Entry {
+                    path,
+                    kind: Kind::File,
+                    size,
+                    mtime_ns,
+                    mode,
+                    target: None,
+                });
+                let links = links.into_iter().map(|(path, target)| Entry {
+                    path,
+                    kind: Kind::Link,
+                    size: 0,
+                    mtime_ns: 0,
+                    mode: 0,
+                    target: Some(target),
+                });
+                break (files.chain(links).collect::<Vec<_>>(), base);
+            }
             FromAgent::InternalError { message } => return Err(SyncError(message)),
             _ => continue,
         }
@@ -656,6 +679,7 @@ pub async fn push_over(
         ..
     } = conn;
     let io = |e: std::io::Error| SyncError(format!("agent ({python}) failed: {e}"));
+    let pending = job.as_ref().map(spawn_manifest);
     let mut hello = bootstrap_payload();
     hello.extend(encode(&ToAgent::Hello {
         protocol: PROTOCOL_VERSION,
@@ -675,8 +699,9 @@ pub async fn push_over(
     };
     let result = async {
         let mut out = Outcome { ready: ready.clone(), ..Outcome::default() };
-        if let Some(j) = &job {
-            out.tree = Some(push(&mut reader, &mut writer, &j.base, &j.root, &j.rootdir, &j.sets, &j.files).await?);
+        if let (Some(j), Some(pending)) = (&job, pending) {
+            let local = joined(pending).await?;
+            out.tree = Some(push(&mut reader, &mut writer, j, local).await?);
         }
         if let (None, Some(get)) = (&ready.pytest, ship) {
             let ship = get().map_err(|why| {
@@ -691,7 +716,8 @@ pub async fn push_over(
                 )));
             }
             let j = &ship.job;
-            out.shipped = Some(push(&mut reader, &mut writer, &j.base, &j.root, &j.rootdir, &j.sets, &j.files).await?);
+            let local = joined(spawn_manifest(j)).await?;
+            out.shipped = Some(push(&mut reader, &mut writer, j, local).await?);
         }
         Ok(out)
     }
