@@ -249,14 +249,26 @@ pub fn to_text(plan: &Plan) -> String {
     }
     let _ = writeln!(out, "dist: {}", plan.dist);
     let _ = writeln!(out, "workers ({}):", plan.workers.len());
-    for w in &plan.workers {
-        let mut line = format!(
-            "  {}  {} on {}  python={}",
-            w.id,
-            w.transport.name(),
-            w.transport.host(),
-            w.python
-        );
+    for (i, w) in plan.workers.iter().enumerate() {
+        let mut line = match crate::gateway::ssh::Dest::of(w) {
+            // user@host:port, and which of the host's connections it shares
+            Some(dest) => format!(
+                "  {}  ssh on {}  python={}  connection={}",
+                w.id,
+                dest.to_string().trim_start_matches("ssh="),
+                w.python,
+                crate::gateway::Remotes::ordinal(&plan.workers, i)
+                    / crate::gateway::ssh::WORKERS_PER_MASTER
+                    + 1
+            ),
+            None => format!(
+                "  {}  {} on {}  python={}",
+                w.id,
+                w.transport.name(),
+                w.transport.host(),
+                w.python
+            ),
+        };
         if let Some(c) = &w.chdir {
             line.push_str(&format!("  chdir={}", c.display()));
         }

@@ -75,6 +75,10 @@ pub struct WorkerView {
     pub env: BTreeMap<String, String>,
     /// The tx spec it came from.
     pub spec: String,
+    /// For ssh workers: which of its host's master connections it uses
+    /// (1, 2, ...; nine workers share one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_connection: Option<usize>,
 }
 
 /// One sync set.
@@ -133,7 +137,13 @@ impl PlanView {
             workers: plan
                 .workers
                 .iter()
-                .map(|w| WorkerView {
+                .enumerate()
+                .map(|(i, w)| WorkerView {
+                    ssh_connection: crate::gateway::ssh::Dest::of(w).map(|_| {
+                        crate::gateway::Remotes::ordinal(&plan.workers, i)
+                            / crate::gateway::ssh::WORKERS_PER_MASTER
+                            + 1
+                    }),
                     id: w.id.clone(),
                     transport: w.transport.name().into(),
                     host: w.transport.host(),

@@ -617,6 +617,30 @@ pub async fn push_local(
     Ok(out.tree.unwrap_or_default())
 }
 
+/// The last lines a failed interpreter wrote (`python9: not found`), as
+/// `; it said: ...`, or nothing.
+async fn stderr_tail(mut err: Box<dyn tokio::io::AsyncRead + Send + Unpin>) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = err.read(&mut chunk).await {
+            if n == 0 || buf.len() > 64 * 1024 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    format!("; it said: {}", tail.trim())
+}
+
 /// Where the local pytest to ship comes from: looked up only when a host
 /// turns out to need it.
 pub type ShipSource<'a> = &'a (dyn Fn() -> Result<&'a Ship, String> + Sync);
@@ -676,6 +700,7 @@ pub async fn push_over(
         mut reader,
         mut writer,
         killer,
+        stderr,
         ..
     } = conn;
     let io = |e: std::io::Error| SyncError(format!("agent ({python}) failed: {e}"));
@@ -692,9 +717,13 @@ pub async fn push_over(
         Ok(FromAgent::Ready(info)) => info,
         Ok(other) => return Err(SyncError(format!("agent ({python}) answered {other:?}"))),
         Err(e) => {
+            let said = match stderr {
+                Some(err) => stderr_tail(err).await,
+                None => String::new(),
+            };
             return Err(SyncError(format!(
-                "{python} did not start the agent ({e}): is it a Python 3.8+ on that host?"
-            )))
+                "{python} did not start the agent ({e}): is it a Python 3.8+ on that host?{said}"
+            )));
         }
     };
     let result = async {

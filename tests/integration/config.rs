@@ -128,7 +128,7 @@ fn env_and_cli_override_and_profiles_apply() {
     let text = p.rtest(&["plan", "pkg/sub"]);
     text.code(0)
         .stdout_has("config files (merge order):")
-        .stdout_has("gw3  ssh on build1  python=python3.12");
+        .stdout_has("gw3  ssh on ci@build1:2222  python=python3.12  connection=1");
     let dot = p.rtest(&["plan", "--format", "dot", "pkg/sub"]);
     dot.code(0)
         .stdout_has("digraph rtest")

@@ -616,3 +616,46 @@ def test_slow():
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_missing_remote_python_is_named_with_its_host() {
+    let Some(sshd) = sshd() else { return };
+    let p = suite();
+    let r = p.rtest(&[
+        "--tx",
+        &sshd.tx(1, "//python=python9.99"),
+        "--rsyncdir",
+        "pkg",
+    ]);
+    r.code(4)
+        .stderr_has("worker gw0 (ssh=127.0.0.1")
+        .stderr_has("python9.99 did not start the agent")
+        .stderr_has("not found");
+}
+
+#[test]
+fn plan_shows_which_ssh_connection_each_worker_shares() {
+    // No sshd needed: `rtest plan` touches no host.
+    let p = suite();
+    let r = p.rtest(&[
+        "plan",
+        "--tx",
+        "10*ssh=ci@build1:2222//python=python3.12",
+        "--tx",
+        "ssh=build2",
+    ]);
+    r.code(0)
+        .stdout_has("gw0  ssh on ci@build1:2222  python=python3.12  connection=1")
+        .stdout_has("gw8  ssh on ci@build1:2222  python=python3.12  connection=1")
+        .stdout_has("gw9  ssh on ci@build1:2222  python=python3.12  connection=2")
+        .stdout_has("gw10  ssh on build2  python=python3  connection=1");
+    let json = p.rtest(&["plan", "--format", "json", "--tx", "10*ssh=build1"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let conns: Vec<u64> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["ssh_connection"].as_u64().unwrap())
+        .collect();
+    assert_eq!(conns, [1, 1, 1, 1, 1, 1, 1, 1, 1, 2]);
+}
