@@ -245,7 +245,8 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                     Transport::Popen => {
                         crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
                     }
-                    _ => remotes.connect(w, 0, Default::default()).await,
+                    // The spec's env: it may matter to the interpreter itself.
+                    _ => remotes.connect(w, 0, w.env.clone()).await,
                 }
                 .map_err(|e| rtest_sync::SyncError(e.message))?;
                 rtest_sync::push_over(conn, &w.python, job, Some(&get_ship)).await

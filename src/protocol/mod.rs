@@ -220,6 +220,29 @@ pub enum FromAgent {
     },
 }
 
+/// The oldest Python the agent runs on.
+pub const MIN_PYTHON: (u32, u32) = (3, 8);
+
+impl ReadyInfo {
+    /// Whether this Python is older than [`MIN_PYTHON`].
+    pub fn too_old(&self) -> bool {
+        let v: Vec<u32> = self
+            .python_version
+            .split('.')
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        v.len() >= 2 && (v[0], v[1]) < MIN_PYTHON
+    }
+
+    /// The error for a Python that is [`too_old`](Self::too_old).
+    pub fn too_old_message(&self, python: &str, host: &str) -> String {
+        format!(
+            "{python} on {host} is Python {}; rtest's agent needs Python {}.{} or newer: name another interpreter with python=",
+            self.python_version, MIN_PYTHON.0, MIN_PYTHON.1
+        )
+    }
+}
+
 /// What a worker's Python is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ReadyInfo {

@@ -521,6 +521,17 @@ impl Session<'_> {
             self.fail(Error::worker(msg));
             return;
         }
+        if info.too_old() {
+            let w = &self.plan.workers[slot.plan_index];
+            let msg = format!(
+                "worker {} ({}): {}",
+                slot.id,
+                w.spec,
+                info.too_old_message(&w.python, &w.transport.host())
+            );
+            self.fail(Error::worker(msg));
+            return;
+        }
         if info.pytest.is_none() {
             let python = self.plan.workers[slot.plan_index].python.clone();
             let msg = format!(

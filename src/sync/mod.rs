@@ -726,6 +726,10 @@ pub async fn push_over(
             )));
         }
     };
+    if ready.too_old() {
+        killer.kill();
+        return Err(SyncError(ready.too_old_message(python, "that host")));
+    }
     let result = async {
         let mut out = Outcome { ready: ready.clone(), ..Outcome::default() };
         if let (Some(j), Some(pending)) = (&job, pending) {

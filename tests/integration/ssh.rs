@@ -659,3 +659,29 @@ fn plan_shows_which_ssh_connection_each_worker_shares() {
         .collect();
     assert_eq!(conns, [1, 1, 1, 1, 1, 1, 1, 1, 1, 2]);
 }
+
+#[test]
+fn a_too_old_remote_python_is_a_clear_error() {
+    let Some(sshd) = sshd() else { return };
+    // A Python that says it is 3.7 (a sitecustomize on its PYTHONPATH).
+    let old = sshd.dir.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(
+        old.join("sitecustomize.py"),
+        "import sys\nsys.version_info = (3, 7, 9, 'final', 0)\n",
+    )
+    .unwrap();
+    let p = suite();
+    let tx = sshd.tx(
+        1,
+        &format!(
+            "//python={}//env:PYTHONPATH={}",
+            venv_python().display(),
+            old.display()
+        ),
+    );
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg"]);
+    r.code(4)
+        .stderr_has("worker gw0 (ssh=127.0.0.1")
+        .stderr_has("is Python 3.7.9; rtest's agent needs Python 3.8 or newer");
+}
