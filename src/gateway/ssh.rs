@@ -357,6 +357,16 @@ impl Drop for Pool {
 /// that a hung worker can be killed with everything it started.
 const PGID_LINE: &str = "import os\nos.write(2,b'rtest-pgid %d\\n'%os.getpgid(0))\n";
 
+/// `rtest-pgid 1234\n` -> 1234.
+fn parse_pgid(line: &[u8]) -> Option<u32> {
+    std::str::from_utf8(line)
+        .ok()?
+        .trim_end()
+        .strip_prefix("rtest-pgid ")?
+        .parse()
+        .ok()
+}
+
 /// Shared between a worker's [`Killer`] and its relays.
 pub struct RemoteKill {
     session: Arc<Session>,
@@ -484,27 +494,26 @@ async fn spawn_on(
                 _ = killed(&mut stop) => break,
             };
             if let Some(h) = head.as_mut() {
+                // Whole lines until the pgid line; what a login shell says
+                // before it is the worker's output like any other.
                 h.extend_from_slice(&buf[..n]);
-                let Some(end) = h.iter().position(|b| *b == b'\n') else {
-                    if h.len() >= 256 {
-                        let all = head.take().unwrap_or_default();
-                        let _ = err_tx.write_all(&all).await;
+                while let Some(end) = h.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = h.drain(..=end).collect();
+                    match parse_pgid(&line) {
+                        Some(pgid) => {
+                            let _ = k.pgid.set(pgid);
+                            let rest = head.take().unwrap_or_default();
+                            let _ = err_tx.write_all(&rest).await;
+                            break;
+                        }
+                        None => {
+                            let _ = err_tx.write_all(&line).await;
+                        }
                     }
-                    continue;
-                };
-                let line = String::from_utf8_lossy(&h[..end]).into_owned();
-                let pgid = line
-                    .strip_prefix("rtest-pgid ")
-                    .and_then(|p| p.trim().parse().ok());
-                let all = head.take().unwrap_or_default();
-                match pgid {
-                    Some(pgid) => {
-                        let _ = k.pgid.set(pgid);
-                        let _ = err_tx.write_all(&all[end + 1..]).await;
-                    }
-                    None => {
-                        let _ = err_tx.write_all(&all).await;
-                    }
+                }
+                if head.as_ref().is_some_and(|h| h.len() > 64 * 1024) {
+                    let all = head.take().unwrap_or_default();
+                    let _ = err_tx.write_all(&all).await;
                 }
                 continue;
             }
@@ -566,6 +575,13 @@ mod tests {
             parse_resolved("stricthostkeychecking true\n").known_hosts,
             HostKeys::Strict
         );
+    }
+
+    #[test]
+    fn the_process_group_line_is_found() {
+        assert_eq!(parse_pgid(b"rtest-pgid 4242\n"), Some(4242));
+        assert_eq!(parse_pgid(b"welcome to build1\n"), None);
+        assert_eq!(parse_pgid(b"rtest-pgid x\n"), None);
     }
 
     #[test]

@@ -95,6 +95,21 @@ pub struct Setting {
 /// Files that sync always leaves out.
 pub const DEFAULT_IGNORES: &[&str] = &[".git", "__pycache__", "*.pyc", ".rtest"];
 
+/// Also left out when rtest mirrors the whole rootdir on its own (remote
+/// workers and no rsyncdirs): environments and caches, not sources.
+pub const ROOTDIR_IGNORES: &[&str] = &[
+    ".venv",
+    "venv",
+    ".tox",
+    ".nox",
+    "node_modules",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hg",
+    ".svn",
+];
+
 /// One directory to sync, with its ignore rules.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncSet {
@@ -247,7 +262,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
             source: s.source.clone(),
         }))
         .collect();
-    let sync = settings
+    let mut sync: Vec<SyncSet> = settings
         .rsyncdirs
         .iter()
         .map(|d| SyncSet {
@@ -255,6 +270,23 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
             ignore: ignore.clone(),
         })
         .collect();
+    // A remote worker with nowhere to run (no chdir=) and nothing synced
+    // would collect whatever its home holds: mirror the rootdir instead.
+    let homeless = workers
+        .iter()
+        .any(|w| w.transport != Transport::Popen && w.chdir.is_none());
+    if sync.is_empty() && homeless && !settings.rootdir.as_os_str().is_empty() {
+        let mut ignore = ignore;
+        ignore.extend(ROOTDIR_IGNORES.iter().map(|p| SyncIgnore {
+            pattern: p.to_string(),
+            base: settings.rootdir.clone(),
+            source: "default: no rsyncdirs, so the rootdir is mirrored".into(),
+        }));
+        sync.push(SyncSet {
+            dir: settings.rootdir.clone(),
+            ignore,
+        });
+    }
     let mut all_settings = settings.sources.clone();
     all_settings.insert(
         "max-worker-restart".into(),

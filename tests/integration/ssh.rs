@@ -685,3 +685,21 @@ fn a_too_old_remote_python_is_a_clear_error() {
         .stderr_has("worker gw0 (ssh=127.0.0.1")
         .stderr_has("is Python 3.7.9; rtest's agent needs Python 3.8 or newer");
 }
+
+#[test]
+fn without_rsyncdirs_the_rootdir_is_mirrored_without_environments() {
+    let Some(sshd) = sshd() else { return };
+    let p = suite()
+        .file(".venv/lib/site.py", "raise SystemExit('never imported')\n")
+        .file("node_modules/x/index.js", "\n");
+    let tx = sshd.tx(2, &format!("//python={}", venv_python().display()));
+    let plan = p.rtest(&["plan", "--tx", &tx]);
+    plan.code(0)
+        .stdout_has("ignore .venv  (default: no rsyncdirs, so the rootdir is mirrored)");
+    let r = p.rtest(&["--tx", &tx]);
+    assert_eq!(r.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
+    let copy = copies(&sshd.home()).pop().expect("a synced copy");
+    assert!(copy.join("tests/test_suite.py").is_file());
+    assert!(!copy.join(".venv").exists());
+    assert!(!copy.join("node_modules").exists());
+}
