@@ -214,103 +214,131 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
             .as_ref()
             .map_err(Clone::clone)
     };
-    let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
-    let mut notes = Vec::new();
     let sync = plan.sync.clone();
     let rootdir = plan.rootdir.clone();
-    for w in plan.workers.iter_mut() {
-        // Where the copy goes: chdir= (relative to here for popen, to the
-        // home directory remotely), else a per-rootdir cache remotely.
-        let base = match (&w.transport, &w.chdir) {
-            (Transport::Popen, None) => continue,
-            (Transport::Popen, Some(_)) if sync.is_empty() => continue,
-            (Transport::Popen, Some(c)) => config::rootdir::normalize(&cwd.join(c))
-                .display()
-                .to_string(),
-            (_, Some(c)) => c.display().to_string(),
-            (_, None) => format!("~/.cache/rtest/{cache_key}"),
-        };
-        let key = (format!("{:?}", w.transport), w.python.clone(), base.clone());
-        if !done.contains_key(&key) {
-            let job = (!sync.is_empty()).then(|| rtest_sync::Job {
-                base: base.clone(),
-                root: root.clone(),
-                rootdir: rootdir.clone(),
-                sets: sync.clone(),
-                files: Vec::new(),
-            });
-            let started = std::time::Instant::now();
-            let fut = async {
-                let conn = match &w.transport {
-                    Transport::Popen => {
-                        crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
-                    }
-                    // The spec's env: it may matter to the interpreter itself.
-                    _ => remotes.connect(w, 0, w.env.clone()).await,
-                }
-                .map_err(|e| rtest_sync::SyncError(e.message))?;
-                rtest_sync::push_over(conn, &w.python, job, Some(&get_ship)).await
-            };
-            // Ctrl-C while syncing stops here (and the masters close).
-            let fut = async {
-                tokio::select! {
-                    r = fut => Some(r),
-                    _ = tokio::signal::ctrl_c() => None,
-                }
-            };
-            let outcome = match runtime.block_on(fut) {
-                None => {
-                    return Err(Error {
-                        kind: crate::error::ErrorKind::Interrupted,
-                        message: "interrupted while syncing".into(),
-                    })
-                }
-                Some(Ok(o)) => o,
-                // An unreachable remote is the session's to report (and to
-                // go on without, unless --require-all-hosts); everything
-                // else stops here.
-                Some(Err(e))
-                    if e.0.contains(": cannot connect") || e.0.contains(": no answer within") =>
-                {
-                    continue
-                }
-                Some(Err(e)) => {
-                    return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec)))
-                }
-            };
-            if let Some(stats) = &outcome.tree {
-                notes.push(format!(
-                    "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
-                    stats.base,
-                    w.transport.host(),
-                    stats.files,
-                    stats.total,
-                    stats.bytes,
-                    stats.deleted,
-                    started.elapsed().as_secs_f64()
-                ));
-            }
-            if let (Some(stats), Some(Ok(ship))) = (&outcome.shipped, ship_cell.get()) {
-                let how = if stats.files == 0 {
-                    "uses the copy already in".to_string()
-                } else {
-                    format!("shipped {} files to", stats.files)
-                };
-                notes.push(format!(
-                    "{} on {} has no pytest: pytest {}, {how} {}",
-                    w.python,
-                    w.transport.host(),
-                    ship.version,
-                    stats.base,
-                ));
-            }
-            done.insert(key.clone(), outcome);
+    // Where each worker's copy goes: chdir= (relative to here for popen, to
+    // the home directory remotely), else a per-rootdir cache remotely.
+    let bases: Vec<Option<String>> = plan
+        .workers
+        .iter()
+        .map(|w| match (&w.transport, &w.chdir) {
+            (Transport::Popen, None) => None,
+            (Transport::Popen, Some(_)) if sync.is_empty() => None,
+            (Transport::Popen, Some(c)) => Some(
+                config::rootdir::normalize(&cwd.join(c))
+                    .display()
+                    .to_string(),
+            ),
+            (_, Some(c)) => Some(c.display().to_string()),
+            (_, None) => Some(format!("~/.cache/rtest/{cache_key}")),
+        })
+        .collect();
+    // Each (host, python, copy) once, all hosts at the same time.
+    let keys: Vec<Option<(String, String, String)>> = plan
+        .workers
+        .iter()
+        .zip(&bases)
+        .map(|(w, base)| {
+            let b = base.as_ref()?;
+            let host = format!("{:?} {:?}", w.transport, w.ssh_config);
+            Some((host, w.python.clone(), b.clone()))
+        })
+        .collect();
+    let mut firsts: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(key) = key {
+            firsts.entry(key.clone()).or_insert(i);
         }
-        let outcome = &done[&key];
-        if let Some(stats) = &outcome.shipped {
+    }
+    let jobs: Vec<((String, String, String), usize)> = firsts.into_iter().collect();
+    let syncs = jobs.iter().map(|(key, i)| {
+        let w = &plan.workers[*i];
+        let job = (!sync.is_empty()).then(|| rtest_sync::Job {
+            base: key.2.clone(),
+            root: root.clone(),
+            rootdir: rootdir.clone(),
+            sets: sync.clone(),
+            files: Vec::new(),
+        });
+        let get_ship = &get_ship;
+        async move {
+            let started = std::time::Instant::now();
+            let conn = match &w.transport {
+                Transport::Popen => {
+                    crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
+                }
+                // The spec's env: it may matter to the interpreter itself.
+                _ => remotes.connect(w, 0, w.env.clone()).await,
+            }
+            .map_err(|e| rtest_sync::SyncError(e.message))?;
+            let outcome = rtest_sync::push_over(conn, &w.python, job, Some(get_ship)).await?;
+            Ok::<_, rtest_sync::SyncError>((outcome, started.elapsed()))
+        }
+    });
+    let all = async {
+        tokio::select! {
+            r = join_all(syncs.collect()) => Some(r),
+            // Ctrl-C while syncing stops here (and the masters close).
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    };
+    let Some(results) = runtime.block_on(all) else {
+        return Err(Error {
+            kind: crate::error::ErrorKind::Interrupted,
+            message: "interrupted while syncing".into(),
+        });
+    };
+    let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
+    let mut notes = Vec::new();
+    for ((key, i), result) in jobs.into_iter().zip(results) {
+        let w = &plan.workers[i];
+        let (outcome, took) = match result {
+            Ok(o) => o,
+            // An unreachable remote is the session's to report (and to go
+            // on without, unless --require-all-hosts); everything else
+            // stops here.
+            Err(e) if e.0.contains(": cannot connect") || e.0.contains(": no answer within") => {
+                continue
+            }
+            Err(e) => return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec))),
+        };
+        if let Some(stats) = &outcome.tree {
+            notes.push(format!(
+                "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
+                stats.base,
+                w.transport.host(),
+                stats.files,
+                stats.total,
+                stats.bytes,
+                stats.deleted,
+                took.as_secs_f64()
+            ));
+        }
+        if let (Some(stats), Some(Ok(ship))) = (&outcome.shipped, ship_cell.get()) {
+            let how = if stats.files == 0 {
+                "uses the copy already in".to_string()
+            } else {
+                format!("shipped {} files to", stats.files)
+            };
+            notes.push(format!(
+                "{} on {} has no pytest: pytest {}, {how} {}",
+                w.python,
+                w.transport.host(),
+                ship.version,
+                stats.base,
+            ));
+        }
+        done.insert(key, outcome);
+    }
+    for (w, key) in plan.workers.iter_mut().zip(&keys) {
+        let Some(outcome) = key.as_ref().and_then(|k| done.get(k)) else {
+            continue;
+        };
+        let (shipped, tree) = (outcome.shipped.clone(), outcome.tree.clone());
+        if let Some(stats) = shipped {
             w.sys_path.push(stats.base.clone());
         }
-        if let Some(stats) = &outcome.tree {
+        if let Some(stats) = tree {
             let abs_base = PathBuf::from(&stats.base);
             let dir = abs_base.join(&rel_cwd);
             if w.transport == Transport::Popen {
@@ -325,6 +353,31 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
         }
     }
     Ok(notes)
+}
+
+/// Await every future, all at once (on one thread), in their order.
+async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *slot = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
 
 /// The local pure-Python pytest and what it requires (pluggy, iniconfig,

@@ -175,6 +175,25 @@ fn assert_no_master_left(sshd: &Sshd) {
     }
 }
 
+/// Whether a process whose command line has `marker` runs.
+fn running(marker: &str) -> bool {
+    !Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+}
+
+/// Poll `cond` until it holds; panic naming `what` after `within`.
+fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A Python without pytest (a venv made without pip from the test venv's
 /// interpreter).
 fn bare_python(under: &Path) -> PathBuf {
@@ -420,22 +439,11 @@ def test_hang():
     r.code(1)
         .stdout_has("Timeout: test_hang.py::test_hang ran longer than 2s");
     assert_eq!(r.summary(), "1 failed, 1 passed");
-    let start = Instant::now();
-    loop {
-        let left = Command::new("pgrep")
-            .args(["-f", &marker])
-            .output()
-            .unwrap();
-        if left.stdout.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "left running: {}",
-            String::from_utf8_lossy(&left.stdout)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "what the test started to end",
+        Duration::from_secs(10),
+        || !running(&marker),
+    );
 }
 
 #[test]
@@ -578,21 +586,9 @@ def test_slow():
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the test runs remotely.
-    let start = Instant::now();
-    while Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the test never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the test to start", Duration::from_secs(30), || {
+        running(&marker)
+    });
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -601,20 +597,11 @@ def test_slow():
     let r = Run::from(out);
     r.code(2);
     assert_no_master_left(&sshd);
-    let start = Instant::now();
-    while !Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "remote test processes left running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the remote test processes to end",
+        Duration::from_secs(10),
+        || !running(&marker),
+    );
 }
 
 #[test]
