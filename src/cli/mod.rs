@@ -276,10 +276,22 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
         }
     });
     let all = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             r = join_all(syncs.collect()) => Some(r),
-            // Ctrl-C while syncing stops here (and the masters close).
+            // Ctrl-C or SIGTERM while syncing stops here (and the masters
+            // close on the way out).
             _ = tokio::signal::ctrl_c() => None,
+            _ = terminated => None,
         }
     };
     let Some(results) = runtime.block_on(all) else {
