@@ -358,10 +358,9 @@ fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error
                     .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
             }
             w.chdir = Some(dir);
-            w.extra_args.push(format!(
-                "--rootdir={}",
-                abs_base.join(&rel_rootdir).display()
-            ));
+            let copy_rootdir = abs_base.join(&rel_rootdir).display().to_string();
+            w.extra_args.push(format!("--rootdir={copy_rootdir}"));
+            w.copy_rootdir = Some(copy_rootdir);
         }
     }
     Ok(notes)
@@ -769,6 +768,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
             extra_args: Vec::new(),
             sys_path: Vec::new(),
             ssh_config: None,
+            copy_rootdir: None,
         });
     p.workers = vec![local];
     p.collect_only = true;

@@ -40,6 +40,9 @@ pub struct WorkerPlan {
     pub sys_path: Vec<String>,
     /// The ssh config file for an ssh worker (`ssh_config=`).
     pub ssh_config: Option<PathBuf>,
+    /// For a worker in a synced copy: the copy's rootdir there, whose paths
+    /// in reports stand for the local rootdir's.
+    pub copy_rootdir: Option<String>,
 }
 
 /// Settings a plan is built from (stage two of the command line).
@@ -239,6 +242,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
                 extra_args: Vec::new(),
                 sys_path: Vec::new(),
                 ssh_config: spec.ssh_config.as_ref().map(PathBuf::from),
+                copy_rootdir: None,
             });
         }
     }

@@ -439,9 +439,19 @@ impl Session<'_> {
                     self.fail(Error::usage(message));
                 }
             }
-            FromAgent::CollectReport(r) => self.slots[i].collect_reports.push(r),
+            FromAgent::CollectReport(mut r) => {
+                if let Some(copy) = self.copy_of(i) {
+                    rebase_skip(&mut r.skip, &copy.0, &copy.1);
+                }
+                self.slots[i].collect_reports.push(r)
+            }
             FromAgent::Collected(c) => self.on_collected(i, c),
-            FromAgent::Report(r) => self.slots[i].reports.entry(r.i).or_default().push(r),
+            FromAgent::Report(mut r) => {
+                if let Some(copy) = self.copy_of(i) {
+                    rebase_skip(&mut r.skip, &copy.0, &copy.1);
+                }
+                self.slots[i].reports.entry(r.i).or_default().push(r)
+            }
             FromAgent::Finished(f) => self.on_finished(i, f),
             FromAgent::Warning { nodeid, text, when } => {
                 // Every worker collects, so collection-time warnings arrive
@@ -509,6 +519,13 @@ impl Session<'_> {
             host: plan.transport.host(),
             info: slot.info.clone()?,
         })
+    }
+
+    /// For a worker in a synced copy: (the copy's rootdir, the local one).
+    fn copy_of(&self, i: usize) -> Option<(String, PathBuf)> {
+        let w = &self.plan.workers[self.slots[i].plan_index];
+        let copy = w.copy_rootdir.clone()?;
+        (!self.plan.rootdir.as_os_str().is_empty()).then(|| (copy, self.plan.rootdir.clone()))
     }
 
     fn on_ready(&mut self, i: usize, info: ReadyInfo) {
@@ -1262,6 +1279,17 @@ fn collection_diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> St
         out.push_str(&format!("  ... and {} more differences\n", shown - 20));
     }
     out.trim_end().to_string()
+}
+
+/// A skip's location reported from a synced copy, as the local path (so
+/// `-rs` and JUnit name the files the user has).
+fn rebase_skip(skip: &mut Option<Vec<Option<String>>>, copy: &str, local: &std::path::Path) {
+    let Some(Some(path)) = skip.as_mut().and_then(|s| s.first_mut()) else {
+        return;
+    };
+    if let Ok(rel) = std::path::Path::new(path.as_str()).strip_prefix(copy) {
+        *path = local.join(rel).display().to_string();
+    }
 }
 
 #[cfg(test)]

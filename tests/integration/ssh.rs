@@ -293,8 +293,19 @@ fn a_run_over_ssh_matches_a_local_run() {
     assert!(copy.join("pytest.ini").is_file());
     assert_no_master_left(&sshd);
     // Nothing changed: the second sync sends nothing.
-    let again = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg", "--rsyncdir", "tests"]);
-    again.stdout_has("0 of 5 files sent");
+    let again = p.rtest(&[
+        "--tx",
+        &tx,
+        "--rsyncdir",
+        "pkg",
+        "--rsyncdir",
+        "tests",
+        "-rs",
+    ]);
+    again
+        .stdout_has("0 of 5 files sent")
+        // skip locations name the local file, not the copy
+        .stdout_has("SKIPPED [1] tests/test_suite.py:9: not here");
     assert_eq!(again.summary(), local.summary());
 }
 
