@@ -449,11 +449,29 @@ impl Session<'_> {
             FromAgent::Report(mut r) => {
                 if let Some(copy) = self.copy_of(i) {
                     rebase_skip(&mut r.skip, &copy.0, &copy.1);
+                    if let Some(text) = r.longrepr.as_mut() {
+                        rebase_text(text, &copy.0, &copy.1);
+                    }
+                    if let Some(crash) = r.crash.as_mut() {
+                        for text in [crash.path.as_mut(), crash.message.as_mut()]
+                            .into_iter()
+                            .flatten()
+                        {
+                            rebase_text(text, &copy.0, &copy.1);
+                        }
+                    }
                 }
                 self.slots[i].reports.entry(r.i).or_default().push(r)
             }
             FromAgent::Finished(f) => self.on_finished(i, f),
-            FromAgent::Warning { nodeid, text, when } => {
+            FromAgent::Warning {
+                nodeid,
+                mut text,
+                when,
+            } => {
+                if let Some(copy) = self.copy_of(i) {
+                    rebase_text(&mut text, &copy.0, &copy.1);
+                }
                 // Every worker collects, so collection-time warnings arrive
                 // once per worker: show them once.
                 if when == "runtest" || self.seen_warnings.insert((nodeid.clone(), text.clone())) {
@@ -1279,6 +1297,15 @@ fn collection_diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> St
         out.push_str(&format!("  ... and {} more differences\n", shown - 20));
     }
     out.trim_end().to_string()
+}
+
+/// Paths into a synced copy, in text a worker rendered (warnings,
+/// tracebacks), as the local ones.
+fn rebase_text(text: &mut String, copy: &str, local: &std::path::Path) {
+    let from = format!("{}/", copy.trim_end_matches('/'));
+    if text.contains(&from) {
+        *text = text.replace(&from, &format!("{}/", local.display()));
+    }
 }
 
 /// A skip's location reported from a synced copy, as the local path (so

@@ -701,3 +701,26 @@ fn without_rsyncdirs_the_rootdir_is_mirrored_without_environments() {
     assert!(!copy.join(".venv").exists());
     assert!(!copy.join("node_modules").exists());
 }
+
+#[test]
+fn warnings_and_tracebacks_from_a_copy_name_local_paths() {
+    let Some(sshd) = sshd() else { return };
+    let p = Project::new().file(
+        "test_w.py",
+        "import warnings\n\ndef test_w():\n    warnings.warn('careful')\n\ndef test_f():\n    raise ValueError(__file__)\n",
+    );
+    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--tb=long"]);
+    r.code(1)
+        .stdout_has(&format!(
+            "{}/test_w.py:4: UserWarning: careful",
+            p.path().display()
+        ))
+        .stdout_has(&format!("ValueError: {}/test_w.py", p.path().display()))
+        .stdout_has(&format!(
+            "FAILED test_w.py::test_f - ValueError: {}/test_w.py",
+            p.path().display()
+        ));
+    // Only the sync note names the copy.
+    assert_eq!(r.stdout.matches(".cache/rtest").count(), 1, "{}", r.stdout);
+}
