@@ -145,6 +145,19 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
     run_plan(&plan, &raw, notes, remotes)
 }
 
+/// The directory of the config file a setting's source names
+/// (`/p/conftest.kdl:3 (profile ci)` -> `/p`), if it names one.
+fn config_dir_of(source: &str) -> Option<PathBuf> {
+    let at = source.split(" (").next()?;
+    let (file, line) = at.rsplit_once(':')?;
+    if line.is_empty() || !line.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let file = Path::new(file);
+    file.is_file()
+        .then(|| file.parent().map(Path::to_path_buf))?
+}
+
 /// The socket servers' shared token: `RTEST_TOKEN_FILE`, else `RTEST_TOKEN`.
 fn socket_token() -> Result<Option<Vec<u8>>, Error> {
     if let Some(file) = std::env::var_os("RTEST_TOKEN_FILE").filter(|f| !f.is_empty()) {
@@ -834,11 +847,17 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
     let mut tx = Vec::new();
     let mut tx_view = Vec::new();
     for s in &cfg.tx {
-        tx.push(
-            s.value
-                .parse::<TxSpec>()
-                .map_err(|e| Error::usage(format!("{}: tx: {e}", s.source)))?,
-        );
+        let mut spec = s
+            .value
+            .parse::<TxSpec>()
+            .map_err(|e| Error::usage(format!("{}: tx: {e}", s.source)))?;
+        // A local file named in a config file is relative to that file.
+        if let (Some(c), Some(dir)) = (&spec.ssh_config, config_dir_of(&s.source)) {
+            if Path::new(c).is_relative() && !c.starts_with('~') {
+                spec.ssh_config = Some(dir.join(c).display().to_string());
+            }
+        }
+        tx.push(spec);
         tx_view.push(serde_json::json!({"spec": s.value, "source": s.source}));
     }
     for s in &raw.tx {

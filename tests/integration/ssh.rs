@@ -331,22 +331,29 @@ fn two_hosts_each_get_their_own_copy_and_follow_changed_rsyncdirs() {
     let (Some(a), Some(b)) = (sshd(), sshd()) else {
         return;
     };
+    // Host a comes from the checked-in config, its ssh config file named
+    // relative to the conftest.kdl; host b from the command line.
+    let config_a = std::fs::read_to_string(a.config()).unwrap();
     let p = suite()
-        .file("conftest.kdl", "rsyncdirs \"pkg\"\nrsyncignore \"*.tmp\"\n")
+        .file("ci/ssh_config", &config_a)
+        .file(
+            "conftest.kdl",
+            &format!(
+                "tx \"ssh\" host=\"127.0.0.1\" ssh_config=\"ci/ssh_config\" python=\"{}\"\n\
+                 rsyncdirs \"pkg\"\nrsyncignore \"*.tmp\"\n",
+                venv_python().display()
+            ),
+        )
         .file("pkg/scratch.tmp", "not synced\n");
     let python = format!("//python={}", venv_python().display());
-    let tx_a = a.tx(1, &python);
     // Host b puts its copy where chdir= says.
     let copy_b = b.home().join("work/copy");
     let tx_b = b.tx(2, &format!("{python}//chdir={}", copy_b.display()));
-    let r = p.rtest(&["--tx", &tx_a, "--tx", &tx_b, "--rsyncdir", "tests"]);
+    let r = p.rtest(&["--tx", &tx_b, "--rsyncdir", "tests"]);
     assert_eq!(r.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
     r.stdout_has(&format!(
-        "gw0: {}",
-        tx_a.trim_start_matches("1*")
-            .split("//python")
-            .next()
-            .unwrap()
+        "gw0: ssh=127.0.0.1//ssh_config={}/ci/ssh_config on 127.0.0.1",
+        p.path().display()
     ))
     .stdout_has("gw1, gw2: ssh=127.0.0.1")
     .stdout_has(&format!("synced to {} on 127.0.0.1", copy_b.display()));
@@ -372,7 +379,7 @@ fn two_hosts_each_get_their_own_copy_and_follow_changed_rsyncdirs() {
         "from pkg.util import answer\nfrom pkg.extra import X\n\ndef test_new():\n    assert (answer(), X) == (43, 1)\n",
     )
     .unwrap();
-    let r = p.rtest(&["--tx", &tx_a, "--tx", &tx_b, "--rsyncdir", "tests"]);
+    let r = p.rtest(&["--tx", &tx_b, "--rsyncdir", "tests"]);
     assert_eq!(r.summary(), "2 failed, 12 passed, 1 skipped, 1 xfailed");
     r.stdout_has("3 of 6 files sent").stdout_has(", 1 deleted");
     assert!(!copy_b.join("tests/test_pkg.py").exists());
