@@ -76,7 +76,12 @@ struct HostState {
 #[derive(Default)]
 pub struct Pool {
     hosts: Mutex<HashMap<Dest, Arc<tokio::sync::Mutex<HostState>>>>,
+    /// Kill commands under way, awaited by [`Pool::settle`].
+    kills: Kills,
 }
+
+/// Kill commands under way.
+type Kills = Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -303,6 +308,20 @@ impl Pool {
             .sum()
     }
 
+    /// Wait (a few seconds at most) for the kill commands sent so far, so
+    /// that a run that ends right after killing its workers does not drop
+    /// them unsent.
+    pub async fn settle(&self) {
+        let pending: Vec<_> =
+            std::mem::take(&mut *self.kills.lock().unwrap_or_else(|p| p.into_inner()));
+        let all = async {
+            for handle in pending {
+                let _ = handle.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+    }
+
     /// Close every master now (also done on drop).
     pub fn close(&self) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,12 +338,12 @@ impl Pool {
         env: &BTreeMap<String, String>,
     ) -> Result<Connection, Error> {
         let session = self.master(dest, ordinal).await?;
-        match spawn_on(session.clone(), dest, python, env).await {
+        match spawn_on(session.clone(), dest, python, env, &self.kills).await {
             Err(_) if session.check().await.is_err() => {
                 // The master died (a dropped connection): a new one, once.
                 self.forget(dest, &session).await;
                 let session = self.master(dest, ordinal).await?;
-                spawn_on(session, dest, python, env).await
+                spawn_on(session, dest, python, env, &self.kills).await
             }
             other => other,
         }
@@ -373,6 +392,7 @@ pub struct RemoteKill {
     python: String,
     pgid: OnceLock<u32>,
     killed: watch::Sender<bool>,
+    under_way: Kills,
 }
 
 impl std::fmt::Debug for RemoteKill {
@@ -398,7 +418,7 @@ impl RemoteKill {
         };
         let session = self.session.clone();
         let python = self.python.clone();
-        handle.spawn(async move {
+        let task = handle.spawn(async move {
             let mut cmd = session.arc_command(python);
             cmd.arg("-c")
                 .arg(format!("import os,signal\ntry: os.killpg({pgid}, signal.SIGKILL)\nexcept OSError: pass"))
@@ -407,6 +427,10 @@ impl RemoteKill {
                 .stderr(Stdio::null());
             let _ = tokio::time::timeout(Duration::from_secs(10), cmd.status()).await;
         });
+        self.under_way
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
     }
 }
 
@@ -421,6 +445,7 @@ async fn spawn_on(
     dest: &Dest,
     python: &str,
     env: &BTreeMap<String, String>,
+    kills: &Kills,
 ) -> Result<Connection, Error> {
     // `exec` makes the Python the leader of the process group sshd gave
     // the command, so killing that group kills what the tests started too.
@@ -456,6 +481,7 @@ async fn spawn_on(
         python: python.to_string(),
         pgid: OnceLock::new(),
         killed: killed_tx,
+        under_way: kills.clone(),
     });
 
     // stdout: relayed until it ends or the worker is killed (a hung remote

@@ -226,6 +226,8 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             _ = recv_signal(&mut sigterm) => s.interrupt(StopReason::Signal("SIGTERM".into())),
         }
     }
+    // Remote kill commands still on their way must arrive.
+    s.opts.remotes.ssh.settle().await;
     s.finish()
 }
 

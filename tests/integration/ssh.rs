@@ -731,3 +731,32 @@ fn warnings_and_tracebacks_from_a_copy_name_local_paths() {
     // Only the sync note names the copy.
     assert_eq!(r.stdout.matches(".cache/rtest").count(), 1, "{}", r.stdout);
 }
+
+#[test]
+fn a_remote_test_hung_in_c_code_is_killed_over_ssh() {
+    let Some(sshd) = sshd() else { return };
+    // Catastrophic backtracking holds the GIL inside the regex engine: the
+    // agent itself cannot act, only a kill from outside ends it.
+    let pidfile = sshd.dir.path().join("hung.pid");
+    let p = Project::new().file(
+        "test_gil.py",
+        &format!(
+            "import os, re\n\ndef test_gil():\n    open({:?}, 'w').write(str(os.getpid()))\n    re.match(r'(a+)+$', 'a' * 64 + 'b')\n",
+            pidfile.display().to_string()
+        ),
+    );
+    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--timeout", "2"]);
+    r.code(1).stdout_has("ran longer than 2s");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    wait_until(
+        "the hung worker to be killed",
+        Duration::from_secs(10),
+        || unsafe { libc::kill(pid, 0) != 0 },
+    );
+}
