@@ -17,6 +17,9 @@ pub struct JUnit {
     suite_name: String,
     results: Vec<TestResult>,
     collect_reports: Vec<CollectReport>,
+    /// Per worker id, the properties that say which environment it is
+    /// (host, python), when the run has more than one.
+    envs: std::collections::HashMap<String, Vec<(String, String)>>,
     started: std::time::SystemTime,
     errors: super::WriteErrors,
 }
@@ -29,6 +32,7 @@ impl JUnit {
             suite_name,
             results: Vec::new(),
             collect_reports: Vec::new(),
+            envs: Default::default(),
             started: std::time::SystemTime::now(),
             errors,
         }
@@ -154,6 +158,7 @@ impl JUnit {
                 .iter()
                 .flat_map(|p| p.user_properties.iter().cloned())
                 .chain(std::iter::once(("worker".to_string(), r.worker.clone())))
+                .chain(self.envs.get(&r.worker).into_iter().flatten().cloned())
                 .collect();
             let mut props_xml = String::from("<properties>");
             for (k, v) in &props {
@@ -197,8 +202,33 @@ impl Reporter for JUnit {
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::Collected {
-                collect_reports, ..
-            } => self.collect_reports = collect_reports.clone(),
+                collect_reports,
+                workers,
+                ..
+            } => {
+                self.collect_reports = collect_reports.clone();
+                // Several hosts or interpreters: each case says which ran it.
+                let distinct: std::collections::HashSet<(&str, &str)> = workers
+                    .iter()
+                    .map(|w| (w.host.as_str(), w.info.executable.as_str()))
+                    .collect();
+                if distinct.len() > 1 {
+                    self.envs = workers
+                        .iter()
+                        .map(|w| {
+                            let python = format!(
+                                "{} {} {}",
+                                w.info.implementation, w.info.python_version, w.info.executable
+                            );
+                            let props = vec![
+                                ("host".to_string(), w.host.clone()),
+                                ("python".to_string(), python.trim().to_string()),
+                            ];
+                            (w.id.clone(), props)
+                        })
+                        .collect();
+                }
+            }
             Event::TestFinished(r) => self.results.push((**r).clone()),
             Event::Finished { elapsed, error, .. } => {
                 if error.is_some() && self.results.is_empty() {

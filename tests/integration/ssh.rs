@@ -574,9 +574,20 @@ fn dist_each_names_the_environment_of_every_failure() {
         "--rsyncdir",
         ".",
         "-rfE",
+        "--junitxml",
+        "each.xml",
     ]);
     r.code(1);
     assert_eq!(r.summary(), "2 failed, 2 passed");
+    // JUnit says which environment ran each case.
+    let xml = p.read("each.xml");
+    for prop in [
+        "<property name=\"host\" value=\"127.0.0.1\" />",
+        "<property name=\"host\" value=\"localhost\" />",
+        "<property name=\"python\" value=\"CPython 3.",
+    ] {
+        assert!(xml.contains(prop), "{prop} not in {xml}");
+    }
     r.stdout_has("FAILED test_env.py::test_fails [gw0 on localhost, Python 3.")
         .stdout_has("FAILED test_env.py::test_fails [gw1 on 127.0.0.1, Python 3.")
         .stdout_has("[gw1 on 127.0.0.1] linux -- Python 3.");
