@@ -295,19 +295,6 @@ impl Pool {
         }
     }
 
-    /// How many master connections are open.
-    pub fn open_masters(&self) -> usize {
-        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts
-            .values()
-            .map(|h| {
-                h.try_lock()
-                    .map(|s| s.masters.iter().flatten().count())
-                    .unwrap_or(0)
-            })
-            .sum()
-    }
-
     /// Wait (a few seconds at most) for the kill commands sent so far, so
     /// that a run that ends right after killing its workers does not drop
     /// them unsent.
