@@ -678,6 +678,11 @@ class Sync:
         tmp = self.partial.get(path)
         if tmp is None:
             self._parent(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                # A directory here locally became a file: mirror that.
+                import shutil
+
+                shutil.rmtree(path)
             tmp = "%s.rtest-tmp-%d" % (path, os.getpid())
             self.partial[path] = tmp
             how = "wb"
@@ -713,6 +718,18 @@ class Sync:
             path = self._target(rel)
             if os.path.lexists(path) and not os.path.isdir(path) or os.path.islink(path):
                 os.unlink(path)
+                self._prune(os.path.dirname(path))
+
+    def _prune(self, directory):
+        # Directories left empty by deletions go too (up to the base), so a
+        # directory that became a file can be written.
+        while directory != self.base and directory.startswith(self.base + os.sep):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            self.safe_dirs.discard(directory)
+            directory = os.path.dirname(directory)
 
     def sync_end(self, msg):
         for tmp in self.partial.values():

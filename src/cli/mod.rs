@@ -40,11 +40,15 @@ distribution:
                         Default without -n and --tx: auto.
   --tx SPEC             add workers: [N*]popen[//python=PY][//chdir=DIR]
                         [//env:NAME=VALUE][//id=ID][//nice=N]
-                        [//dont_write_bytecode], or socket=HOST:PORT (a
-                        host running `rtest socketserver`; the token comes
-                        from RTEST_TOKEN or RTEST_TOKEN_FILE). Repeatable.
-  --rsyncdir DIR        mirror DIR to socket workers and popen//chdir=
-                        workers before they start (only changes travel).
+                        [//dont_write_bytecode]; ssh=[USER@]HOST[:PORT]
+                        [//ssh_config=FILE] (your ssh config and keys; the
+                        host needs only Python 3.8+); or socket=HOST:PORT
+                        (a host running `rtest socketserver`; the token
+                        comes from RTEST_TOKEN or RTEST_TOKEN_FILE).
+                        Repeatable.
+  --rsyncdir DIR        mirror DIR to remote workers and popen//chdir=
+                        workers before they start (only changes travel;
+                        remote workers get the rootdir without one).
   --rsyncignore GLOB    leave matching files out of the sync.
   --require-all-hosts   fail when a remote worker cannot be reached
                         (default: go on with the others).

@@ -529,6 +529,16 @@ where
     // Batches are prepared on blocking threads (rayon inside), one ahead
     // of the one being written.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<(Vec<u8>, u64), SyncError>>(2);
+    // Deletions first: a file that became a directory (or the other way
+    // round) must be out of the way before the new one is written.
+    if !changes.delete.is_empty() {
+        writer
+            .write_all(&encode(&ToAgent::SyncDelete {
+                paths: changes.delete,
+            }))
+            .await
+            .map_err(io)?;
+    }
     let (root_owned, send) = (root.to_path_buf(), changes.send);
     let producer = tokio::task::spawn_blocking(move || {
         for batch in send.chunks(BATCH) {
@@ -561,14 +571,6 @@ where
         stats.bytes += bytes;
     }
     let _ = producer.await;
-    if !changes.delete.is_empty() {
-        writer
-            .write_all(&encode(&ToAgent::SyncDelete {
-                paths: changes.delete,
-            }))
-            .await
-            .map_err(io)?;
-    }
     writer
         .write_all(&encode(&ToAgent::SyncEnd))
         .await
@@ -581,9 +583,19 @@ where
         {
             FromAgent::Synced { files, errors, .. } => {
                 if !errors.is_empty() {
+                    // Unsafe paths refused, or the host could not write
+                    // (a full disk, permissions): at most 20 lines of it.
+                    let mut shown: Vec<&str> = errors.iter().map(String::as_str).take(20).collect();
+                    let more = errors.len().saturating_sub(shown.len());
+                    let tail = format!("... and {more} more");
+                    if more > 0 {
+                        shown.push(&tail);
+                    }
                     return Err(SyncError(format!(
-                        "the worker refused part of the sync:\n  {}",
-                        errors.join("\n  ")
+                        "syncing to {} failed ({} problems; fix the cause, or leave the files out with rsyncignore):\n  {}",
+                        stats.base,
+                        errors.len(),
+                        shown.join("\n  ")
                     )));
                 }
                 stats.files = files;

@@ -84,6 +84,26 @@ fn popen_chdir_workers_run_in_a_synced_copy_with_the_same_node_ids() {
     r.code(0)
         .stdout_has("1 of 4 files sent (2 bytes), 1 deleted");
     assert!(!copy.join("pkg/sub/test_sub.py").exists());
+    // A directory that became a file, and a file that became a directory
+    // (with something of the copy's own, ignored, inside the old one).
+    std::fs::create_dir_all(copy.join("pkg/sub/__pycache__")).unwrap();
+    std::fs::write(copy.join("pkg/sub/__pycache__/x.pyc"), "x").unwrap();
+    std::fs::remove_dir_all(p.path().join("pkg/sub")).unwrap();
+    std::fs::write(p.path().join("pkg/sub"), "now a file").unwrap();
+    std::fs::write(p.path().join("pkg/flip"), "a file").unwrap();
+    run(&p).code(0);
+    assert_eq!(
+        std::fs::read_to_string(copy.join("pkg/sub")).unwrap(),
+        "now a file"
+    );
+    std::fs::remove_file(p.path().join("pkg/flip")).unwrap();
+    std::fs::create_dir_all(p.path().join("pkg/flip")).unwrap();
+    std::fs::write(p.path().join("pkg/flip/inner.txt"), "inside").unwrap();
+    run(&p).code(0);
+    assert_eq!(
+        std::fs::read_to_string(copy.join("pkg/flip/inner.txt")).unwrap(),
+        "inside"
+    );
 }
 
 /// Drive an agent's sync directly with hostile paths: nothing may be
