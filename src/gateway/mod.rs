@@ -111,7 +111,11 @@ impl Remotes {
     ) -> Result<Connection, crate::error::Error> {
         match &w.transport {
             crate::spec::Transport::Socket { host, port } => {
-                let request = socket::Request::agent(&w.python, env);
+                let mut request = socket::Request::agent(&w.python, env);
+                if let Some(n) = w.nice {
+                    let nice = ["nice".to_string(), "-n".into(), n.to_string()];
+                    request.argv.splice(0..0, nice);
+                }
                 socket::connect(
                     host,
                     *port,
@@ -125,7 +129,9 @@ impl Remotes {
                 let dest = ssh::Dest::of(w).ok_or_else(|| {
                     crate::error::Error::internal("an ssh worker without a destination")
                 })?;
-                self.ssh.spawn(&dest, ordinal, &w.python, &env).await
+                self.ssh
+                    .spawn(&dest, ordinal, &w.python, &env, w.nice)
+                    .await
             }
             crate::spec::Transport::Popen => Err(crate::error::Error::internal(
                 "a local worker is not a remote one",

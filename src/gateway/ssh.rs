@@ -323,14 +323,16 @@ impl Pool {
         ordinal: usize,
         python: &str,
         env: &BTreeMap<String, String>,
+        nice: Option<i32>,
     ) -> Result<Connection, Error> {
         let session = self.master(dest, ordinal).await?;
-        match spawn_on(session.clone(), dest, python, env, &self.kills).await {
+        let how = Launch { python, env, nice };
+        match spawn_on(session.clone(), dest, &how, &self.kills).await {
             Err(_) if session.check().await.is_err() => {
                 // The master died (a dropped connection): a new one, once.
                 self.forget(dest, &session).await;
                 let session = self.master(dest, ordinal).await?;
-                spawn_on(session, dest, python, env, &self.kills).await
+                spawn_on(session, dest, &how, &self.kills).await
             }
             other => other,
         }
@@ -427,16 +429,27 @@ async fn killed(rx: &mut watch::Receiver<bool>) {
 }
 
 /// Start the agent over `session`.
+/// How to start a worker's Python on the host.
+struct Launch<'a> {
+    python: &'a str,
+    env: &'a BTreeMap<String, String>,
+    nice: Option<i32>,
+}
+
 async fn spawn_on(
     session: Arc<Session>,
     dest: &Dest,
-    python: &str,
-    env: &BTreeMap<String, String>,
+    how: &Launch<'_>,
     kills: &Kills,
 ) -> Result<Connection, Error> {
+    let (python, env) = (how.python, how.env);
     // `exec` makes the Python the leader of the process group sshd gave
-    // the command, so killing that group kills what the tests started too.
+    // the command, so killing that group kills what the tests started too
+    // (`nice` and `env` exec it in turn).
     let mut cmd = session.clone().arc_raw_command("exec");
+    if let Some(n) = how.nice {
+        cmd.arg("nice").arg("-n").arg(n.to_string());
+    }
     if !env.is_empty() {
         cmd.arg("env");
         for (k, v) in env {

@@ -29,7 +29,7 @@ pub struct WorkerPlan {
     pub chdir: Option<PathBuf>,
     /// Extra environment variables.
     pub env: BTreeMap<String, String>,
-    /// Niceness for local workers.
+    /// Niceness (`nice=`), locally or on the worker's host.
     pub nice: Option<i32>,
     /// The spec this worker came from (its environment, for `--dist each`).
     pub spec: String,

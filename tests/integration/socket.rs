@@ -467,3 +467,20 @@ fn plan_probe_reports_each_interpreter_without_running_tests() {
     text.code(0)
         .stdout_has("pytest missing (rtest ships the local one)");
 }
+
+#[test]
+fn nice_applies_to_socket_workers() {
+    let server = start(&["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    let p = Project::new().file(
+        "test_nice.py",
+        "import os\n\ndef test_nice():\n    assert os.nice(0) == 6\n",
+    );
+    let tx = format!(
+        "socket=127.0.0.1:{}//python={}//nice=6",
+        server.port,
+        venv_python().display()
+    );
+    let r = rtest(&p, "s3cret", &["--tx", &tx, "--rsyncdir", "."]);
+    r.code(0);
+    assert_eq!(r.summary(), "1 passed");
+}

@@ -771,3 +771,22 @@ fn a_remote_test_hung_in_c_code_is_killed_over_ssh() {
         || unsafe { libc::kill(pid, 0) != 0 },
     );
 }
+
+#[test]
+fn nice_and_env_apply_to_ssh_workers() {
+    let Some(sshd) = sshd() else { return };
+    let p = Project::new().file(
+        "test_nice.py",
+        "import os\n\ndef test_nice():\n    assert os.nice(0) == 7\n    assert os.environ['GREETING'] == 'hello world'\n",
+    );
+    let tx = sshd.tx(
+        1,
+        &format!(
+            "//python={}//nice=7//env:GREETING=hello world",
+            venv_python().display()
+        ),
+    );
+    let r = p.rtest(&["--tx", &tx, "--rsyncdir", "."]);
+    r.code(0);
+    assert_eq!(r.summary(), "1 passed");
+}
