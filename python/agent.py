@@ -352,7 +352,21 @@ class Worker:
         return True
 
     def pytest_runtest_logreport(self, report):
-        self.phases.append([report.when, report.outcome, report.duration])
+        # pytest's own status first: it may change the report (a test whose
+        # subtests failed fails), and plugins may count it otherwise.
+        category = word = None
+        try:
+            status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+            if status:
+                category = status[0]
+                word = status[2] if isinstance(status[2], str) else None
+        except Exception:
+            pass
+        k = len(self.phases)
+        phase = [report.when, report.outcome, report.duration]
+        if category is not None and category != _usual_category(report):
+            phase.append(category)
+        self.phases.append(phase)
         wasxfail = getattr(report, "wasxfail", None)
         interesting = (
             not report.passed
@@ -366,6 +380,7 @@ class Worker:
         msg = {
             "t": "report",
             "i": self.item_index,
+            "k": k,
             "when": report.when,
             "outcome": report.outcome,
             "duration": report.duration,
@@ -379,6 +394,10 @@ class Worker:
         if longrepr is not None:
             if report.skipped and isinstance(longrepr, tuple):
                 msg["skip"] = [_text(x) for x in longrepr]
+            elif isinstance(longrepr, str):
+                msg["longrepr"] = longrepr
+                lines = longrepr.strip().splitlines()
+                msg["crash"] = {"path": None, "lineno": None, "message": lines[0] if lines else ""}
             else:
                 msg["longrepr"] = _longrepr_text(report)
                 crash = getattr(longrepr, "reprcrash", None)
@@ -388,6 +407,10 @@ class Worker:
                         "lineno": crash.lineno,
                         "message": _text(crash.message),
                     }
+        if len(phase) > 3:
+            msg["category"] = phase[3]
+        if word and word != report.outcome.upper():
+            msg["word"] = word  # SUBFAILED(i=2), as pytest's summary says it
         if self.full_reports:
             msg["raw"] = self._serialize(report)
         self.channel.send(msg)
@@ -421,6 +444,15 @@ class Worker:
             return data
         except Exception:
             return None
+
+
+def _usual_category(report):
+    # What the coordinator makes of a report without being told.
+    if hasattr(report, "wasxfail"):
+        return "xfailed" if report.skipped else "xpassed"
+    if report.when != "call" and report.failed:
+        return "error"
+    return report.outcome
 
 
 def _options(config):

@@ -46,6 +46,8 @@ pub enum Category {
     XPassed,
     /// A failed setup or teardown.
     Error,
+    /// A passed subtest (pytest's `subtests passed`).
+    SubtestsPassed,
 }
 
 impl Category {
@@ -58,6 +60,7 @@ impl Category {
             Category::XFailed => "xfailed",
             Category::XPassed => "xpassed",
             Category::Error => "error",
+            Category::SubtestsPassed => "subtests passed",
         }
     }
 
@@ -70,6 +73,7 @@ impl Category {
             Category::XFailed => 'x',
             Category::XPassed => 'X',
             Category::Error => 'E',
+            Category::SubtestsPassed => ',',
         }
     }
 
@@ -82,6 +86,7 @@ impl Category {
             Category::XFailed => "XFAIL",
             Category::XPassed => "XPASS",
             Category::Error => "ERROR",
+            Category::SubtestsPassed => "SUBPASSED",
         }
     }
 }
@@ -89,6 +94,11 @@ impl Category {
 /// The category of one phase report, or `None` for a phase that does not
 /// count (a passing setup or teardown).
 pub fn categorize(report: &PhaseReport) -> Option<Category> {
+    match report.category.as_deref() {
+        Some("") => return None,
+        Some("subtests passed") => return Some(Category::SubtestsPassed),
+        _ => {}
+    }
     let xfail = report.wasxfail.is_some();
     match (report.when.as_str(), report.outcome.as_str()) {
         ("call", "passed") => Some(if xfail {

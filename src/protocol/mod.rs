@@ -156,7 +156,7 @@ pub enum FromAgent {
     /// Collection finished.
     Collected(Collected),
     /// A phase report worth sending in full (not a plain pass).
-    Report(PhaseReport),
+    Report(Box<PhaseReport>),
     /// A test's protocol finished.
     Finished(Finished),
     /// A warning pytest recorded.
@@ -384,6 +384,17 @@ pub struct Crash {
 pub struct PhaseReport {
     /// Item index on the sending worker.
     pub i: usize,
+    /// Which of the test's reports this is (its place in `finished.ph`).
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// pytest's status category where it is not the outcome's usual one
+    /// (`subtests passed`; empty: not counted).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// pytest's verbose word where it is not the usual one
+    /// (`SUBFAILED(i=2)`).
+    #[serde(default)]
+    pub word: Option<String>,
     /// `setup`, `call` or `teardown`.
     pub when: String,
     /// `passed`, `failed` or `skipped`.
@@ -426,8 +437,29 @@ pub struct Finished {
     pub i: usize,
     /// Wall time of the whole protocol, seconds.
     pub d: f64,
-    /// `(when, outcome, duration)` for each phase that ran.
-    pub ph: Vec<(String, String, f64)>,
+    /// `[when, outcome, duration]` for each report the test made (a test
+    /// with subtests makes several `call` reports), with a fourth element,
+    /// pytest's status category, where it is not the outcome's usual one
+    /// (`"subtests passed"`, or `""` for a report pytest does not count).
+    pub ph: Vec<Vec<serde_json::Value>>,
+}
+
+impl Finished {
+    /// The phases as `(when, outcome, duration, category)`.
+    pub fn phases(&self) -> Vec<(String, String, f64, Option<String>)> {
+        self.ph
+            .iter()
+            .map(|p| {
+                let text = |i: usize| p.get(i).and_then(|v| v.as_str()).map(str::to_string);
+                (
+                    text(0).unwrap_or_default(),
+                    text(1).unwrap_or_default(),
+                    p.get(2).and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    text(3),
+                )
+            })
+            .collect()
+    }
 }
 
 /// What a manifest entry is.
@@ -536,7 +568,7 @@ mod tests {
         match msg {
             FromAgent::Finished(f) => {
                 assert_eq!(f.i, 3);
-                assert_eq!(f.ph[1].1, "failed");
+                assert_eq!(f.phases()[1].1, "failed");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -101,6 +101,7 @@ impl Stats {
         push(w, if w == 1 { "warning" } else { "warnings" }, YELLOW);
         let e = get(Category::Error) + self.collect_errors;
         push(e, if e == 1 { "error" } else { "errors" }, RED);
+        push(get(Category::SubtestsPassed), "subtests passed", GREEN);
         parts
     }
 
@@ -332,7 +333,8 @@ impl Terminal {
             r.categories().map(|(c, p)| (c, p.clone())).collect();
         for (c, p) in &cats {
             *self.stats.counts.entry(*c).or_default() += 1;
-            if self.opts.collect_only {
+            // Passed subtests count in the final line only, as in pytest.
+            if self.opts.collect_only || *c == Category::SubtestsPassed {
                 continue;
             }
             if self.opts.verbosity > 0 {
@@ -666,8 +668,9 @@ impl Terminal {
                             .filter(|p| p.when == "call" && p.outcome == "failed")
                         {
                             let msg = crash_message(p);
+                            let word = p.word.as_deref().unwrap_or("FAILED");
                             lines.push(with_msg(
-                                &self.paint("FAILED", RED, false),
+                                &self.paint(word, RED, false),
                                 &label(r),
                                 msg.as_deref(),
                             ));

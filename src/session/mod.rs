@@ -463,7 +463,7 @@ impl Session<'_> {
                         }
                     }
                 }
-                self.slots[i].reports.entry(r.i).or_default().push(r)
+                self.slots[i].reports.entry(r.i).or_default().push(*r)
             }
             FromAgent::Finished(f) => self.on_finished(i, f),
             FromAgent::Warning {
@@ -829,14 +829,21 @@ impl Session<'_> {
             Some(Instant::now())
         };
         let mut phases = Vec::with_capacity(f.ph.len());
-        for (when, outcome, duration) in f.ph {
-            match full.iter().position(|r| r.when == when) {
+        for (k, (when, outcome, duration, category)) in f.phases().into_iter().enumerate() {
+            // The full report for this one (by its place; by phase name
+            // from an agent that does not number them).
+            let found = full
+                .iter()
+                .position(|r| r.k == Some(k))
+                .or_else(|| full.iter().position(|r| r.k.is_none() && r.when == when));
+            match found {
                 Some(p) => phases.push(full.remove(p)),
                 None => phases.push(PhaseReport {
                     i: f.i,
                     when,
                     outcome,
                     duration,
+                    category,
                     ..PhaseReport::default()
                 }),
             }

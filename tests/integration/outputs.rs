@@ -101,3 +101,54 @@ fn capture_no_streams_a_mebibyte_with_worker_prefixes() {
         &r.stderr[..200.min(r.stderr.len())]
     );
 }
+
+#[test]
+fn subtests_count_and_read_as_under_pytest() {
+    // unittest's subTest and pytest's `subtests` fixture (pytest 9): the
+    // same final line and short summary as plain pytest.
+    let p = Project::new().file(
+        "test_sub.py",
+        r#"
+import unittest
+
+class T(unittest.TestCase):
+    def test_a(self):
+        for i in range(4):
+            with self.subTest(i=i):
+                self.assertNotEqual(i, 2)
+
+def test_fixture(subtests):
+    for i in range(3):
+        with subtests.test(msg="sub", i=i):
+            assert i != 1
+
+def test_plain():
+    pass
+"#,
+    );
+    let args = ["-p", "no:cacheprovider", "-rfE"];
+    let base = p.pytest(&args);
+    let mut ours_args = vec!["-n", "2"];
+    ours_args.extend(args);
+    let ours = p.rtest(&ours_args);
+    assert_eq!(ours.summary(), base.summary(), "{}", ours.stdout);
+    let summary_lines = |r: &crate::harness::Run| {
+        let mut v: Vec<String> = r
+            .stdout
+            .lines()
+            .skip_while(|l| !l.contains("short test summary info"))
+            .skip(1)
+            .take_while(|l| !l.starts_with('='))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        summary_lines(&ours),
+        summary_lines(&base),
+        "{}",
+        ours.stdout
+    );
+    assert_eq!(ours.code, base.code);
+}
