@@ -577,6 +577,22 @@ def run_pytest(channel, inbox, start):
             "cov_master_rsync_roots": [],
         }
     )
+    # pytest-rerunfailures (when xdist is installed) expects the status
+    # server its xdist controller side would start; each worker here hosts
+    # its own, so flaky-test reruns work as under xdist.
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("pytest_rerunfailures") is not None and config.pluginmanager.hasplugin("xdist"):
+            import pytest_rerunfailures
+
+            db = pytest_rerunfailures.ServerStatusDB()
+            db.sock.listen()  # its own thread listens too, maybe later
+            config.workerinput["sock_port"] = db.sock_port
+            config.workerinput["statusdb_token"] = getattr(db, "token", "")
+            worker.rerun_db = db
+    except Exception:
+        pass
     config.workeroutput = {}
     worker.config = config
     config.option.usepdb = False

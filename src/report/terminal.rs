@@ -78,6 +78,9 @@ pub struct Stats {
     pub warnings: usize,
     /// Collection errors.
     pub collect_errors: usize,
+    /// Categories plugins add (`rerun` from pytest-rerunfailures), in the
+    /// order they first came.
+    pub others: Vec<(String, usize)>,
 }
 
 impl Stats {
@@ -102,6 +105,9 @@ impl Stats {
         let e = get(Category::Error) + self.collect_errors;
         push(e, if e == 1 { "error" } else { "errors" }, RED);
         push(get(Category::SubtestsPassed), "subtests passed", GREEN);
+        for (word, n) in &self.others {
+            push(*n, word, YELLOW);
+        }
         parts
     }
 
@@ -362,6 +368,17 @@ impl Terminal {
         for p in &r.phases {
             self.durations
                 .push((p.duration, p.when.clone(), r.nodeid.clone()));
+            // A plugin's own outcome (pytest-rerunfailures' `rerun`) counts
+            // under its name.
+            if categorize(p).is_none() {
+                let name = p.category.as_deref().unwrap_or(p.outcome.as_str());
+                if !matches!(name, "" | "passed" | "failed" | "skipped") {
+                    match self.stats.others.iter_mut().find(|(w, _)| w == name) {
+                        Some((_, n)) => *n += 1,
+                        None => self.stats.others.push((name.to_string(), 1)),
+                    }
+                }
+            }
         }
         if cats
             .iter()

@@ -18,7 +18,7 @@ pub fn venv() -> &'static Path {
         let python = dir.join("bin").join("python");
         let ok = python.exists()
             && Command::new(&python)
-                .args(["-c", "import pytest, xdist"])
+                .args(["-c", "import pytest, xdist, pytest_rerunfailures"])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -39,6 +39,7 @@ pub fn venv() -> &'static Path {
                     "--disable-pip-version-check",
                     "pytest",
                     "pytest-xdist",
+                    "pytest-rerunfailures",
                 ])
                 .status()
                 .expect("pip install");

@@ -419,3 +419,31 @@ fn shuffling_plugins_get_one_seed_for_all_workers() {
     r.code(0);
     assert_eq!(r.summary(), "30 passed");
 }
+
+#[test]
+fn flaky_tests_rerun_with_pytest_rerunfailures_as_under_pytest() {
+    // pytest-rerunfailures (installed in the test venv) next to xdist: its
+    // reruns work in rtest's workers and count as pytest counts them.
+    let p = Project::new().file(
+        "test_flaky.py",
+        r#"
+import os, pytest
+
+@pytest.mark.flaky(reruns=2)
+def test_flaky():
+    marker = os.path.join(os.path.dirname(__file__), "ran-once")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        assert False, "first try fails"
+
+def test_ok():
+    pass
+"#,
+    );
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
+    r.code(0);
+    assert_eq!(r.summary(), "2 passed, 1 rerun");
+    std::fs::remove_file(p.path().join("ran-once")).unwrap();
+    let base = p.pytest(&["-p", "no:cacheprovider"]);
+    assert_eq!(base.summary(), r.summary());
+}
