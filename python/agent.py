@@ -450,8 +450,10 @@ def _usual_category(report):
     # What the coordinator makes of a report without being told.
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
-    if report.when != "call" and report.failed:
-        return "error"
+    if report.when != "call":
+        if report.failed:
+            return "error"
+        return "skipped" if report.skipped else ""
     return report.outcome
 
 
