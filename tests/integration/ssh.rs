@@ -141,6 +141,14 @@ impl Sshd {
         self.dir.path().join("home")
     }
 
+    /// A tx spec for this server with the test venv's Python.
+    fn venv_tx(&self, count: usize, extra: &str) -> String {
+        self.tx(
+            count,
+            &format!("//python={}{extra}", venv_python().display()),
+        )
+    }
+
     /// A tx spec for this server.
     fn tx(&self, count: usize, extra: &str) -> String {
         format!(
@@ -255,7 +263,7 @@ fn a_run_over_ssh_matches_a_local_run() {
     let Some(sshd) = sshd() else { return };
     let p = suite();
     let local = p.rtest(&["-n", "2", "--junitxml", "local.xml"]);
-    let tx = sshd.tx(3, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(3, "");
     let remote = p.rtest(&[
         "--tx",
         &tx,
@@ -408,13 +416,7 @@ def test_drop():
         time.sleep(30)
 "#,
         );
-    let tx = sshd.tx(
-        2,
-        &format!(
-            "//python={}//env:RTEST_REMOTE_MARK=1",
-            venv_python().display()
-        ),
-    );
+    let tx = sshd.venv_tx(2, "//env:RTEST_REMOTE_MARK=1");
     let start = Instant::now();
     let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--junitxml", "out.xml"]);
     assert!(
@@ -452,7 +454,7 @@ def test_hang():
 "#
         ),
     );
-    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(1, "");
     let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--timeout", "2"]);
     r.code(1)
         .stdout_has("Timeout: test_hang.py::test_hang ran longer than 2s");
@@ -541,7 +543,7 @@ fn plan_probe_asks_each_ssh_host() {
         "plan",
         "--probe",
         "--tx",
-        &sshd.tx(2, &format!("//python={}", venv_python().display())),
+        &sshd.venv_tx(2, ""),
         "--tx",
         &sshd.tx(1, &format!("//python={}", bare.display())),
     ]);
@@ -563,7 +565,7 @@ fn dist_each_names_the_environment_of_every_failure() {
         "test_env.py",
         "def test_fails():\n    assert False\n\ndef test_ok():\n    pass\n",
     );
-    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(1, "");
     let r = p.rtest(&[
         "--dist",
         "each",
@@ -608,7 +610,7 @@ def test_slow():
 "#
         ),
     );
-    let tx = sshd.tx(2, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(2, "");
     let child = p
         .command(&["--tx", &tx, "--rsyncdir", "."])
         .stdout(Stdio::piped())
@@ -688,14 +690,7 @@ fn a_too_old_remote_python_is_a_clear_error() {
     )
     .unwrap();
     let p = suite();
-    let tx = sshd.tx(
-        1,
-        &format!(
-            "//python={}//env:PYTHONPATH={}",
-            venv_python().display(),
-            old.display()
-        ),
-    );
+    let tx = sshd.venv_tx(1, &format!("//env:PYTHONPATH={}", old.display()));
     let r = p.rtest(&["--tx", &tx, "--rsyncdir", "pkg"]);
     r.code(4)
         .stderr_has("worker gw0 (ssh=127.0.0.1")
@@ -708,7 +703,7 @@ fn without_rsyncdirs_the_rootdir_is_mirrored_without_environments() {
     let p = suite()
         .file(".venv/lib/site.py", "raise SystemExit('never imported')\n")
         .file("node_modules/x/index.js", "\n");
-    let tx = sshd.tx(2, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(2, "");
     let plan = p.rtest(&["plan", "--tx", &tx]);
     plan.code(0)
         .stdout_has("ignore .venv  (default: no rsyncdirs, so the rootdir is mirrored)");
@@ -727,7 +722,7 @@ fn warnings_and_tracebacks_from_a_copy_name_local_paths() {
         "test_w.py",
         "import warnings\n\ndef test_w():\n    warnings.warn('careful')\n\ndef test_f():\n    raise ValueError(__file__)\n",
     );
-    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(1, "");
     let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--tb=long"]);
     r.code(1)
         .stdout_has(&format!(
@@ -756,7 +751,7 @@ fn a_remote_test_hung_in_c_code_is_killed_over_ssh() {
             pidfile.display().to_string()
         ),
     );
-    let tx = sshd.tx(1, &format!("//python={}", venv_python().display()));
+    let tx = sshd.venv_tx(1, "");
     let r = p.rtest(&["--tx", &tx, "--rsyncdir", ".", "--timeout", "2"]);
     r.code(1).stdout_has("ran longer than 2s");
     let pid: i32 = std::fs::read_to_string(&pidfile)
@@ -779,13 +774,7 @@ fn nice_and_env_apply_to_ssh_workers() {
         "test_nice.py",
         "import os\n\ndef test_nice():\n    assert os.nice(0) == 7\n    assert os.environ['GREETING'] == 'hello world'\n",
     );
-    let tx = sshd.tx(
-        1,
-        &format!(
-            "//python={}//nice=7//env:GREETING=hello world",
-            venv_python().display()
-        ),
-    );
+    let tx = sshd.venv_tx(1, "//nice=7//env:GREETING=hello world");
     let r = p.rtest(&["--tx", &tx, "--rsyncdir", "."]);
     r.code(0);
     assert_eq!(r.summary(), "1 passed");
