@@ -354,17 +354,21 @@ class Worker:
     def pytest_runtest_logreport(self, report):
         # pytest's own status first: it may change the report (a test whose
         # subtests failed fails), and plugins may count it otherwise.
-        category = word = None
+        category = word = letter = None
         try:
             status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
             if status:
-                category = status[0]
+                category, letter = status[0], status[1]
                 word = status[2] if isinstance(status[2], str) else None
         except Exception:
             pass
         k = len(self.phases)
         phase = [report.when, report.outcome, report.duration]
-        if category is not None and category != _usual_category(report):
+        if category is not None and category not in _KNOWN_CATEGORIES:
+            # A plugin's own (pytest-rerunfailures' "rerun", "R"): counted
+            # under its name, shown with its letter.
+            phase += [category, letter if isinstance(letter, str) else ""]
+        elif category is not None and category != _usual_category(report):
             phase.append(category)
         self.phases.append(phase)
         wasxfail = getattr(report, "wasxfail", None)
@@ -409,6 +413,8 @@ class Worker:
                     }
         if len(phase) > 3:
             msg["category"] = phase[3]
+        if len(phase) > 4:
+            msg["letter"] = phase[4]
         if word and word != report.outcome.upper():
             msg["word"] = word  # SUBFAILED(i=2), as pytest's summary says it
         if self.full_reports:
@@ -444,6 +450,9 @@ class Worker:
             return data
         except Exception:
             return None
+
+
+_KNOWN_CATEGORIES = ("passed", "failed", "skipped", "xfailed", "xpassed", "error", "", "subtests passed")
 
 
 def _usual_category(report):

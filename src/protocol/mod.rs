@@ -395,6 +395,9 @@ pub struct PhaseReport {
     /// (`SUBFAILED(i=2)`).
     #[serde(default)]
     pub word: Option<String>,
+    /// The progress letter of a plugin's own category (`R` for `rerun`).
+    #[serde(default)]
+    pub letter: Option<String>,
     /// `setup`, `call` or `teardown`.
     pub when: String,
     /// `passed`, `failed` or `skipped`.
@@ -445,18 +448,23 @@ pub struct Finished {
 }
 
 impl Finished {
-    /// The phases as `(when, outcome, duration, category)`.
-    pub fn phases(&self) -> Vec<(String, String, f64, Option<String>)> {
+    /// The phases as bare reports (what was not sent in full).
+    pub fn phases(&self) -> Vec<PhaseReport> {
         self.ph
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(k, p)| {
                 let text = |i: usize| p.get(i).and_then(|v| v.as_str()).map(str::to_string);
-                (
-                    text(0).unwrap_or_default(),
-                    text(1).unwrap_or_default(),
-                    p.get(2).and_then(|v| v.as_f64()).unwrap_or(0.0),
-                    text(3),
-                )
+                PhaseReport {
+                    i: self.i,
+                    k: Some(k),
+                    when: text(0).unwrap_or_default(),
+                    outcome: text(1).unwrap_or_default(),
+                    duration: p.get(2).and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    category: text(3),
+                    letter: text(4),
+                    ..PhaseReport::default()
+                }
             })
             .collect()
     }
@@ -568,7 +576,7 @@ mod tests {
         match msg {
             FromAgent::Finished(f) => {
                 assert_eq!(f.i, 3);
-                assert_eq!(f.phases()[1].1, "failed");
+                assert_eq!(f.phases()[1].outcome, "failed");
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -316,7 +316,12 @@ impl Terminal {
             Category::Passed => GREEN,
             _ => YELLOW,
         };
-        let s = self.paint(&c.letter().to_string(), color, false);
+        self.progress_text(&c.letter().to_string(), color);
+    }
+
+    /// One progress letter, wrapping the line with its percentage.
+    fn progress_text(&mut self, letter: &str, color: &'static str) {
+        let s = self.paint(letter, color, false);
         let was_visible = self.status_visible;
         self.hide_status();
         let _ = write!(self.out, "{s}");
@@ -337,6 +342,23 @@ impl Terminal {
         self.done += 1;
         let cats: Vec<(Category, PhaseReport)> =
             r.categories().map(|(c, p)| (c, p.clone())).collect();
+        // A plugin's own outcome (pytest-rerunfailures' `rerun`) counts
+        // under its name, with its letter, before the final outcome.
+        for p in &r.phases {
+            if categorize(p).is_none() {
+                let name = p.category.as_deref().unwrap_or(p.outcome.as_str());
+                if !matches!(name, "" | "passed" | "failed" | "skipped") {
+                    match self.stats.others.iter_mut().find(|(w, _)| w == name) {
+                        Some((_, n)) => *n += 1,
+                        None => self.stats.others.push((name.to_string(), 1)),
+                    }
+                    let letter = p.letter.clone().unwrap_or_default();
+                    if !letter.is_empty() && self.opts.verbosity <= 0 && !self.opts.collect_only {
+                        self.progress_text(&letter, YELLOW);
+                    }
+                }
+            }
+        }
         for (c, p) in &cats {
             *self.stats.counts.entry(*c).or_default() += 1;
             // Passed subtests count in the final line only, as in pytest.
@@ -368,17 +390,6 @@ impl Terminal {
         for p in &r.phases {
             self.durations
                 .push((p.duration, p.when.clone(), r.nodeid.clone()));
-            // A plugin's own outcome (pytest-rerunfailures' `rerun`) counts
-            // under its name.
-            if categorize(p).is_none() {
-                let name = p.category.as_deref().unwrap_or(p.outcome.as_str());
-                if !matches!(name, "" | "passed" | "failed" | "skipped") {
-                    match self.stats.others.iter_mut().find(|(w, _)| w == name) {
-                        Some((_, n)) => *n += 1,
-                        None => self.stats.others.push((name.to_string(), 1)),
-                    }
-                }
-            }
         }
         if cats
             .iter()

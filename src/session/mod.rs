@@ -829,24 +829,17 @@ impl Session<'_> {
             Some(Instant::now())
         };
         let mut phases = Vec::with_capacity(f.ph.len());
-        for (k, (when, outcome, duration, category)) in f.phases().into_iter().enumerate() {
+        for (k, bare) in f.phases().into_iter().enumerate() {
             // The full report for this one (by its place; by phase name
             // from an agent that does not number them).
-            let found = full
-                .iter()
-                .position(|r| r.k == Some(k))
-                .or_else(|| full.iter().position(|r| r.k.is_none() && r.when == when));
-            match found {
-                Some(p) => phases.push(full.remove(p)),
-                None => phases.push(PhaseReport {
-                    i: f.i,
-                    when,
-                    outcome,
-                    duration,
-                    category,
-                    ..PhaseReport::default()
-                }),
-            }
+            let found = full.iter().position(|r| r.k == Some(k)).or_else(|| {
+                full.iter()
+                    .position(|r| r.k.is_none() && r.when == bare.when)
+            });
+            phases.push(match found {
+                Some(p) => full.remove(p),
+                None => bare,
+            });
         }
         self.sched.finished(i, global);
         let item = &mut self.items[global];

@@ -443,6 +443,14 @@ def test_ok():
     let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
     r.code(0);
     assert_eq!(r.summary(), "2 passed, 1 rerun");
+    // the rerun shows with the plugin's letter in the progress
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with(".R.") || l.starts_with("R..")),
+        "{}",
+        r.stdout
+    );
     std::fs::remove_file(p.path().join("ran-once")).unwrap();
     let base = p.pytest(&["-p", "no:cacheprovider"]);
     assert_eq!(base.summary(), r.summary());
