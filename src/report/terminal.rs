@@ -353,7 +353,12 @@ impl Terminal {
                         None => self.stats.others.push((name.to_string(), 1)),
                     }
                     let letter = p.letter.clone().unwrap_or_default();
-                    if !letter.is_empty() && self.opts.verbosity <= 0 && !self.opts.collect_only {
+                    if self.opts.verbosity > 0 && !self.opts.collect_only {
+                        let word = p.word.clone().unwrap_or_else(|| name.to_uppercase());
+                        let pct = self.percent();
+                        let word = self.paint(&word, YELLOW, false);
+                        self.line(&format!("[{}] {pct} {word} {}", r.worker, r.nodeid));
+                    } else if !letter.is_empty() && !self.opts.collect_only {
                         self.progress_text(&letter, YELLOW);
                     }
                 }

@@ -454,4 +454,8 @@ def test_ok():
     std::fs::remove_file(p.path().join("ran-once")).unwrap();
     let base = p.pytest(&["-p", "no:cacheprovider"]);
     assert_eq!(base.summary(), r.summary());
+    std::fs::remove_file(p.path().join("ran-once")).unwrap();
+    p.rtest(&["-n", "1", "-v", "-p", "no:cacheprovider"])
+        .code(0)
+        .stdout_has("RERUN test_flaky.py::test_flaky");
 }
