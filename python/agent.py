@@ -452,6 +452,24 @@ class Worker:
             return None
 
 
+def _drop_bytecode(path):
+    # The copy keeps the local mtime, and pyc files check only mtime (in
+    # whole seconds) and size: a same-size edit within a second of the last
+    # sync would run stale bytecode. A changed source loses its cache.
+    cache = os.path.join(os.path.dirname(path), "__pycache__")
+    stem = os.path.basename(path)[:-3] + "."
+    try:
+        names = os.listdir(cache)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(stem) and name.endswith(".pyc"):
+            try:
+                os.unlink(os.path.join(cache, name))
+            except OSError:
+                pass
+
+
 _KNOWN_CATEGORIES = ("passed", "failed", "skipped", "xfailed", "xpassed", "error", "", "subtests passed")
 
 
@@ -759,6 +777,8 @@ class Sync:
             # rename(2) replaces a symlink itself, never what it points to.
             os.replace(tmp, path)
             self.files += 1
+            if path.endswith(".py"):
+                _drop_bytecode(path)
 
     def sync_link(self, msg):
         path = self._target(msg["path"])

@@ -1,6 +1,6 @@
 //! Sync: rsyncdirs mirrored into a worker's copy of the tree.
 
-use crate::harness::Project;
+use crate::harness::{Project, Run};
 
 fn project() -> Project {
     Project::new()
@@ -185,4 +185,62 @@ fn the_agent_refuses_paths_that_leave_the_sync_base() {
         std::fs::read_to_string(base.join("pkg/fine.txt")).unwrap(),
         "hello"
     );
+}
+
+/// A same-size edit within the second of the last sync must not run the
+/// copy's stale bytecode (pyc files check the source's mtime in whole
+/// seconds and its size).
+#[test]
+fn a_same_second_same_size_edit_is_not_hidden_by_stale_bytecode() {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let p = Project::new()
+        .file("pkg/__init__.py", "")
+        .file("pkg/val.py", "V = 1\n")
+        .file("pkg/expected.txt", "1")
+        .file(
+            "pkg/test_v.py",
+            "import os\nfrom pkg.val import V\n\ndef test_v():\n    here = os.path.dirname(__file__)\n    assert V == int(open(os.path.join(here, 'expected.txt')).read())\n",
+        );
+    let copy = tempfile::tempdir().unwrap();
+    let whole_second = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 10;
+    let set_mtime = |rel: &str, nanos: u32| {
+        let t = UNIX_EPOCH + Duration::new(whole_second, nanos);
+        std::fs::File::options()
+            .write(true)
+            .open(p.path().join(rel))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    set_mtime("pkg/val.py", 1_000);
+    let tx = format!("popen//chdir={}", copy.path().display());
+    let run = || {
+        Run::from(
+            p.command(&[
+                "--tx",
+                &tx,
+                "--rsyncdir",
+                "pkg",
+                "-p",
+                "no:cacheprovider",
+                "pkg",
+            ])
+            .env_remove("PYTHONDONTWRITEBYTECODE")
+            .output()
+            .unwrap(),
+        )
+    };
+    run().code(0);
+    assert!(
+        copy.path().join("pkg/__pycache__").is_dir(),
+        "bytecode was written"
+    );
+    std::fs::write(p.path().join("pkg/val.py"), "V = 2\n").unwrap();
+    std::fs::write(p.path().join("pkg/expected.txt"), "2").unwrap();
+    set_mtime("pkg/val.py", 2_000);
+    run().code(0);
 }
