@@ -443,24 +443,21 @@ impl Session<'_> {
             }
             FromAgent::CollectReport(mut r) => {
                 if let Some(copy) = self.copy_of(i) {
-                    rebase_skip(&mut r.skip, &copy.0, &copy.1);
+                    copy.skip(&mut r.skip);
                 }
                 self.slots[i].collect_reports.push(r)
             }
             FromAgent::Collected(c) => self.on_collected(i, c),
             FromAgent::Report(mut r) => {
                 if let Some(copy) = self.copy_of(i) {
-                    rebase_skip(&mut r.skip, &copy.0, &copy.1);
-                    if let Some(text) = r.longrepr.as_mut() {
-                        rebase_text(text, &copy.0, &copy.1);
-                    }
-                    if let Some(crash) = r.crash.as_mut() {
-                        for text in [crash.path.as_mut(), crash.message.as_mut()]
-                            .into_iter()
-                            .flatten()
-                        {
-                            rebase_text(text, &copy.0, &copy.1);
-                        }
+                    copy.skip(&mut r.skip);
+                    let crash = r.crash.as_mut();
+                    let (path, message) = match crash {
+                        Some(c) => (c.path.as_mut(), c.message.as_mut()),
+                        None => (None, None),
+                    };
+                    for text in [r.longrepr.as_mut(), path, message].into_iter().flatten() {
+                        copy.text(text);
                     }
                 }
                 self.slots[i].reports.entry(r.i).or_default().push(*r)
@@ -472,7 +469,7 @@ impl Session<'_> {
                 when,
             } => {
                 if let Some(copy) = self.copy_of(i) {
-                    rebase_text(&mut text, &copy.0, &copy.1);
+                    copy.text(&mut text);
                 }
                 // Every worker collects, so collection-time warnings arrive
                 // once per worker: show them once.
@@ -541,11 +538,14 @@ impl Session<'_> {
         })
     }
 
-    /// For a worker in a synced copy: (the copy's rootdir, the local one).
-    fn copy_of(&self, i: usize) -> Option<(String, PathBuf)> {
+    /// For a worker in a synced copy: how its paths map to local ones.
+    fn copy_of(&self, i: usize) -> Option<Rebase> {
         let w = &self.plan.workers[self.slots[i].plan_index];
-        let copy = w.copy_rootdir.clone()?;
-        (!self.plan.rootdir.as_os_str().is_empty()).then(|| (copy, self.plan.rootdir.clone()))
+        let copy = w.copy_rootdir.as_ref()?;
+        (!self.plan.rootdir.as_os_str().is_empty()).then(|| Rebase {
+            from: format!("{}/", copy.trim_end_matches('/')),
+            to: format!("{}/", self.plan.rootdir.display()),
+        })
     }
 
     fn on_ready(&mut self, i: usize, info: ReadyInfo) {
@@ -1301,23 +1301,26 @@ fn collection_diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> St
     out.trim_end().to_string()
 }
 
-/// Paths into a synced copy, in text a worker rendered (warnings,
-/// tracebacks), as the local ones.
-fn rebase_text(text: &mut String, copy: &str, local: &std::path::Path) {
-    let from = format!("{}/", copy.trim_end_matches('/'));
-    if text.contains(&from) {
-        *text = text.replace(&from, &format!("{}/", local.display()));
-    }
+/// Paths into a worker's synced copy, turned into the local ones (so
+/// `-rs`, warnings, tracebacks and JUnit name the files the user has).
+struct Rebase {
+    /// `<copy rootdir>/`.
+    from: String,
+    /// `<local rootdir>/`.
+    to: String,
 }
 
-/// A skip's location reported from a synced copy, as the local path (so
-/// `-rs` and JUnit name the files the user has).
-fn rebase_skip(skip: &mut Option<Vec<Option<String>>>, copy: &str, local: &std::path::Path) {
-    let Some(Some(path)) = skip.as_mut().and_then(|s| s.first_mut()) else {
-        return;
-    };
-    if let Ok(rel) = std::path::Path::new(path.as_str()).strip_prefix(copy) {
-        *path = local.join(rel).display().to_string();
+impl Rebase {
+    fn text(&self, text: &mut String) {
+        if text.contains(&self.from) {
+            *text = text.replace(&self.from, &self.to);
+        }
+    }
+
+    fn skip(&self, skip: &mut Option<Vec<Option<String>>>) {
+        if let Some(Some(path)) = skip.as_mut().and_then(|s| s.first_mut()) {
+            self.text(path);
+        }
     }
 }
 
