@@ -32,7 +32,7 @@ class Channel:
         self.lock = threading.Lock()
 
     def send(self, msg):
-        data = json.dumps(msg, ensure_ascii=False, default=str)
+        data = json.dumps(msg, ensure_ascii=False, default=_wire_default)
         # Lone surrogates (undecodable bytes from a test's output) are not
         # valid UTF-8: replace them rather than corrupt the frame.
         payload = data.encode("utf-8", "replace")
@@ -61,7 +61,31 @@ class Channel:
         payload = self._read_exact(length)
         if payload is None:
             return None
-        return json.loads(payload.decode("utf-8"))
+        return json.loads(payload.decode("utf-8"), object_hook=_unwire)
+
+
+BYTES_TAG = "__rtest_bytes__"
+
+
+def _wire_default(value):
+    """JSON for what json cannot write: bytes (pytest-cov's coverage data
+    in ``workeroutput``) travel tagged, sets as lists, anything else as its
+    text."""
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return {BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, (set, frozenset)):
+        return list(value)
+    return _text(value)
+
+
+def _unwire(obj):
+    if len(obj) == 1 and BYTES_TAG in obj:
+        import base64
+
+        return base64.b64decode(obj[BYTES_TAG])
+    return obj
 
 
 def _coordinator_gone():
@@ -126,6 +150,15 @@ def python_info():
         "pid": os.getpid(),
         "pytest": None,
         "pluggy": None,
+        # What xdist's controller keeps as ``node.workerinfo``.
+        "workerinfo": {
+            "version": sys.version,
+            "version_info": list(sys.version_info),
+            "sysplatform": sys.platform,
+            "platform": _platform(),
+            "executable": sys.executable,
+            "cwd": os.getcwd(),
+        },
     }
     try:
         import importlib.util
@@ -137,6 +170,15 @@ def python_info():
     except Exception:
         pass
     return info
+
+
+def _platform():
+    try:
+        import platform
+
+        return platform.platform()
+    except Exception:
+        return sys.platform
 
 
 def _dist_version(name, spec=None):
@@ -197,7 +239,10 @@ class Worker:
         self.channel = channel
         self.inbox = inbox
         self.start = start
+        # pytest's serialized form of every report: for the report log, and
+        # for the controller when its plugins replay reports.
         self.full_reports = bool(start.get("full_reports"))
+        self.stream = False
         self.torun = collections.deque()
         self.item_index = None
         self.phases = []
@@ -273,6 +318,17 @@ class Worker:
     def pytest_sessionstart(self, session):
         self.session = session
 
+    def pytest_sessionfinish(self, session, exitstatus):
+        # As xdist's worker: what plugins put in ``config.workeroutput`` goes
+        # back to the controller (for pytest_testnodedown) after every
+        # sessionfinish hook ran.
+        output = self.config.workeroutput
+        output["exitstatus"] = int(exitstatus)
+        output["shouldfail"] = session.shouldfail
+        output["shouldstop"] = session.shouldstop
+        yield
+        self.channel.send({"t": "workeroutput", "output": output})
+
     def pytest_collectreport(self, report):
         if report.passed:
             return
@@ -284,7 +340,7 @@ class Worker:
         }
         if report.skipped and isinstance(report.longrepr, tuple):
             msg["skip"] = [_text(x) for x in report.longrepr]
-        if self.full_reports:
+        if self.full_reports or self.stream:
             msg["raw"] = self._serialize(report)
         self.channel.send(msg)
 
@@ -378,6 +434,7 @@ class Worker:
             or wasxfail is not None
             or report.user_properties
             or self.full_reports
+            or self.stream
         )
         if not interesting:
             return
@@ -417,8 +474,8 @@ class Worker:
             msg["letter"] = phase[4]
         if word and word != report.outcome.upper():
             msg["word"] = word  # SUBFAILED(i=2), as pytest's summary says it
-        if self.full_reports:
-            msg["raw"] = self._serialize(report)
+        if self.full_reports or self.stream:
+            msg["raw"] = self._serialize(report, self.item_index)
         self.channel.send(msg)
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
@@ -434,19 +491,26 @@ class Worker:
             )
         except Exception:
             text = _text(warning_message.message)
-        self.channel.send(
-            {"t": "warning", "nodeid": nodeid, "when": when, "text": text.rstrip("\n")}
-        )
+        msg = {"t": "warning", "nodeid": nodeid, "when": when, "text": text.rstrip("\n")}
+        if self.stream:
+            msg["data"] = _warning_data(warning_message, when, nodeid, location)
+        self.channel.send(msg)
 
     def pytest_internalerror(self, excrepr, excinfo):
         self.channel.send({"t": "internal_error", "message": _text(excrepr)})
 
-    def _serialize(self, report):
+    def _serialize(self, report, item_index=None):
         try:
             data = self.config.hook.pytest_report_to_serializable(
                 config=self.config, report=report
             )
-            json.dumps(data, default=str)
+            if item_index is not None:
+                # As xdist forwards them: plugins (pytest-rerunfailures)
+                # tell items apart by these.
+                data["item_index"] = item_index
+                data["worker_id"] = self.start["worker_id"]
+                data["testrun_uid"] = self.start["testrun_uid"]
+            json.dumps(data, default=_wire_default)
             return data
         except Exception:
             return None
@@ -468,6 +532,35 @@ def _drop_bytecode(path):
                 os.unlink(os.path.join(cache, name))
             except OSError:
                 pass
+
+
+def _warning_data(warning_message, when, nodeid, location):
+    """A recorded warning in a form the controller rebuilds a
+    ``warnings.WarningMessage`` from (as xdist serializes it)."""
+    message = warning_message.message
+    category = warning_message.category
+    data = {
+        "when": when,
+        "nodeid": nodeid,
+        "location": list(location) if location else None,
+        "message": _text(message),
+        "message_args": None,
+        "message_class": None,
+        "category": None,
+        "filename": _text(warning_message.filename),
+        "lineno": warning_message.lineno,
+        "line": _text(getattr(warning_message, "line", None)),
+    }
+    if isinstance(message, Warning):
+        data["message_class"] = [type(message).__module__, type(message).__qualname__]
+        try:
+            json.dumps(list(message.args))
+            data["message_args"] = list(message.args)
+        except Exception:
+            pass
+    if category is not None:
+        data["category"] = [category.__module__, category.__qualname__]
+    return data
 
 
 _KNOWN_CATEGORIES = ("passed", "failed", "skipped", "xfailed", "xpassed", "error", "", "subtests passed")
@@ -577,6 +670,7 @@ def run_pytest(channel, inbox, start):
 
     # Run after the terminal plugin's pytest_configure, to silence it.
     Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
+    Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True)(Worker.pytest_sessionfinish)
     worker = Worker(channel, inbox, start)
     try:
         config = _prepareconfig(list(start["args"]), None)
@@ -586,42 +680,22 @@ def run_pytest(channel, inbox, start):
     except SystemExit as exc:
         channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
         return exc.code if isinstance(exc.code, int) else 4
-    config.workerinput = {
-        "workerid": start["worker_id"],
-        "workercount": start["worker_count"],
-        "testrunuid": start["testrun_uid"],
-        # pytest-randomly seeds every xdist worker from this, so that all
-        # workers shuffle alike and collect the same order.
-        "randomly_seed": int(start["testrun_uid"][:8], 16),
-    }
-    # pytest-cov reads these in xdist workers. Workers here are collocated
-    # with the run: each saves its own .coverage.* data file for
-    # `coverage combine`.
-    import socket
-
-    config.workerinput.update(
-        {
-            "cov_master_host": socket.gethostname(),
-            "cov_master_topdir": os.getcwd(),
-            "cov_master_rsync_roots": [],
-        }
-    )
-    # pytest-rerunfailures (when xdist is installed) expects the status
-    # server its xdist controller side would start; each worker here hosts
-    # its own, so flaky-test reruns work as under xdist.
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("pytest_rerunfailures") is not None and config.pluginmanager.hasplugin("xdist"):
-            import pytest_rerunfailures
-
-            db = pytest_rerunfailures.ServerStatusDB()
-            db.sock.listen()  # its own thread listens too, maybe later
-            config.workerinput["sock_port"] = db.sock_port
-            config.workerinput["statusdb_token"] = getattr(db, "token", "")
-            worker.rerun_db = db
-    except Exception:
-        pass
+    # pytest parsed its arguments and loaded plugins and conftests while the
+    # controller configured; pytest_configure needs ``config.workerinput``,
+    # which the controller's plugins fill (pytest_configure_node).
+    workerinput = start.get("workerinput")
+    worker.stream = bool(start.get("stream"))
+    if workerinput is None:
+        while True:
+            msg = inbox.get()
+            kind = msg.get("t")
+            if kind == "worker_input":
+                workerinput = msg.get("input") or {}
+                worker.stream = bool(msg.get("stream"))
+                break
+            if kind == "shutdown":
+                return 0
+    config.workerinput = dict(workerinput)
     config.workeroutput = {}
     worker.config = config
     config.option.usepdb = False
@@ -855,11 +929,11 @@ def main():
         kind = msg.get("t")
         if kind == "shutdown":
             return 0
-        if kind == "start":
+        if kind in ROLES:
             break
     status = 3
     try:
-        status = run_pytest(channel, inbox, msg)
+        status = ROLES[kind](channel, inbox, msg)
     except KeyboardInterrupt:
         status = 2
     except BaseException:
@@ -871,7 +945,12 @@ def main():
     return status
 
 
-if __name__ == "__main__":
+# What a worker can become, by the message that follows the handshake; the
+# controller role (controller.py, sent after this file) adds itself.
+ROLES = {"start": run_pytest}
+
+
+def _entry():
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()

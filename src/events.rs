@@ -194,6 +194,10 @@ pub enum Event {
         collect_reports: Vec<CollectReport>,
         /// Node ids (for `--collect-only`).
         ids: Vec<String>,
+        /// pytest's header lines from the controller's session
+        /// (`rootdir:`, `configfile:`, `plugins:` and what plugins add);
+        /// empty without a controller.
+        header: Vec<String>,
     },
     /// A test finished.
     TestFinished(Box<TestResult>),
@@ -205,6 +209,9 @@ pub enum Event {
         /// Raw bytes.
         data: Vec<u8>,
     },
+    /// What the controller's session wrote to its stdout or stderr (a
+    /// plugin's prints, GitHub annotations), passed on as it is.
+    ControllerOutput(Vec<u8>),
     /// Something the user should know (a worker replaced, provisioning).
     Notice(String),
     /// A warning pytest recorded.
@@ -224,7 +231,20 @@ pub enum Event {
         error: Option<String>,
         /// The run's exit code.
         exit: crate::error::ExitCode,
+        /// What plugins wrote to the terminal in the controller's session.
+        plugins: PluginOutput,
     },
+}
+
+/// Terminal output of plugins in the controller's session, placed where
+/// pytest puts it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginOutput {
+    /// Written right after the test loop (pytest-cov's fail-under error).
+    pub after_loop: String,
+    /// Written in the terminal summary (the coverage table), shown before
+    /// the short test summary.
+    pub summary: String,
 }
 
 /// Anything that consumes events.

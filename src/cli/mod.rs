@@ -801,6 +801,9 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
         env: Vec::new(),
         remotes: Default::default(),
         require_all_hosts: false,
+        controller: p.workers.first().map(|w| w.python.clone()),
+        color: false,
+        mainargv: std::env::args().collect(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1133,6 +1136,23 @@ fn prepare_interpreters(plan: &mut Plan, no_provision: bool) -> Result<Vec<Strin
     Ok(notes)
 }
 
+/// The interpreter of the controller (the local pytest session plugins
+/// see): the one local workers use, else the default one if it has pytest.
+fn controller_python(plan: &Plan) -> Option<String> {
+    if let Some(w) = plan
+        .workers
+        .iter()
+        .find(|w| w.transport == Transport::Popen)
+    {
+        return Some(w.python.clone());
+    }
+    let python = default_python();
+    match provision::probe(&python) {
+        Ok(p) if p.has_pytest => Some(python),
+        _ => None,
+    }
+}
+
 fn terminal_width() -> usize {
     if let Some(w) = std::env::var("COLUMNS")
         .ok()
@@ -1239,6 +1259,9 @@ fn run_plan(
         env: vec![("COLUMNS".into(), width.to_string())],
         remotes,
         require_all_hosts: raw.require_all_hosts,
+        controller: controller_python(plan),
+        color: use_color(raw, tty),
+        mainargv: std::env::args().collect(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -34,11 +34,68 @@ while not n.endswith(b'\\n'):n+=r(1)
 exec(compile(r(int(n)),'<rtest-agent>','exec'),{'__name__':'__main__'})
 ";
 
+/// The controller role, sent after the agent to the controller process.
+pub const CONTROLLER_SOURCE: &str = include_str!("../../python/controller.py");
+
+/// What ends every payload: the agent's entry point.
+const ENTRY: &str = "\n_entry()\n";
+
 /// The bytes a gateway writes first: the agent's length and source.
 pub fn bootstrap_payload() -> Vec<u8> {
-    let mut out = format!("{}\n", AGENT_SOURCE.len()).into_bytes();
-    out.extend_from_slice(AGENT_SOURCE.as_bytes());
+    payload(&[AGENT_SOURCE, ENTRY])
+}
+
+/// The bootstrap bytes of the controller: the agent with its controller
+/// role.
+pub fn controller_payload() -> Vec<u8> {
+    payload(&[AGENT_SOURCE, "\n", CONTROLLER_SOURCE, ENTRY])
+}
+
+fn payload(parts: &[&str]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = format!("{len}\n").into_bytes();
+    for p in parts {
+        out.extend_from_slice(p.as_bytes());
+    }
     out
+}
+
+/// A JSON value carried as it came (pytest's serialized reports,
+/// `workerinput`, `workeroutput`): the coordinator passes it on without
+/// parsing it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl RawJson {
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Wrap a value (serialized once).
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        RawJson(
+            serde_json::value::to_raw_value(value)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+        )
+    }
+
+    /// Parse it (for outputs that add to it, such as the report log).
+    pub fn parse(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Whether it is JSON `null`.
+    pub fn is_null(&self) -> bool {
+        self.get().trim() == "null"
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
 }
 
 /// Messages the coordinator sends to an agent.
@@ -69,6 +126,79 @@ pub enum ToAgent {
     },
     /// Drop everything queued and end after the current test.
     Stop,
+    /// A worker's `config.workerinput` (after the controller's
+    /// `pytest_configure_node`), for a worker started without it.
+    WorkerInput {
+        /// The dict.
+        input: RawJson,
+        /// Send every report in pytest's serialized form (the controller
+        /// replays them).
+        stream: bool,
+    },
+    /// Become the controller: a pytest session that hosts plugins.
+    Control(ControlArgs),
+    /// Controller: call `pytest_configure_node` for a worker about to
+    /// start (answered by `node_configured`).
+    ConfigureNode {
+        /// Worker id.
+        id: String,
+        /// Its tx spec.
+        spec: String,
+        /// The synced directories (xdist's `nodemanager.roots`).
+        roots: Vec<String>,
+        /// rtest's part of its `workerinput`.
+        workerinput: serde_json::Value,
+    },
+    /// Controller: a worker's pytest is configured (`pytest_testnodeready`).
+    NodeReady {
+        /// Worker id.
+        id: String,
+        /// What xdist calls `workerinfo`.
+        info: Option<RawJson>,
+    },
+    /// Controller: a worker collected
+    /// (`pytest_xdist_node_collection_finished`).
+    NodeCollected {
+        /// Worker id.
+        id: String,
+        /// How many items.
+        count: usize,
+        /// The ids, when a plugin implements the hook.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ids: Option<Vec<String>>,
+    },
+    /// Controller: collectors that did not pass (`pytest_collectreport`).
+    CollectReports {
+        /// pytest's serialized reports.
+        reports: Vec<RawJson>,
+    },
+    /// Controller: one test's reports (`logstart`, `logreport`s,
+    /// `logfinish`).
+    Test(TestReplay),
+    /// Controller: a recorded warning (`pytest_warning_recorded`).
+    Warning {
+        /// The agent's serialized warning.
+        data: RawJson,
+    },
+    /// Controller: a worker ended (`pytest_testnodedown`).
+    NodeDown {
+        /// Worker id.
+        id: String,
+        /// Its `config.workeroutput`, when it ended its session.
+        output: Option<RawJson>,
+        /// Why it went down, when it crashed.
+        error: Option<String>,
+    },
+    /// Controller: the run is over; finish the session with this status
+    /// (answered by `controller_done`).
+    Finish {
+        /// rtest's exit status before plugins had their say.
+        exitstatus: i32,
+        /// Items collected.
+        collected: usize,
+        /// Failed reports.
+        failed: usize,
+    },
     /// Sync: list what `base` holds under `dirs` (answered by `sync_manifest`).
     SyncList {
         /// The directory the tree is mirrored into (`~` expanded remotely).
@@ -133,6 +263,58 @@ pub struct StartArgs {
     /// Send each item's `xdist_group` names (`--dist loadgroup`).
     #[serde(default)]
     pub groups: bool,
+    /// `config.workerinput`; without it the worker parses its arguments
+    /// and waits for [`ToAgent::WorkerInput`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workerinput: Option<RawJson>,
+    /// Send every report in pytest's serialized form.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// The arguments of [`ToAgent::Control`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlArgs {
+    /// pytest's command line, as the workers get it.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// How many workers the run starts.
+    pub numprocesses: usize,
+    /// The distribution mode (`load`, `each`, ...).
+    pub dist: String,
+    /// Terminal markup for what plugins write.
+    pub color: bool,
+    /// Terminal width.
+    pub width: usize,
+}
+
+/// One test's reports as the controller replays them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestReplay {
+    /// The worker that ran it.
+    pub node: String,
+    /// pytest node id.
+    pub nodeid: String,
+    /// `(path, line, domain)`.
+    pub location: Option<(String, Option<u64>, String)>,
+    /// pytest's serialized reports, in order.
+    pub reports: Vec<RawJson>,
+    /// The test had no reports of its own: its worker crashed or none
+    /// was left to run it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash: Option<CrashReplay>,
+}
+
+/// A failure rtest made up for a test its worker could not report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CrashReplay {
+    /// The phase.
+    pub when: String,
+    /// What happened.
+    pub longrepr: String,
+    /// Seconds.
+    pub duration: f64,
 }
 
 /// Messages an agent sends to the coordinator.
@@ -160,16 +342,7 @@ pub enum FromAgent {
     /// A test's protocol finished.
     Finished(Finished),
     /// A warning pytest recorded.
-    Warning {
-        /// Node id, empty for session-level warnings.
-        #[serde(default)]
-        nodeid: String,
-        /// `config`, `collect` or `runtest`.
-        #[serde(default)]
-        when: String,
-        /// The formatted warning.
-        text: String,
-    },
+    Warning(WarningMsg),
     /// A test raised KeyboardInterrupt.
     Interrupted {
         /// Index of the test.
@@ -192,6 +365,22 @@ pub enum FromAgent {
         /// The traceback.
         message: String,
     },
+    /// A worker's `config.workeroutput` at the end of its session.
+    WorkerOutput {
+        /// The dict.
+        output: RawJson,
+    },
+    /// The controller's session started.
+    ControllerReady(ControllerReady),
+    /// The controller's `pytest_configure_node` ran for a worker.
+    NodeConfigured {
+        /// Worker id.
+        id: String,
+        /// The worker's `workerinput`, as plugins left it.
+        workerinput: RawJson,
+    },
+    /// The controller's session finished.
+    ControllerDone(ControllerDone),
     /// The manifest of the remote copy.
     SyncManifest {
         /// The absolute base directory on the worker's host.
@@ -218,6 +407,60 @@ pub enum FromAgent {
         /// pytest's exit status.
         status: i32,
     },
+}
+
+/// A warning pytest recorded on a worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WarningMsg {
+    /// Node id, empty for session-level warnings.
+    #[serde(default)]
+    pub nodeid: String,
+    /// `config`, `collect` or `runtest`.
+    #[serde(default)]
+    pub when: String,
+    /// The formatted warning.
+    pub text: String,
+    /// The warning serialized for the controller (when it replays).
+    #[serde(default)]
+    pub data: Option<RawJson>,
+}
+
+/// What the controller's session is, once started.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ControllerReady {
+    /// Lines plugins add to the header (`pytest_report_header`), pytest's
+    /// `rootdir:`/`configfile:`/`plugins:` lines among them.
+    #[serde(default)]
+    pub header: Vec<String>,
+    /// Whether a plugin or conftest.py implements a hook the controller
+    /// replays; if not, the controller has ended and gets nothing more.
+    #[serde(default)]
+    pub needed: bool,
+    /// Whether a plugin wants every worker's collected ids.
+    #[serde(default)]
+    pub wants_ids: bool,
+    /// Which plugins hook the run (`hook (plugin)`).
+    #[serde(default)]
+    pub hooked: Vec<String>,
+    /// Keys every worker's `workerinput` gets.
+    #[serde(default)]
+    pub workerinput: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How the controller's session ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct ControllerDone {
+    /// The session's final exit status, as plugins left it.
+    pub exitstatus: i32,
+    /// What plugins wrote to the terminal after the test loop.
+    #[serde(default)]
+    pub after_loop: String,
+    /// What plugins wrote in the terminal summary.
+    #[serde(default)]
+    pub summary: String,
+    /// How many replayed hooks raised.
+    #[serde(default)]
+    pub errors: u32,
 }
 
 /// The oldest Python the agent runs on.
@@ -262,6 +505,9 @@ pub struct ReadyInfo {
     /// The worker's process id.
     #[serde(default)]
     pub pid: u32,
+    /// What xdist's controller keeps as `node.workerinfo`.
+    #[serde(default)]
+    pub workerinfo: Option<RawJson>,
     /// pytest's version, or `None` when pytest is not importable.
     pub pytest: Option<String>,
     /// pluggy's version.
@@ -342,9 +588,9 @@ pub struct CollectReport {
     /// For skips: path, line, reason.
     #[serde(default)]
     pub skip: Option<Vec<Option<String>>>,
-    /// pytest's serialized report (report-log only).
+    /// pytest's serialized report (report log, controller).
     #[serde(default)]
-    pub raw: Option<serde_json::Value>,
+    pub raw: Option<RawJson>,
 }
 
 /// The result of collection on one worker.
@@ -428,9 +674,9 @@ pub struct PhaseReport {
     /// For skips: path, line, reason.
     #[serde(default)]
     pub skip: Option<Vec<Option<String>>>,
-    /// pytest's serialized report (report-log only).
+    /// pytest's serialized report (report log, controller).
     #[serde(default)]
-    pub raw: Option<serde_json::Value>,
+    pub raw: Option<RawJson>,
 }
 
 /// A test's protocol finished; `ph` holds every phase's outcome compactly.
@@ -546,9 +792,48 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
         Err(e) => return Err(e.into()),
     }
-    serde_json::from_slice(&buf).map_err(|e| {
+    decode(&buf).map_err(|e| {
         let preview: String = String::from_utf8_lossy(&buf).chars().take(200).collect();
         FrameError::Malformed(format!("{e}: {preview}"))
+    })
+}
+
+/// Decode one frame's JSON. Messages that carry raw JSON are read straight
+/// into their structs: serde cannot keep a raw value inside an internally
+/// tagged enum.
+pub fn decode(buf: &[u8]) -> Result<FromAgent, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Tag<'a> {
+        #[serde(borrow)]
+        t: std::borrow::Cow<'a, str>,
+    }
+    #[derive(Deserialize)]
+    struct Output {
+        output: RawJson,
+    }
+    #[derive(Deserialize)]
+    struct Configured {
+        id: String,
+        workerinput: RawJson,
+    }
+    let tag: Tag = serde_json::from_slice(buf)?;
+    Ok(match tag.t.as_ref() {
+        "report" => FromAgent::Report(Box::new(serde_json::from_slice(buf)?)),
+        "collect_report" => FromAgent::CollectReport(serde_json::from_slice(buf)?),
+        "warning" => FromAgent::Warning(serde_json::from_slice(buf)?),
+        "ready" => FromAgent::Ready(serde_json::from_slice(buf)?),
+        "workeroutput" => {
+            let o: Output = serde_json::from_slice(buf)?;
+            FromAgent::WorkerOutput { output: o.output }
+        }
+        "node_configured" => {
+            let c: Configured = serde_json::from_slice(buf)?;
+            FromAgent::NodeConfigured {
+                id: c.id,
+                workerinput: c.workerinput,
+            }
+        }
+        _ => serde_json::from_slice(buf)?,
     })
 }
 
@@ -599,6 +884,38 @@ mod tests {
         let payload = bootstrap_payload();
         let first_line = payload.split(|b| *b == b'\n').next().unwrap();
         let len: usize = std::str::from_utf8(first_line).unwrap().parse().unwrap();
-        assert_eq!(len, AGENT_SOURCE.len());
+        assert_eq!(len, payload.len() - first_line.len() - 1);
+        assert!(payload.ends_with(b"\n_entry()\n"));
+        let controller = controller_payload();
+        let first = controller.split(|b| *b == b'\n').next().unwrap();
+        let len: usize = std::str::from_utf8(first).unwrap().parse().unwrap();
+        assert_eq!(len, controller.len() - first.len() - 1);
+    }
+
+    #[test]
+    fn raw_payloads_pass_through_unparsed() {
+        let frame = br#"{"t":"report","i":1,"when":"call","outcome":"passed","duration":0.1,"raw":{"nodeid":"t.py::x","keep":[1, 2]}}"#;
+        let FromAgent::Report(r) = decode(frame).unwrap() else {
+            panic!("not a report")
+        };
+        assert_eq!(
+            r.raw.as_ref().unwrap().get(),
+            r#"{"nodeid":"t.py::x","keep":[1, 2]}"#
+        );
+        let replay = ToAgent::Test(TestReplay {
+            node: "gw0".into(),
+            nodeid: "t.py::x".into(),
+            location: None,
+            reports: vec![r.raw.clone().unwrap()],
+            crash: None,
+        });
+        let text = String::from_utf8(encode(&replay)[4..].to_vec()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"t":"test","node":"gw0","nodeid":"t.py::x","location":null,"reports":[{"nodeid":"t.py::x","keep":[1, 2]}]}"#
+        );
+        let out =
+            decode(br#"{"t":"workeroutput","output":{"cov":{"__rtest_bytes__":"AAE="}}}"#).unwrap();
+        assert!(matches!(out, FromAgent::WorkerOutput { output } if output.get().contains("AAE=")));
     }
 }

@@ -50,8 +50,8 @@ impl ReportLog {
 
 /// A phase as pytest-reportlog writes it.
 pub fn phase_json(result: &TestResult, p: &PhaseReport) -> Value {
-    let mut v = match &p.raw {
-        Some(Value::Object(m)) => Value::Object(m.clone()),
+    let mut v = match p.raw.as_ref().map(|r| r.parse()) {
+        Some(Value::Object(m)) => Value::Object(m),
         _ => {
             let location = result
                 .location
@@ -89,9 +89,8 @@ impl Reporter for ReportLog {
                 collect_reports, ..
             } => {
                 for c in collect_reports {
-                    let v = match &c.raw {
-                        Some(Value::Object(m)) => {
-                            let mut m = m.clone();
+                    let v = match c.raw.as_ref().map(|r| r.parse()) {
+                        Some(Value::Object(mut m)) => {
                             m.insert("$report_type".into(), json!("CollectReport"));
                             Value::Object(m)
                         }

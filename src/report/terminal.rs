@@ -5,7 +5,9 @@
 //! warnings, the short test summary and the final `== ... in 1.23s ==`
 //! line. On a TTY a live status line sits below the progress.
 
-use crate::events::{categorize, Category, Event, Reporter, StopReason, TestResult, WorkerDesc};
+use crate::events::{
+    categorize, Category, Event, PluginOutput, Reporter, StopReason, TestResult, WorkerDesc,
+};
 use crate::protocol::{CollectReport, PhaseReport, PytestOptions};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -893,7 +895,7 @@ impl Terminal {
 
     fn on_collected(
         &mut self,
-        rootdir: &str,
+        header: &[String],
         workers: &[WorkerDesc],
         total: usize,
         per_worker: usize,
@@ -913,7 +915,9 @@ impl Terminal {
         if self.opts.verbosity < 0 {
             return;
         }
-        self.line(&format!("rootdir: {rootdir}"));
+        for line in header {
+            self.line(line);
+        }
         for n in self.opts.header_notes.clone() {
             self.line(&n);
         }
@@ -1008,10 +1012,17 @@ impl Terminal {
         let _ = self.err.flush();
     }
 
-    fn finished(&mut self, stop: Option<&StopReason>, elapsed: Duration, error: Option<&str>) {
+    fn finished(
+        &mut self,
+        stop: Option<&StopReason>,
+        elapsed: Duration,
+        error: Option<&str>,
+        plugins: &PluginOutput,
+    ) {
         self.flush_worker_output();
         self.hide_status();
         self.finish_progress_line();
+        self.plugin_text(&plugins.after_loop);
         if let Some(e) = error {
             let _ = self.out.flush();
             let msg = self.paint(&format!("ERROR: {e}"), RED, false);
@@ -1037,6 +1048,7 @@ impl Terminal {
         self.summary_failures();
         self.summary_warnings();
         self.summary_passes();
+        self.plugin_text(&plugins.summary);
         self.summary_durations();
         self.short_summary();
         match stop {
@@ -1065,6 +1077,17 @@ impl Terminal {
         }
         self.final_line(elapsed);
         let _ = self.out.flush();
+    }
+}
+
+impl Terminal {
+    /// Text plugins wrote in the controller's session, as they wrote it
+    /// (their sections and markup), without pytest's blank lines around it.
+    fn plugin_text(&mut self, text: &str) {
+        let text = text.trim_start_matches('\n').trim_end();
+        if !text.is_empty() {
+            self.line(text);
+        }
     }
 }
 
@@ -1100,9 +1123,17 @@ impl Reporter for Terminal {
                 deselected,
                 collect_reports,
                 ids,
+                header,
             } => {
+                // pytest's header lines from the controller, else the
+                // rootdir alone.
+                let header = if header.is_empty() {
+                    vec![format!("rootdir: {rootdir}")]
+                } else {
+                    header.clone()
+                };
                 self.on_collected(
-                    rootdir,
+                    &header,
                     workers,
                     *total,
                     *per_worker,
@@ -1118,6 +1149,7 @@ impl Reporter for Terminal {
             }
             Event::TestFinished(r) => self.on_result(r),
             Event::WorkerOutput { worker, data } => self.worker_output(worker, data),
+            Event::ControllerOutput(data) => self.write_err(data),
             Event::Notice(text) => {
                 let _ = self.out.flush();
                 self.hide_status();
@@ -1139,8 +1171,9 @@ impl Reporter for Terminal {
                 stop,
                 elapsed,
                 error,
+                plugins,
                 ..
-            } => self.finished(stop.as_ref(), *elapsed, error.as_deref()),
+            } => self.finished(stop.as_ref(), *elapsed, error.as_deref(), plugins),
         }
     }
 

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+mod controller;
+use controller::CtlState;
+
 /// How many bytes of a worker's stderr are kept for crash reports.
 const TAIL_BYTES: usize = 16 * 1024;
 /// How many lines of that tail a crash report shows.
@@ -44,6 +47,13 @@ pub struct SessionOptions {
     pub remotes: std::sync::Arc<gateway::Remotes>,
     /// Fail when any remote worker cannot be reached.
     pub require_all_hosts: bool,
+    /// The local Python that hosts the controller (the pytest session
+    /// plugins see); `None` runs without one.
+    pub controller: Option<String>,
+    /// Terminal markup for what plugins write.
+    pub color: bool,
+    /// rtest's command line (xdist's `workerinput["mainargv"]`).
+    pub mainargv: Vec<String>,
 }
 
 /// What a finished run amounts to.
@@ -55,10 +65,80 @@ pub struct Outcome {
 
 enum Input {
     Connected(usize, u32, Box<Result<Connection, Error>>),
-    Frame(usize, u32, Box<FromAgent>),
-    BadFrame(usize, u32, String),
-    Stderr(usize, u32, Vec<u8>),
-    Gone(usize, u32, String),
+    /// From worker slot `.0`, generation `.1`.
+    Worker(usize, u32, Pumped),
+    /// From the controller.
+    Controller(Pumped),
+}
+
+/// What the tasks reading an agent's pipes hear.
+enum Pumped {
+    Frame(Box<FromAgent>),
+    BadFrame(String),
+    Stderr(Vec<u8>),
+    Gone(String),
+}
+
+/// Read an agent's frames and stderr, and its exit, into the dispatcher's
+/// channel (each wrapped by `wrap`); returns the writer for its frames.
+fn pump(
+    conn: Connection,
+    tx: &mpsc::UnboundedSender<Input>,
+    wrap: impl Fn(Pumped) -> Input + Send + Sync + Clone + 'static,
+) -> (mpsc::UnboundedSender<Vec<u8>>, Killer) {
+    let Connection {
+        mut reader,
+        mut writer,
+        stderr,
+        exit,
+        killer,
+    } = conn;
+    let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        while let Some(buf) = wrx.recv().await {
+            if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let stderr_task = stderr.map(|mut err| {
+        let (tx, wrap) = (tx.clone(), wrap.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match err.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = tx.send(wrap(Pumped::Stderr(buf[..n].to_vec())));
+                    }
+                }
+            }
+        })
+    });
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        loop {
+            match protocol::read_frame(&mut reader).await {
+                Ok(msg) => {
+                    if tx.send(wrap(Pumped::Frame(Box::new(msg)))).is_err() {
+                        break;
+                    }
+                }
+                Err(protocol::FrameError::Closed) => break,
+                Err(e) => {
+                    let _ = tx.send(wrap(Pumped::BadFrame(e.to_string())));
+                    break;
+                }
+            }
+        }
+        let how = exit.await;
+        if let Some(task) = stderr_task {
+            // Grandchildren may keep stderr open; don't wait for them.
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        }
+        let _ = tx.send(wrap(Pumped::Gone(how)));
+    });
+    (wtx, killer)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +173,13 @@ struct Slot {
     reports: HashMap<usize, Vec<PhaseReport>>,
     done: Option<i32>,
     shut: bool,
+    /// Started without its workerinput, which the controller provides.
+    awaiting_input: bool,
+    /// The controller's pytest_configure_node ran for it (it is a node
+    /// there, to be brought down).
+    in_controller: bool,
+    /// Its `config.workeroutput`, once its session finished.
+    workeroutput: Option<protocol::RawJson>,
 }
 
 struct Item {
@@ -137,6 +224,7 @@ struct Session<'a> {
     rootdir: Option<PathBuf>,
     history: Option<history::History>,
     durations: Vec<(String, f64)>,
+    ctl: controller::Controller,
 }
 
 /// Run the plan to the end, telling `reporter` everything.
@@ -169,6 +257,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         rootdir: None,
         history: None,
         durations: Vec::new(),
+        ctl: controller::Controller::default(),
     };
     for (i, w) in plan.workers.iter().enumerate() {
         s.slots.push(Slot {
@@ -189,6 +278,9 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             reports: HashMap::new(),
             done: None,
             shut: false,
+            awaiting_input: false,
+            in_controller: false,
+            workeroutput: None,
         });
     }
     if let Some(base) = &plan.basetemp {
@@ -203,6 +295,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         }
     }
     if s.error.is_none() {
+        s.start_controller();
         for i in 0..s.slots.len() {
             s.spawn(i);
         }
@@ -228,7 +321,13 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
     }
     // Remote kill commands still on their way must arrive.
     s.opts.remotes.ssh.settle().await;
-    s.finish()
+    let exit = s.conclude();
+    // The controller's session finishes with the run's status; its plugins
+    // may change it (pytest-cov's --cov-fail-under).
+    let exit = s
+        .finish_controller(exit, &mut rx, &mut sigint, &mut sigterm)
+        .await;
+    s.finish(exit)
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {
@@ -303,60 +402,17 @@ impl Session<'_> {
             self.slots[index].state = SlotState::Exited;
             return;
         }
+        let gen = self.slots[index].gen;
+        let (wtx, killer) = pump(conn, &self.tx, move |p| Input::Worker(index, gen, p));
+        // Without a controller to ask, the worker gets its workerinput at
+        // once; else it parses its arguments while the controller's
+        // pytest_configure_node runs.
+        let workerinput = match self.ctl.state {
+            CtlState::Off => Some(self.base_workerinput(index)),
+            CtlState::Starting | CtlState::Active => None,
+        };
         let slot = &mut self.slots[index];
-        let Connection {
-            mut reader,
-            mut writer,
-            stderr,
-            exit,
-            killer,
-        } = conn;
-        let gen = slot.gen;
-        let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            while let Some(buf) = wrx.recv().await {
-                if writer.write_all(&buf).await.is_err() || writer.flush().await.is_err() {
-                    break;
-                }
-            }
-        });
-        let tx = self.tx.clone();
-        let stderr_task = stderr.map(|mut err| {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match err.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let _ = tx.send(Input::Stderr(index, gen, buf[..n].to_vec()));
-                        }
-                    }
-                }
-            })
-        });
-        tokio::spawn(async move {
-            loop {
-                match protocol::read_frame(&mut reader).await {
-                    Ok(msg) => {
-                        if tx.send(Input::Frame(index, gen, Box::new(msg))).is_err() {
-                            break;
-                        }
-                    }
-                    Err(protocol::FrameError::Closed) => break,
-                    Err(e) => {
-                        let _ = tx.send(Input::BadFrame(index, gen, e.to_string()));
-                        break;
-                    }
-                }
-            }
-            let how = exit.await;
-            if let Some(task) = stderr_task {
-                // Grandchildren may keep stderr open; don't wait for them.
-                let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
-            }
-            let _ = tx.send(Input::Gone(index, gen, how));
-        });
+        slot.awaiting_input = workerinput.is_none();
         let w = &self.plan.workers[slot.plan_index];
         let mut args = self.plan.pytest_args.clone();
         args.extend(w.extra_args.iter().cloned());
@@ -383,11 +439,16 @@ impl Session<'_> {
             testrun_uid: self.opts.testrun_uid.clone(),
             full_reports: self.opts.full_reports,
             groups: self.plan.dist == DistMode::LoadGroup,
+            workerinput,
+            stream: false,
         })));
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);
         slot.killer = Some(killer);
         slot.state = SlotState::Starting;
+        if self.ctl.state == CtlState::Active {
+            self.configure_node(index);
+        }
     }
 
     fn send(&mut self, index: usize, msg: &ToAgent) {
@@ -403,8 +464,16 @@ impl Session<'_> {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Connected(i, gen, conn) if self.slots[i].gen == gen => self.connected(i, *conn),
-            Input::Frame(i, gen, msg) if self.slots[i].gen == gen => self.on_frame(i, *msg),
-            Input::BadFrame(i, gen, err) if self.slots[i].gen == gen => {
+            Input::Worker(i, gen, p) if self.slots[i].gen == gen => self.on_worker_input(i, p),
+            Input::Controller(p) => self.on_controller_input(p),
+            _ => {} // from a previous generation of a replaced worker
+        }
+    }
+
+    fn on_worker_input(&mut self, i: usize, input: Pumped) {
+        match input {
+            Pumped::Frame(msg) => self.on_frame(i, *msg),
+            Pumped::BadFrame(err) => {
                 let id = self.slots[i].id.clone();
                 self.reporter.on_event(&Event::Notice(format!(
                     "worker {id} sent a bad frame: {err}"
@@ -414,7 +483,7 @@ impl Session<'_> {
                     k.kill();
                 }
             }
-            Input::Stderr(i, gen, data) if self.slots[i].gen == gen => {
+            Pumped::Stderr(data) => {
                 let slot = &mut self.slots[i];
                 slot.tail.extend_from_slice(&data);
                 if slot.tail.len() > TAIL_BYTES {
@@ -427,15 +496,17 @@ impl Session<'_> {
                         .on_event(&Event::WorkerOutput { worker, data });
                 }
             }
-            Input::Gone(i, gen, how) if self.slots[i].gen == gen => self.on_gone(i, how),
-            _ => {} // from a previous generation of a replaced worker
+            Pumped::Gone(how) => self.on_gone(i, how),
         }
     }
 
     fn on_frame(&mut self, i: usize, msg: FromAgent) {
         match msg {
             FromAgent::Ready(info) => self.on_ready(i, info),
-            FromAgent::Configured { options } => self.on_configured(i, options),
+            FromAgent::Configured { options } => {
+                self.node_ready(i);
+                self.on_configured(i, options)
+            }
             FromAgent::UsageError { message } => {
                 if self.error.is_none() {
                     self.fail(Error::usage(message));
@@ -463,20 +534,30 @@ impl Session<'_> {
                 self.slots[i].reports.entry(r.i).or_default().push(*r)
             }
             FromAgent::Finished(f) => self.on_finished(i, f),
-            FromAgent::Warning {
-                nodeid,
-                mut text,
-                when,
-            } => {
+            FromAgent::Warning(w) => {
+                let protocol::WarningMsg {
+                    nodeid,
+                    mut text,
+                    when,
+                    data,
+                } = w;
                 if let Some(copy) = self.copy_of(i) {
                     copy.text(&mut text);
                 }
                 // Every worker collects, so collection-time warnings arrive
                 // once per worker: show them once.
                 if when == "runtest" || self.seen_warnings.insert((nodeid.clone(), text.clone())) {
+                    if let Some(data) = data {
+                        self.tell_controller(&ToAgent::Warning { data });
+                    }
                     self.reporter.on_event(&Event::Warning { nodeid, text });
                 }
             }
+            FromAgent::WorkerOutput { output } => self.slots[i].workeroutput = Some(output),
+            // Only the controller says these.
+            FromAgent::ControllerReady(_)
+            | FromAgent::NodeConfigured { .. }
+            | FromAgent::ControllerDone(_) => {}
             FromAgent::Interrupted { i: local, message } => {
                 let nodeid = self.nodeid_of(i, local).unwrap_or_default();
                 self.interrupt(StopReason::TestInterrupted(format!("{nodeid}\n{message}")));
@@ -698,6 +779,8 @@ impl Session<'_> {
                     .unwrap_or(c.rootdir),
             });
         }
+        let count = self.collections[coll].as_ref().map_or(0, |c| c.ids.len());
+        self.node_collected(i, count);
         let slot = &mut self.slots[i];
         slot.collection = Some(coll);
         slot.state = SlotState::Running;
@@ -720,7 +803,8 @@ impl Session<'_> {
             .slots
             .iter()
             .any(|s| matches!(s.state, SlotState::Starting | SlotState::Collecting));
-        if waiting {
+        // The header waits for the controller's lines too.
+        if waiting || self.ctl.state == CtlState::Starting {
             return;
         }
         let Some(first) = self
@@ -749,9 +833,15 @@ impl Session<'_> {
             total: self.items.len(),
             per_worker: ids.len(),
             deselected: main.deselected,
-            collect_reports,
+            collect_reports: collect_reports.clone(),
             ids,
+            header: self.ctl.header.clone(),
         });
+        let raws: Vec<protocol::RawJson> =
+            collect_reports.into_iter().filter_map(|r| r.raw).collect();
+        if !raws.is_empty() {
+            self.tell_controller(&ToAgent::CollectReports { reports: raws });
+        }
         if errors > 0 && !self.continue_on_collection_errors {
             self.any_failed = true;
             self.set_stop(StopReason::CollectionErrors(errors));
@@ -876,6 +966,7 @@ impl Session<'_> {
             self.durations
                 .push((result.nodeid.clone(), result.duration));
         }
+        self.replay(&result);
         self.reporter
             .on_event(&Event::TestFinished(Box::new(result)));
         if let Some(max) = self.maxfail {
@@ -964,6 +1055,7 @@ impl Session<'_> {
 
     fn on_gone(&mut self, i: usize, how: String) {
         let was = self.slots[i].state;
+        self.node_down(i, &how);
         self.slots[i].state = SlotState::Exited;
         self.slots[i].writer = None;
         self.sched.remove_worker(i);
@@ -1069,6 +1161,9 @@ impl Session<'_> {
                 slot.done = None;
                 slot.shut = false;
                 slot.started = None;
+                slot.awaiting_input = false;
+                slot.in_controller = false;
+                slot.workeroutput = None;
                 self.reporter.on_event(&Event::Notice(format!(
                     "replacing crashed worker {id} ({} of {} restarts)",
                     total_restarts + 1,
@@ -1089,7 +1184,8 @@ impl Session<'_> {
         self.dispatch_all();
     }
 
-    fn finish(mut self) -> Outcome {
+    /// Give stranded tests their outcome and decide the exit code.
+    fn conclude(&mut self) -> ExitCode {
         // Tests that no worker is left to run still get an outcome.
         if self.stop.is_none()
             && self.error.is_none()
@@ -1137,7 +1233,7 @@ impl Session<'_> {
                 }
             }
         }
-        let exit = if let Some(e) = &self.error {
+        if let Some(e) = &self.error {
             e.exit_code()
         } else {
             match &self.stop {
@@ -1153,7 +1249,12 @@ impl Session<'_> {
                 _ if self.items.is_empty() => ExitCode::NoTestsCollected,
                 _ => ExitCode::Ok,
             }
-        };
+        }
+    }
+
+    /// Write the history and pytest's cache, and tell the reporters the
+    /// run is over.
+    fn finish(mut self, exit: ExitCode) -> Outcome {
         if let (Some(root), Some(mut h)) = (self.rootdir.clone(), self.history.take()) {
             // Shard jobs only read the history, so that every job of a CI
             // matrix splits the suite alike.
@@ -1190,6 +1291,7 @@ impl Session<'_> {
             elapsed: self.start.elapsed(),
             error: self.error.as_ref().map(|e| e.message.clone()),
             exit,
+            plugins: self.ctl.output(),
         });
         Outcome { exit }
     }

@@ -18,7 +18,10 @@ pub fn venv() -> &'static Path {
         let python = dir.join("bin").join("python");
         let ok = python.exists()
             && Command::new(&python)
-                .args(["-c", "import pytest, xdist, pytest_rerunfailures"])
+                .args([
+                    "-c",
+                    "import pytest, xdist, pytest_rerunfailures, pytest_cov, pytest_html, pytest_jsonreport, pytest_github_actions_annotate_failures",
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -40,6 +43,10 @@ pub fn venv() -> &'static Path {
                     "pytest",
                     "pytest-xdist",
                     "pytest-rerunfailures",
+                    "pytest-cov",
+                    "pytest-html",
+                    "pytest-json-report",
+                    "pytest-github-actions-annotate-failures",
                 ])
                 .status()
                 .expect("pip install");

@@ -9,6 +9,7 @@ mod errors;
 mod faults;
 mod harness;
 mod outputs;
+mod plugins;
 mod run;
 mod sched;
 mod socket;

@@ -1,0 +1,603 @@
+"""rtest controller role: the one local pytest session that plugins see.
+
+This file is sent after agent.py (same namespace: Channel, Inbox, _text and
+ROLES come from there) to the process the coordinator starts as the
+controller.  It implements the controller half of pytest-xdist's plugin
+contract, as xdist's DSession and WorkerController do, without running or
+collecting anything itself:
+
+- ``pytest_configure_node(node)`` before a worker's pytest configures; the
+  node's ``workerinput`` goes back to the coordinator, which hands it to the
+  worker;
+- ``pytest_testnodeready``, ``pytest_xdist_node_collection_finished``,
+  ``pytest_testnodedown`` (with the worker's ``workeroutput``);
+- every worker's reports, rebuilt with ``pytest_report_from_serializable``
+  and replayed through ``pytest_runtest_logstart`` / ``logreport`` /
+  ``logfinish``, ``pytest_collectreport`` and ``pytest_warning_recorded``;
+- ``pytest_sessionfinish`` and ``pytest_terminal_summary`` once, whose
+  terminal output goes back to the coordinator, which prints it where
+  pytest would.
+
+The coordinator renders progress, failures, warnings, durations and the
+final line itself; pytest's own terminal sections are silenced here.
+"""
+
+# Hooks that make the controller worth keeping: a plugin or conftest.py
+# (not pytest's built-ins, not rtest's own) implementing one of them sees
+# the run here.  Without any, the controller ends at once and workers send
+# no reports for it.
+CONTROLLER_HOOKS = (
+    "pytest_configure_node",
+    "pytest_testnodeready",
+    "pytest_testnodedown",
+    "pytest_xdist_node_collection_finished",
+    "pytest_runtest_logstart",
+    "pytest_runtest_logreport",
+    "pytest_runtest_logfinish",
+    "pytest_collectreport",
+    "pytest_warning_recorded",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
+)
+
+# The terminal reporter's own sections, which the coordinator renders.
+SILENCED_SECTIONS = (
+    "summary_errors",
+    "summary_failures",
+    "summary_xfailures",
+    "summary_warnings",
+    "summary_passes",
+    "summary_xpasses",
+    "short_test_summary",
+    "summary_stats",
+    "_report_keyboardinterrupt",
+)
+
+
+def _xdist_hookspecs():
+    """xdist's controller hooks, for an environment without pytest-xdist:
+    plugins implement them as optional hooks, and calling them needs a
+    spec."""
+    import pluggy
+
+    spec = pluggy.HookspecMarker("pytest")
+
+    class XdistHookspecs:
+        @spec
+        def pytest_configure_node(self, node):
+            pass
+
+        @spec
+        def pytest_testnodeready(self, node):
+            pass
+
+        @spec
+        def pytest_testnodedown(self, node, error):
+            pass
+
+        @spec
+        def pytest_xdist_node_collection_finished(self, node, ids):
+            pass
+
+    return XdistHookspecs
+
+
+class Spec:
+    """A tx spec as execnet's XSpec shows it: ``spec.popen``, ``spec.ssh``,
+    ``spec.python``, ``spec.chdir``, ``spec.env``; unknown keys are None."""
+
+    def __init__(self, string, ident):
+        self._spec = string
+        self.id = ident
+        self.env = {}
+        for part in string.split("//"):
+            key, eq, value = part.partition("=")
+            if key.startswith("env:"):
+                self.env[key[4:]] = value
+            elif "*" in key and not eq:
+                self.__dict__[key.split("*", 1)[1]] = True
+            else:
+                self.__dict__[key] = value if eq else True
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+    def __str__(self):
+        return self._spec
+
+    def __repr__(self):
+        return "<XSpec %r>" % self._spec
+
+
+class RemoteInfo:
+    """What ``gateway._rinfo()`` answers (pytest-cov reads it)."""
+
+    def __init__(self, info):
+        version_info = info.get("version_info") or [0, 0, 0, "final", 0]
+        self.version_info = tuple(version_info)
+        self.platform = info.get("sysplatform") or info.get("platform")
+        self.executable = info.get("executable")
+        self.cwd = info.get("cwd")
+        self.pid = info.get("pid")
+
+
+class Gateway:
+    def __init__(self, ident, spec, info):
+        self.id = ident
+        self.spec = spec
+        self._info = info or {}
+
+    def _rinfo(self, update=False):
+        return RemoteInfo(self._info)
+
+    def __repr__(self):
+        return "<Gateway id=%r>" % self.id
+
+
+class NodeManager:
+    def __init__(self, roots):
+        from pathlib import Path
+
+        self.roots = [Path(r) for r in roots]
+        self.specs = []
+
+
+class Node:
+    """What xdist's WorkerController gives plugins."""
+
+    def __init__(self, config, msg):
+        ident = msg["id"]
+        self.config = config
+        self.gateway = Gateway(ident, Spec(msg.get("spec") or "popen", ident), msg.get("info"))
+        self.nodemanager = NodeManager(msg.get("roots") or [])
+        self.workerinput = dict(msg.get("workerinput") or {})
+        self.workerinfo = {}
+
+    @property
+    def shutting_down(self):
+        return False
+
+    def shutdown(self):
+        # The coordinator owns scheduling and worker lifetimes.
+        pass
+
+    def __repr__(self):
+        return "<WorkerController %s>" % self.gateway.id
+
+
+def _is_builtin(plugin, own):
+    import types
+
+    if any(plugin is o for o in own):
+        return True
+    if isinstance(plugin, types.ModuleType):
+        name = plugin.__name__
+    else:
+        name = type(plugin).__module__ or ""
+    return name.startswith(("_pytest.", "xdist.")) or name in ("pytest", "xdist")
+
+
+class Controller:
+    """The pytest plugin that makes this session rtest's controller."""
+
+    def __init__(self, channel, inbox, control):
+        self.channel = channel
+        self.inbox = inbox
+        self.control = control
+        self.config = None
+        self.session = None
+        self.nodes = {}
+        self.needed = False
+        self.collected = False
+        self.errors = 0
+        self.buffer = None
+        self.marks = {}
+        self.own = [self]
+        self.ready_sent = False
+
+    # -- making plugins see a distributed session --------------------------
+
+    def _as_distributed(self, namespace):
+        # What xdist's own option parsing leaves for plugins that ask
+        # whether the run is distributed (pytest-cov decides this while
+        # loading initial conftests); ``tx`` stays empty so that an installed
+        # xdist does not start a session of its own here.
+        namespace.numprocesses = self.control.get("numprocesses") or None
+        namespace.dist = self.control.get("dist") or "load"
+        namespace.distload = False
+        namespace.tx = []
+
+    def pytest_load_initial_conftests(self, early_config, parser, args):
+        self._as_distributed(early_config.known_args_namespace)
+        yield
+
+    def pytest_configure(self, config):
+        self.config = config
+        self._as_distributed(config.option)
+        config.option.looponfail = False
+        config.option.usepdb = False
+        # The coordinator renders durations (runner's summary) itself.
+        config.option.durations = None
+        if not config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.add_hookspecs(_xdist_hookspecs())
+
+    def pytest_sessionstart(self, session):
+        self.session = session
+        self._capture_terminal()
+
+    def _capture_terminal(self):
+        import io
+
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        self.buffer = io.StringIO()
+        if reporter is None:
+            return
+        try:
+            from _pytest.config import create_terminal_writer
+
+            tw = create_terminal_writer(self.config, self.buffer)
+        except Exception:
+            from _pytest._io import TerminalWriter
+
+            tw = TerminalWriter(file=self.buffer)
+        tw.hasmarkup = bool(self.control.get("color"))
+        width = self.control.get("width")
+        if width:
+            tw.fullwidth = int(width)
+        reporter._tw = tw
+        # Its progress (the final "[100%]" after the loop) is the
+        # coordinator's to draw.
+        if hasattr(reporter, "_show_progress_info"):
+            reporter._show_progress_info = False
+        for name in SILENCED_SECTIONS:
+            if hasattr(reporter, name):
+                setattr(reporter, name, _nothing)
+
+    def ready(self, session):
+        """After every plugin's sessionstart: tell the coordinator what the
+        header shows and whether this session is worth the reports."""
+        config = self.config
+        pm = config.pluginmanager
+        hooked = []
+        for name in CONTROLLER_HOOKS:
+            caller = getattr(pm.hook, name, None)
+            if caller is None:
+                continue
+            for impl in caller.get_hookimpls():
+                if not _is_builtin(impl.plugin, self.own):
+                    hooked.append("%s (%s)" % (name, impl.plugin_name))
+        self.needed = bool(hooked)
+        wants_ids = any(h.startswith("pytest_xdist_node_collection_finished") for h in hooked)
+        common = {}
+        if not pm.hasplugin("xdist") and pm.hasplugin("randomly"):
+            # pytest-randomly reads workerinput["randomly_seed"] in every
+            # process that has a workerinput, but fills it (through
+            # pytest_configure_node) only where pytest-xdist is installed:
+            # without xdist the contract cannot serve it, so every worker
+            # gets the seed this session chose.
+            common["randomly_seed"] = config.getoption("randomly_seed")
+        self.ready_sent = True
+        self.channel.send(
+            {
+                "t": "controller_ready",
+                "header": self._header_lines(),
+                "needed": self.needed,
+                "wants_ids": wants_ids,
+                "hooked": hooked,
+                "workerinput": common,
+            }
+        )
+
+    def _header_lines(self):
+        config = self.config
+        try:
+            lines = config.hook.pytest_report_header(config=config, start_path=config.invocation_params.dir)
+        except Exception:
+            try:
+                import py
+
+                lines = config.hook.pytest_report_header(config=config, startdir=py.path.local())
+            except Exception:
+                return []
+        out = []
+        for entry in reversed(lines):
+            if isinstance(entry, str):
+                out.append(entry)
+            else:
+                out.extend(_text(line) for line in entry)
+        return out
+
+    def pytest_collection(self, session):
+        # As xdist's controller: the workers collect.
+        return True
+
+    def pytest_runtestloop(self, session):
+        if not self.needed:
+            # Nothing but built-ins would see the run: end now.
+            self.marks["loop"] = self._position()
+            return True
+        finish = None
+        while finish is None:
+            msg = self.inbox.get()
+            kind = msg.get("t")
+            if kind == "finish":
+                finish = msg
+                break
+            if kind == "shutdown":
+                finish = {"exitstatus": 2}
+                break
+            handler = getattr(self, "on_" + kind, None)
+            if handler is None:
+                continue
+            try:
+                handler(msg)
+            except Exception:
+                self.hook_error(kind)
+        status = finish.get("exitstatus", 0)
+        session.testscollected = int(finish.get("collected") or 0)
+        session.testsfailed = int(finish.get("failed") or 0)
+        if status == 1:
+            session.testsfailed = max(session.testsfailed, 1)
+        elif status == 0:
+            session.testsfailed = 0
+        elif status == 5:
+            session.testscollected = 0
+        # The coordinator stopped the run and said why; pytest's own lines
+        # for it are the coordinator's to print.
+        session.shouldfail = session.shouldstop = False
+        self.marks["loop"] = self._position()
+        if status == 2:
+            raise session.Interrupted("interrupted")
+        if status not in (0, 1, 5):
+            raise session.Failed("rtest: the run ended with exit status %s" % status)
+        return True
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        self.marks["finish"] = self._position()
+        yield
+
+    def _position(self):
+        return self.buffer.tell() if self.buffer is not None else 0
+
+    def output(self):
+        """The terminal output of plugins after the loop (pytest-cov's
+        fail-under error) and in the summary (the coverage table)."""
+        if self.buffer is None:
+            return "", ""
+        text = self.buffer.getvalue()
+        loop = self.marks.get("loop", len(text))
+        finish = self.marks.get("finish", loop)
+        return text[loop:finish], text[finish:]
+
+    def hook_error(self, where):
+        """A plugin raised in a replayed hook: say it as pytest's
+        INTERNALERROR does, and go on with the run."""
+        import traceback
+
+        self.errors += 1
+        if self.errors > 5:
+            return
+        try:
+            from _pytest._code import ExceptionInfo
+
+            excinfo = ExceptionInfo.from_current()
+            # The plugin's frames, not rtest's or pluggy's.
+            tb = excinfo.traceback
+            kept = [e for e in tb if not str(e.path).startswith("<rtest-agent") and "pluggy" not in str(e.path)]
+            if kept:
+                excinfo.traceback = type(tb)(kept)
+            text = str(excinfo.getrepr(style="short", chain=True))
+        except Exception:
+            text = traceback.format_exc()
+        lines = ["INTERNALERROR> " + line for line in text.rstrip("\n").split("\n")]
+        self.channel.send({"t": "internal_error", "message": "\n".join(lines), "hook": where})
+
+    # -- the run, as the coordinator streams it ----------------------------
+
+    def node(self, ident):
+        node = self.nodes.get(ident)
+        if node is None:
+            node = self.nodes[ident] = Node(self.config, {"id": ident})
+        return node
+
+    def on_configure_node(self, msg):
+        node = Node(self.config, msg)
+        self.nodes[node.gateway.id] = node
+        try:
+            self.config.hook.pytest_configure_node(node=node)
+        finally:
+            self.channel.send({"t": "node_configured", "id": node.gateway.id, "workerinput": node.workerinput})
+
+    def on_node_ready(self, msg):
+        node = self.node(msg["id"])
+        info = dict(msg.get("info") or {})
+        node.gateway._info = info
+        info["id"] = node.gateway.id
+        info["spec"] = node.gateway.spec
+        node.workerinfo = info
+        self.config.hook.pytest_testnodeready(node=node)
+
+    def on_node_collected(self, msg):
+        ids = msg.get("ids") or []
+        self.session.testscollected = len(ids) or int(msg.get("count") or 0)
+        hook = getattr(self.config.hook, "pytest_xdist_node_collection_finished", None)
+        if hook is not None and msg.get("ids") is not None:
+            hook(node=self.node(msg["id"]), ids=ids)
+
+    def on_collect_reports(self, msg):
+        hook = self.config.hook
+        for data in msg.get("reports") or []:
+            try:
+                report = hook.pytest_report_from_serializable(config=self.config, data=data)
+                if report is not None:
+                    hook.pytest_collectreport(report=report)
+            except Exception:
+                self.hook_error("pytest_collectreport")
+
+    def on_test(self, msg):
+        hook = self.config.hook
+        node = self.node(msg["node"])
+        nodeid = msg["nodeid"]
+        location = tuple(msg.get("location") or (nodeid.split("::")[0], None, nodeid))
+        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        for data in msg.get("reports") or []:
+            try:
+                report = hook.pytest_report_from_serializable(config=self.config, data=data)
+            except Exception:
+                self.hook_error("pytest_report_from_serializable")
+                continue
+            if report is None:
+                continue
+            report.node = node
+            try:
+                hook.pytest_runtest_logreport(report=report)
+            except Exception:
+                self.hook_error("pytest_runtest_logreport")
+        crash = msg.get("crash")
+        if crash is not None:
+            import pytest
+
+            report = pytest.TestReport(
+                nodeid=nodeid,
+                location=location,
+                keywords={},
+                outcome="failed",
+                longrepr=crash.get("longrepr") or "",
+                when=crash.get("when") or "call",
+                duration=float(crash.get("duration") or 0.0),
+            )
+            report.node = node
+            report.worker_id = node.gateway.id
+            try:
+                hook.pytest_runtest_logreport(report=report)
+            except Exception:
+                self.hook_error("pytest_runtest_logreport")
+        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+
+    def on_warning(self, msg):
+        data = msg["data"]
+        kwargs = dict(
+            warning_message=_warning_message(data),
+            when=data.get("when") or "runtest",
+            nodeid=data.get("nodeid") or "",
+            location=tuple(data["location"]) if data.get("location") else None,
+        )
+        self.config.hook.pytest_warning_recorded.call_historic(kwargs=kwargs)
+
+    def on_node_down(self, msg):
+        node = self.node(msg["id"])
+        if msg.get("output") is not None:
+            node.workeroutput = msg["output"]
+        self.config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
+def _import_attr(pair):
+    import importlib
+
+    module, name = pair
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _warning_message(data):
+    import warnings
+
+    category = None
+    if data.get("category"):
+        try:
+            category = _import_attr(data["category"])
+        except Exception:
+            category = UserWarning
+    message = data.get("message") or ""
+    if data.get("message_class"):
+        try:
+            cls = _import_attr(data["message_class"])
+            args = data.get("message_args")
+            message = cls(*args) if args is not None else cls(message)
+        except Exception:
+            message = (category or UserWarning)(message)
+    return warnings.WarningMessage(
+        message=message,
+        category=category,
+        filename=data.get("filename") or "",
+        lineno=data.get("lineno") or 0,
+        line=data.get("line"),
+    )
+
+
+def run_controller(channel, inbox, control):
+    """The controller role: a pytest session with the user's arguments that
+    hosts plugins while the coordinator runs the tests."""
+    for key, value in (control.get("env") or {}).items():
+        os.environ[key] = value
+    os.environ.pop("PYTEST_XDIST_WORKER", None)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+
+    import pytest
+    from _pytest.config import _prepareconfig
+
+    Controller.pytest_load_initial_conftests = pytest.hookimpl(hookwrapper=True)(
+        Controller.pytest_load_initial_conftests
+    )
+    Controller.pytest_configure = pytest.hookimpl(tryfirst=True)(Controller.pytest_configure)
+    Controller.pytest_sessionstart = pytest.hookimpl(tryfirst=True)(Controller.pytest_sessionstart)
+    Controller.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Controller.pytest_sessionfinish)
+    controller = Controller(channel, inbox, control)
+
+    class Ready:
+        @pytest.hookimpl(trylast=True)
+        def pytest_sessionstart(self, session):
+            controller.ready(session)
+
+    ready = Ready()
+    controller.own.append(ready)
+    try:
+        config = _prepareconfig(list(control["args"]), [controller, ready])
+    except pytest.UsageError as exc:
+        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
+        return 4
+    except SystemExit as exc:
+        channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
+        return exc.code if isinstance(exc.code, int) else 4
+    status = 3
+    try:
+        status = int(config.hook.pytest_cmdline_main(config=config))
+    except Exception:
+        controller.hook_error("pytest_sessionfinish")
+        status = 3
+    finally:
+        try:
+            config._ensure_unconfigure()
+        except Exception:
+            controller.hook_error("pytest_unconfigure")
+    after_loop, summary = controller.output()
+    if not controller.ready_sent:
+        # The session failed before it was ready (a plugin raised in
+        # pytest_configure or pytest_sessionstart): pytest's INTERNALERROR
+        # lines are in what the terminal wrote.
+        text = controller.buffer.getvalue() if controller.buffer is not None else ""
+        lines = [line for line in text.splitlines() if line.startswith("INTERNALERROR>")]
+        channel.send({"t": "internal_error", "message": "\n".join(lines) or "the controller's session did not start (exit status %s)" % status})
+    channel.send(
+        {
+            "t": "controller_done",
+            "exitstatus": status,
+            "after_loop": after_loop,
+            "summary": summary,
+            "errors": controller.errors,
+        }
+    )
+    return status
+
+
+ROLES["control"] = run_controller

@@ -1,0 +1,464 @@
+//! The controller stream: the session's side of the one local pytest
+//! session where plugins see the whole run (DESIGN §1).
+//!
+//! The controller is the agent in its controller role. It starts with the
+//! workers; a worker parses its arguments while the controller configures,
+//! then gets the `workerinput` the controller's `pytest_configure_node`
+//! made. Once running, every report a worker sends in pytest's serialized
+//! form is passed on (not parsed), and at the end the controller finishes
+//! its session with the run's status and hands back what plugins wrote.
+//! When no plugin hooks the run, the controller ends at once and workers
+//! send it nothing.
+
+use super::{Input, Pumped, Session, SlotState};
+use crate::error::ExitCode;
+use crate::events::{Event, PluginOutput, TestResult};
+use crate::gateway::{self, Killer};
+use crate::protocol::{
+    controller_payload, encode, ControlArgs, ControllerDone, CrashReplay, FromAgent, RawJson,
+    TestReplay, ToAgent, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+
+/// Where the controller is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum CtlState {
+    /// Started, not yet configured: workers wait for their workerinput.
+    Starting,
+    /// Configured, and some plugin hooks the run: it gets the stream.
+    Active,
+    /// None, not needed, gone, or finished.
+    #[default]
+    Off,
+}
+
+/// The session's view of the controller.
+#[derive(Default)]
+pub(super) struct Controller {
+    pub(super) state: CtlState,
+    writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    killer: Option<Killer>,
+    /// Lines for the header.
+    pub(super) header: Vec<String>,
+    /// Keys every worker's workerinput gets.
+    common: serde_json::Map<String, serde_json::Value>,
+    wants_ids: bool,
+    /// How its session ended.
+    done: Option<ControllerDone>,
+    /// It failed (did not start, died, or a plugin raised in it): exit 3.
+    failed: bool,
+    /// Its process is gone.
+    exited: bool,
+    /// pytest rejected the command line in the controller.
+    usage_error: Option<String>,
+}
+
+impl Controller {
+    /// What plugins wrote, for the terminal.
+    pub(super) fn output(&self) -> PluginOutput {
+        self.done
+            .as_ref()
+            .map(|d| PluginOutput {
+                after_loop: d.after_loop.clone(),
+                summary: d.summary.clone(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Session<'_> {
+    /// Start the controller, before the workers, with the run's pytest
+    /// arguments.
+    pub(super) fn start_controller(&mut self) {
+        let Some(python) = self.opts.controller.clone() else {
+            return;
+        };
+        let env = self
+            .opts
+            .env
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeMap<_, _>>();
+        let conn = match gateway::popen::spawn(&python, None, &env, None) {
+            Ok(c) => c,
+            Err(e) => {
+                self.ctl_failed(format!("the controller could not start: {}", e.message));
+                return;
+            }
+        };
+        let (writer, killer) = pump(conn, &self.tx);
+        let mut bytes = controller_payload();
+        bytes.extend(encode(&ToAgent::Hello {
+            protocol: PROTOCOL_VERSION,
+            sys_path: Vec::new(),
+            chdir: None,
+        }));
+        bytes.extend(encode(&ToAgent::Control(ControlArgs {
+            args: self.plan.pytest_args.clone(),
+            env,
+            numprocesses: self.plan.workers.len(),
+            dist: self.plan.dist.name().to_string(),
+            color: self.opts.color,
+            width: self
+                .opts
+                .env
+                .iter()
+                .find(|(k, _)| k == "COLUMNS")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(80),
+        })));
+        let _ = writer.send(bytes);
+        self.ctl.writer = Some(writer);
+        self.ctl.killer = Some(killer);
+        self.ctl.state = CtlState::Starting;
+    }
+
+    /// Send the controller a message, if it is there to hear it.
+    pub(super) fn tell_controller(&mut self, msg: &ToAgent) {
+        if self.ctl.state != CtlState::Active {
+            return;
+        }
+        if let Some(w) = &self.ctl.writer {
+            let _ = w.send(encode(msg));
+        }
+    }
+
+    /// The controller failed: say it once (as pytest's INTERNALERROR would
+    /// be said), go on without it, and exit 3 in the end.
+    fn ctl_failed(&mut self, message: String) {
+        let was = self.ctl.state;
+        self.ctl.failed = true;
+        self.ctl.state = CtlState::Off;
+        self.reporter.on_event(&Event::Notice(message));
+        if was == CtlState::Starting {
+            self.release_workers();
+        }
+    }
+
+    /// Workers waiting for the controller get rtest's own workerinput.
+    fn release_workers(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].awaiting_input && self.slots[i].state != SlotState::Exited {
+                let input = self.base_workerinput(i);
+                self.slots[i].awaiting_input = false;
+                self.send(
+                    i,
+                    &ToAgent::WorkerInput {
+                        input,
+                        stream: false,
+                    },
+                );
+            }
+        }
+        self.maybe_start_running();
+    }
+
+    /// rtest's part of a worker's `config.workerinput` (xdist's keys), with
+    /// what the controller gives every worker.
+    pub(super) fn base_workerinput(&self, i: usize) -> RawJson {
+        let mut input = self.ctl.common.clone();
+        input.insert("workerid".into(), self.slots[i].id.clone().into());
+        input.insert("workercount".into(), self.plan.workers.len().into());
+        input.insert("testrunuid".into(), self.opts.testrun_uid.clone().into());
+        input.insert("mainargv".into(), self.opts.mainargv.clone().into());
+        RawJson::from_value(&serde_json::Value::Object(input))
+    }
+
+    /// Ask the controller's `pytest_configure_node` for worker `i`'s input.
+    pub(super) fn configure_node(&mut self, i: usize) {
+        if !self.slots[i].awaiting_input || self.slots[i].in_controller {
+            return;
+        }
+        let w = &self.plan.workers[self.slots[i].plan_index];
+        let msg = ToAgent::ConfigureNode {
+            id: self.slots[i].id.clone(),
+            spec: w.spec.clone(),
+            roots: self
+                .plan
+                .sync
+                .iter()
+                .map(|s| s.dir.display().to_string())
+                .collect(),
+            workerinput: self.base_workerinput(i).parse(),
+        };
+        self.slots[i].in_controller = true;
+        self.tell_controller(&msg);
+    }
+
+    /// Worker `i`'s pytest is configured: `pytest_testnodeready`.
+    pub(super) fn node_ready(&mut self, i: usize) {
+        if !self.slots[i].in_controller {
+            return;
+        }
+        let info = self.slots[i]
+            .info
+            .as_ref()
+            .and_then(|info| info.workerinfo.clone());
+        let id = self.slots[i].id.clone();
+        self.tell_controller(&ToAgent::NodeReady { id, info });
+    }
+
+    /// Worker `i` collected `count` items.
+    pub(super) fn node_collected(&mut self, i: usize, count: usize) {
+        if !self.slots[i].in_controller {
+            return;
+        }
+        let ids = if self.ctl.wants_ids {
+            let coll = self.collection_index(i);
+            self.collections
+                .get(coll)
+                .and_then(Option::as_ref)
+                .map(|c| c.ids.clone())
+        } else {
+            None
+        };
+        let id = self.slots[i].id.clone();
+        self.tell_controller(&ToAgent::NodeCollected { id, count, ids });
+    }
+
+    /// Worker `i` is gone: `pytest_testnodedown`, with its workeroutput
+    /// when it ended its session, with the reason when it did not.
+    pub(super) fn node_down(&mut self, i: usize, how: &str) {
+        if !std::mem::take(&mut self.slots[i].in_controller) {
+            return;
+        }
+        let slot = &mut self.slots[i];
+        let output = slot.workeroutput.take();
+        let error = (slot.done.is_none()).then(|| format!("{} went down: {how}", slot.id));
+        let id = slot.id.clone();
+        self.tell_controller(&ToAgent::NodeDown { id, output, error });
+    }
+
+    /// A finished test's reports, to be replayed.
+    pub(super) fn replay(&mut self, result: &TestResult) {
+        if self.ctl.state != CtlState::Active {
+            return;
+        }
+        let reports: Vec<RawJson> = result.phases.iter().filter_map(|p| p.raw.clone()).collect();
+        let crash = (result.crashed || reports.is_empty()).then(|| {
+            let p = result.phases.iter().find(|p| p.outcome == "failed");
+            CrashReplay {
+                when: p.map_or("call".into(), |p| p.when.clone()),
+                longrepr: p.and_then(|p| p.longrepr.clone()).unwrap_or_default(),
+                duration: result.duration,
+            }
+        });
+        if crash.is_some() && !result.crashed && !result.failed() {
+            // A test sent without pytest's reports (there are none to
+            // replay); nothing to make up.
+            return;
+        }
+        let node = if result.worker_index == usize::MAX {
+            self.slots.first().map(|s| s.id.clone()).unwrap_or_default()
+        } else {
+            result.worker.clone()
+        };
+        self.tell_controller(&ToAgent::Test(TestReplay {
+            node,
+            nodeid: result.nodeid.clone(),
+            location: result.location.clone(),
+            reports: if result.crashed { Vec::new() } else { reports },
+            crash,
+        }));
+    }
+
+    pub(super) fn on_controller_input(&mut self, input: Pumped) {
+        match input {
+            Pumped::Frame(msg) => self.on_controller_frame(*msg),
+            Pumped::BadFrame(err) => {
+                self.kill_controller();
+                self.ctl_failed(format!("the controller sent a bad frame: {err}"));
+            }
+            Pumped::Stderr(data) => {
+                // What plugins print in the session's hooks, shown as it
+                // comes.
+                self.reporter.on_event(&Event::ControllerOutput(data));
+            }
+            Pumped::Gone(how) => {
+                self.ctl.exited = true;
+                self.ctl.writer = None;
+                if self.ctl.state != CtlState::Off && self.ctl.done.is_none() {
+                    let when = if self.ctl.state == CtlState::Starting {
+                        "before its session started"
+                    } else {
+                        "during the run"
+                    };
+                    self.ctl_failed(format!(
+                        "INTERNALERROR: the controller (the pytest session plugins run in) exited {when} ({how}; its output is above); plugin reports, coverage and hooks are incomplete, the tests go on"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn on_controller_frame(&mut self, msg: FromAgent) {
+        match msg {
+            FromAgent::Ready(info) => {
+                if info.protocol != PROTOCOL_VERSION {
+                    self.kill_controller();
+                    self.ctl_failed(format!(
+                        "the controller speaks protocol {} but this rtest speaks {PROTOCOL_VERSION}",
+                        info.protocol
+                    ));
+                } else if info.pytest.is_none() {
+                    self.kill_controller();
+                    self.ctl_failed(format!(
+                        "the controller's Python ({}) has no pytest",
+                        info.executable
+                    ));
+                }
+            }
+            FromAgent::ControllerReady(ready) => {
+                if self.ctl.state != CtlState::Starting {
+                    return;
+                }
+                self.ctl.header = ready.header;
+                self.ctl.common = ready.workerinput;
+                self.ctl.wants_ids = ready.wants_ids;
+                if ready.needed {
+                    self.ctl.state = CtlState::Active;
+                    for i in 0..self.slots.len() {
+                        if self.slots[i].state != SlotState::Exited {
+                            self.configure_node(i);
+                        }
+                    }
+                    self.maybe_start_running();
+                } else {
+                    // It ends by itself; nothing more goes to it.
+                    self.ctl.state = CtlState::Off;
+                    self.release_workers();
+                }
+            }
+            FromAgent::NodeConfigured { id, workerinput } => {
+                let Some(i) = self.slots.iter().position(|s| s.id == id) else {
+                    return;
+                };
+                if self.slots[i].awaiting_input && self.slots[i].state != SlotState::Exited {
+                    self.slots[i].awaiting_input = false;
+                    self.send(
+                        i,
+                        &ToAgent::WorkerInput {
+                            input: workerinput,
+                            stream: true,
+                        },
+                    );
+                }
+            }
+            FromAgent::InternalError { message } => {
+                self.ctl.failed = true;
+                self.internal_error = true;
+                self.reporter.on_event(&Event::Notice(format!(
+                    "a plugin raised in the controller's session:\n{message}"
+                )));
+            }
+            FromAgent::UsageError { message } => {
+                // The workers parse the same command line and say so
+                // themselves; said here only if they do not.
+                self.ctl.usage_error = Some(message);
+                self.ctl.failed = true;
+                self.ctl.state = CtlState::Off;
+                self.release_workers();
+            }
+            FromAgent::ControllerDone(done) => {
+                if done.errors > 0 {
+                    self.ctl.failed = true;
+                }
+                self.ctl.done = Some(done);
+            }
+            _ => {}
+        }
+    }
+
+    fn kill_controller(&mut self) {
+        if let Some(k) = &self.ctl.killer {
+            k.kill();
+        }
+    }
+
+    /// Finish the controller's session with the run's exit status and wait
+    /// for what its plugins make of it (Ctrl-C or SIGTERM stop waiting).
+    pub(super) async fn finish_controller(
+        &mut self,
+        exit: ExitCode,
+        rx: &mut mpsc::UnboundedReceiver<Input>,
+        sigint: &mut Option<tokio::signal::unix::Signal>,
+        sigterm: &mut Option<tokio::signal::unix::Signal>,
+    ) -> ExitCode {
+        let mut exit = exit;
+        if self.ctl.state == CtlState::Active {
+            let failed = self.failures
+                + self
+                    .slots
+                    .iter()
+                    .flat_map(|s| s.collect_reports.iter())
+                    .filter(|r| r.outcome == "failed")
+                    .count();
+            self.tell_controller(&ToAgent::Finish {
+                exitstatus: exit.code(),
+                collected: self.items.len(),
+                failed,
+            });
+            while !self.ctl.exited && self.ctl.done.is_none() {
+                tokio::select! {
+                    input = rx.recv() => match input {
+                        Some(Input::Controller(p)) => self.on_controller_input(p),
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = super::recv_signal(sigint) => {
+                        self.kill_controller();
+                        exit = ExitCode::Interrupted;
+                        break;
+                    }
+                    _ = super::recv_signal(sigterm) => {
+                        self.kill_controller();
+                        exit = ExitCode::Interrupted;
+                        break;
+                    }
+                }
+            }
+            if let Some(done) = &self.ctl.done {
+                // Plugins decide as they would under xdist, but never turn
+                // an error of the run itself into a pass.
+                if !matches!(exit, ExitCode::InternalError | ExitCode::UsageError) {
+                    exit = ExitCode::from_pytest(done.exitstatus);
+                }
+            }
+        }
+        self.ctl.state = CtlState::Off;
+        if let Some(message) = self.ctl.usage_error.take() {
+            if self.error.is_none() {
+                let msg = format!("the controller's pytest rejected its arguments: {message}");
+                self.reporter.on_event(&Event::Notice(msg));
+            }
+        }
+        if self.ctl.failed && exit < ExitCode::InternalError && exit != ExitCode::Interrupted {
+            exit = ExitCode::InternalError;
+        }
+        // Not needed, or finished: it is on its way out (writing pytest's
+        // cache as a session does); give it a moment, never let it outlive
+        // the run.
+        let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
+        tokio::pin!(deadline);
+        while !self.ctl.exited && self.ctl.writer.is_some() {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(Input::Controller(p)) => self.on_controller_input(p),
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        self.kill_controller();
+        exit
+    }
+}
+
+/// Start reading the controller's pipes.
+fn pump(
+    conn: gateway::Connection,
+    tx: &mpsc::UnboundedSender<Input>,
+) -> (mpsc::UnboundedSender<Vec<u8>>, Killer) {
+    super::pump(conn, tx, Input::Controller)
+}

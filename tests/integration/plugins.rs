@@ -1,0 +1,323 @@
+//! pytest plugins see one session (the controller), as under pytest-xdist:
+//! each test compares rtest with `pytest -n 2` on the same project.
+
+use crate::harness::{venv, Project, Run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PKG: &str = "\
+def add(a, b):
+    return a + b
+
+
+def sub(a, b):
+    if a > 100:
+        return 0
+    return a - b
+";
+
+/// A `src`-less package with a line no test reaches, and tests.
+pub fn covered(failing: bool) -> Project {
+    let extra = if failing {
+        "\n\ndef test_fail():\n    assert pkg.add(1, 1) == 3\n"
+    } else {
+        ""
+    };
+    Project::new()
+        .file("pkg/__init__.py", PKG)
+        .file(
+            "tests/test_a.py",
+            &format!(
+                "import pkg\n\n\ndef test_add():\n    assert pkg.add(1, 2) == 3\n\n\ndef test_sub():\n    assert pkg.sub(3, 2) == 1\n{extra}"
+            ),
+        )
+        .file(
+            "tests/test_b.py",
+            "import pytest\n\n\n@pytest.mark.parametrize('i', range(6))\ndef test_p(i):\n    assert i >= 0\n",
+        )
+}
+
+/// The `TOTAL` line of a coverage table.
+fn total(run: &Run) -> String {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap_or_else(|| panic!("no TOTAL line\n{}\n--- stderr\n{}", run.stdout, run.stderr))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn stray_data_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".coverage."))
+        .collect()
+}
+
+fn clean_coverage(dir: &Path) {
+    for name in [".coverage", "cov.xml"] {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+}
+
+#[test]
+fn coverage_is_combined_and_reported_once_as_under_xdist() {
+    let p = covered(false);
+    let args = [
+        "-n",
+        "2",
+        "--cov=pkg",
+        "--cov-report=term",
+        "--cov-report=xml:cov.xml",
+    ];
+    let xdist = p.pytest(&args);
+    xdist.code(0);
+    let want = total(&xdist);
+    clean_coverage(p.path());
+
+    let run = p.rtest(&args);
+    run.code(0)
+        .stdout_has("tests coverage")
+        .stdout_has("Coverage XML written to file cov.xml");
+    assert_eq!(total(&run), want);
+    assert!(
+        p.path().join(".coverage").is_file(),
+        "no combined .coverage"
+    );
+    assert!(p.path().join("cov.xml").is_file(), "no cov.xml");
+    assert_eq!(stray_data_files(p.path()), Vec::<String>::new());
+    // The coverage table comes before the final line, once.
+    let table = run.stdout.find("tests coverage").unwrap();
+    let last = run.stdout.rfind(" passed in ").unwrap();
+    assert!(table < last, "{}", run.stdout);
+    assert_eq!(run.stdout.matches("TOTAL").count(), 1, "{}", run.stdout);
+}
+
+#[test]
+fn cov_fail_under_decides_the_exit_status_as_under_xdist() {
+    let p = covered(false);
+    let args = ["-n", "2", "--cov=pkg", "--cov-fail-under=99"];
+    let xdist = p.pytest(&args);
+    xdist.code(1);
+    clean_coverage(p.path());
+    let run = p.rtest(&args);
+    run.code(1)
+        .stdout_has("ERROR: Coverage failure: total of 83 is less than fail-under=99")
+        .stdout_has("FAIL Required test coverage of 99% not reached");
+    assert_eq!(run.summary(), "8 passed");
+    clean_coverage(p.path());
+    p.rtest(&["-n", "2", "--cov=pkg", "--cov-fail-under=50"])
+        .code(0)
+        .stdout_has("Required test coverage of 50% reached");
+}
+
+#[test]
+fn html_and_json_reports_hold_every_test() {
+    let p = covered(true);
+    let run = p.rtest(&[
+        "-n",
+        "2",
+        "--html=report.html",
+        "--json-report",
+        "--json-report-file=report.json",
+    ]);
+    run.code(1)
+        .stdout_has("Generated html report: file://")
+        .stdout_has("report saved to: report.json");
+    let script = r#"
+import html, json, re, sys
+d = json.load(open(sys.argv[1]))
+print(d["summary"]["passed"], d["summary"]["failed"], d["summary"]["total"], len(d["tests"]))
+blob = re.search(r'data-jsonblob="(.*?)"', open(sys.argv[2]).read()).group(1)
+tests = json.loads(html.unescape(blob))["tests"]
+print(len(tests), sorted(set(t[0]["result"] for t in tests.values())))
+"#;
+    let out = python(
+        script,
+        &[p.path().join("report.json"), p.path().join("report.html")],
+    );
+    assert_eq!(out, "8 1 9 9\n9 ['Failed', 'Passed']\n");
+}
+
+#[test]
+fn conftest_session_hooks_run_once_with_the_whole_run() {
+    let p = covered(true).file(
+        "conftest.py",
+        r#"
+def pytest_report_header(config):
+    return ["custom header: from conftest"]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not hasattr(config, "workerinput"):
+        stats = terminalreporter.stats
+        terminalreporter.write_sep("-", "custom summary")
+        terminalreporter.write_line(
+            "passed=%d failed=%d exit=%d"
+            % (len(stats.get("passed", [])), len(stats.get("failed", [])), exitstatus)
+        )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not hasattr(session.config, "workerinput"):
+        with open("sessionfinish.log", "a") as f:
+            f.write(
+                "collected=%d failed=%d exit=%d\n"
+                % (session.testscollected, session.testsfailed, exitstatus)
+            )
+"#,
+    );
+    let xdist = p.pytest(&["-n", "2"]);
+    xdist.code(1).stdout_has("passed=8 failed=1 exit=1");
+    assert_eq!(p.read("sessionfinish.log"), "collected=9 failed=1 exit=1\n");
+    std::fs::remove_file(p.path().join("sessionfinish.log")).unwrap();
+
+    let run = p.rtest(&["-n", "2"]);
+    run.code(1)
+        .stdout_has("custom header: from conftest")
+        .stdout_has("passed=8 failed=1 exit=1");
+    assert_eq!(p.read("sessionfinish.log"), "collected=9 failed=1 exit=1\n");
+    // pytest's header lines, and the plugin's, before rtest's own.
+    let header = run.stdout.find("custom header: from conftest").unwrap();
+    let workers = run.stdout.find("rtest ").unwrap();
+    assert!(header < workers, "{}", run.stdout);
+    assert_eq!(run.stdout.matches("rootdir: ").count(), 1, "{}", run.stdout);
+    // The plugin's summary comes where pytest puts it.
+    let custom = run.stdout.find("custom summary").unwrap();
+    let failures = run.stdout.find("= FAILURES =").unwrap();
+    let short = run.stdout.find("short test summary info").unwrap();
+    assert!(failures < custom && custom < short, "{}", run.stdout);
+}
+
+#[test]
+fn a_conftest_may_change_the_exit_status_in_sessionfinish() {
+    let p = Project::new()
+        .file("tests/test_x.py", "def test_x():\n    pass\n")
+        .file(
+            "conftest.py",
+            "def pytest_sessionfinish(session, exitstatus):\n    if exitstatus == 5:\n        session.exitstatus = 0\n",
+        );
+    p.pytest(&["-n", "2", "-k", "nothing"]).code(0);
+    p.rtest(&["-n", "2", "-k", "nothing"]).code(0);
+    p.rtest(&["-n", "2", "-k", "test_x"]).code(0);
+}
+
+#[test]
+fn a_plugin_that_raises_in_logreport_is_an_internal_error_and_the_results_stand() {
+    let p = covered(true).file(
+        "raiser.py",
+        r#"
+import os
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and not os.environ.get("PYTEST_XDIST_WORKER"):
+        raise ValueError("boom in logreport")
+"#,
+    );
+    let run = p.rtest(&["-n", "2", "-p", "raiser"]);
+    run.code(3)
+        .stdout_has("INTERNALERROR>")
+        .stdout_has("ValueError: boom in logreport")
+        .stdout_has("raiser.py:");
+    assert_eq!(run.summary(), "1 failed, 8 passed");
+}
+
+#[test]
+fn a_controller_that_dies_mid_run_is_said_once_and_the_tests_go_on() {
+    let p = covered(true).file(
+        "killer.py",
+        r#"
+import os
+
+
+def pytest_runtest_logreport(report):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        os._exit(9)
+"#,
+    );
+    let run = p.rtest(&["-n", "2", "-p", "killer"]);
+    run.code(3).stdout_has("the controller");
+    assert_eq!(run.stdout.matches("exited during the run").count(), 1);
+    assert_eq!(run.summary(), "1 failed, 8 passed");
+}
+
+#[test]
+fn github_annotations_come_once_from_the_controller() {
+    let p = covered(true);
+    let out = p
+        .command(&["-n", "2"])
+        .env("GITHUB_ACTIONS", "true")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.code(1);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("::error file=tests/test_a.py,line=") && l.contains("test_fail"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn randomly_seeds_every_worker_from_the_controller() {
+    let p = covered(false).file(
+        "tests/test_seed.py",
+        "import random\n\n\ndef test_seed(worker_id):\n    print('draw', worker_id, random.random())\n",
+    );
+    for with_xdist in [true, false] {
+        let mut cmd = p.command(&["-n", "2", "-s"]);
+        cmd.env("PYTHONPATH", randomly_site());
+        if !with_xdist {
+            // Without xdist, plugins' xdist hooks are not registered: the
+            // seed still reaches every worker.
+            cmd.args(["-p", "no:xdist"]);
+        }
+        let run = Run::from(cmd.output().unwrap());
+        run.code(0).stdout_has("Using --randomly-seed=");
+        assert_eq!(run.summary(), "9 passed");
+    }
+}
+
+/// pytest-randomly installed on its own (it reshuffles every suite it is
+/// installed for, so it stays out of the shared test venv): a directory to
+/// put on `PYTHONPATH`.
+fn randomly_site() -> PathBuf {
+    let dir = venv().join("randomly-site");
+    if !dir.join("pytest_randomly").is_dir() {
+        let status = Command::new(venv().join("bin").join("python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(["--no-deps", "--target"])
+            .arg(&dir)
+            .arg("pytest-randomly")
+            .status()
+            .expect("pip install pytest-randomly");
+        assert!(status.success(), "could not install pytest-randomly");
+    }
+    dir
+}
+
+fn python(script: &str, args: &[PathBuf]) -> String {
+    let out = Command::new(venv().join("bin").join("python"))
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
