@@ -491,6 +491,29 @@ class Controller:
         if msg.get("output") is not None:
             node.workeroutput = msg["output"]
         self.config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
+        _cov_paths_for_combining(self.config)
+
+
+def _cov_paths_for_combining(config):
+    """pytest-cov (up to 7.x at least) records where a remote worker ran
+    (``cov_worker_path``, from ``workeroutput``) as a ``[paths]`` alias on
+    the Coverage object it then does not combine with, so remote data keeps
+    the remote paths and counts for files that do not exist here
+    (pytest-dev/pytest-cov#232, the same under xdist). The contract cannot
+    serve this: it is pytest-cov's own bookkeeping. Give the combining
+    object the aliases pytest-cov meant it to have."""
+    plugin = config.pluginmanager.get_plugin("_cov")
+    cov_controller = getattr(plugin, "cov_controller", None)
+    cov = getattr(cov_controller, "cov", None)
+    combining = getattr(cov_controller, "combining_cov", None)
+    if cov is None or combining is None or cov is combining:
+        return
+    try:
+        aliases = list(cov.config.paths.get("source") or [])
+        if len(aliases) > 1:
+            combining.config.paths["source"] = aliases
+    except Exception:
+        pass
 
 
 def _nothing(*args, **kwargs):

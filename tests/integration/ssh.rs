@@ -779,3 +779,31 @@ fn nice_and_env_apply_to_ssh_workers() {
     r.code(0);
     assert_eq!(r.summary(), "1 passed");
 }
+
+#[test]
+fn coverage_over_ssh_equals_a_local_run() {
+    let Some(sshd) = sshd() else { return };
+    let p = crate::plugins::covered(false);
+    let args = ["--cov=pkg", "--cov-report=term-missing"];
+    let local = p.rtest(&[&["-n", "2"][..], &args[..]].concat());
+    local.code(0);
+    std::fs::remove_file(p.path().join(".coverage")).unwrap();
+    let tx = sshd.venv_tx(2, "");
+    let remote = p.rtest(&[&["--tx", &tx][..], &args[..]].concat());
+    remote.code(0).stdout_has("gw0, gw1: ssh=127.0.0.1");
+    let total = |run: &Run| {
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("pkg/") || l.starts_with("TOTAL"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(total(&remote), total(&local), "{}", remote.stdout);
+    assert!(
+        total(&remote).iter().any(|l| l.starts_with("TOTAL")),
+        "{}",
+        remote.stdout
+    );
+    // The remote workers' data came back and was combined here.
+    assert!(p.path().join(".coverage").is_file());
+}
