@@ -5,7 +5,11 @@ Runs each tool on each suite, interleaved, REPEAT times; prints medians and
 ratios (never absolute targets: this machine is shared and noisy), and
 rtest's coordinator peak RSS (VmHWM sampled from /proc while it runs).
 
-    python3 bench/run.py [--repeat 5] [--suites trivial,heavy,attrs]
+    python3 bench/run.py [--repeat 5] [--suites trivial,heavy,attrs,attrs-cov]
+
+"attrs-cov" is the attrs suite with pytest-cov (--cov=attr --cov=attrs):
+under rtest the coverage is combined and reported by the controller, as
+under xdist.
 
 Needs: a release build (cargo build --release), network access to PyPI for
 the bench venv (pytest, pytest-xdist) and, for the "attrs" suite, the attrs
@@ -36,7 +40,7 @@ def sh(*cmd, **kw):
 def ensure_venv():
     if not os.path.exists(PY):
         sh(sys.executable, "-m", "venv", VENV)
-    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest", "pytest-xdist")
+    sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "pytest", "pytest-xdist", "pytest-cov")
 
 
 def gen_trivial(path, n=5000, per_file=100):
@@ -96,7 +100,7 @@ def timed(cmd, cwd, sample_rss=False):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--suites", default="trivial,heavy,attrs")
+    ap.add_argument("--suites", default="trivial,heavy,attrs,attrs-cov")
     ap.add_argument(
         "--keep-env",
         action="store_true",
@@ -111,14 +115,15 @@ def main():
     if not os.path.exists(RTEST):
         sh("cargo", "build", "--release", cwd=ROOT)
     suites = {}
+    extra = {"attrs-cov": ["--cov=attr", "--cov=attrs", "--cov-report=term"]}
     for name in args.suites.split(","):
         path = os.path.join(WORK, name)
         if name == "trivial":
             gen_trivial(path)
         elif name == "heavy":
             gen_heavy(path)
-        elif name == "attrs":
-            path = os.path.join(get_attrs(path), "tests")
+        elif name in ("attrs", "attrs-cov"):
+            path = os.path.join(get_attrs(os.path.join(WORK, "attrs")), "tests")
         suites[name] = path
     common = ["-p", "no:cacheprovider", "-q"]
     tools = {
@@ -128,13 +133,14 @@ def main():
     }
     print("%-8s %-7s %9s %9s %9s  %s" % ("suite", "tool", "median_s", "min_s", "vs_xdist", "notes"))
     for name, path in suites.items():
+        runs = {tool: cmd + extra.get(name, []) for tool, cmd in tools.items()}
         # One untimed run per tool, so every tool starts from warm caches.
-        for tool, cmd in tools.items():
+        for tool, cmd in runs.items():
             timed(cmd, path)
         times = {t: [] for t in tools}
         rss = []
         for _ in range(args.repeat):
-            for tool, cmd in tools.items():
+            for tool, cmd in runs.items():
                 secs, code, peak = timed(cmd, path, sample_rss=(tool == "rtest"))
                 times[tool].append(secs)
                 if tool == "rtest":
