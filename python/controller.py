@@ -196,6 +196,7 @@ class Controller:
         self.marks = {}
         self.own = [self]
         self.ready_sent = False
+        self.internal_errors = []
 
     # -- making plugins see a distributed session --------------------------
 
@@ -308,6 +309,12 @@ class Controller:
             else:
                 out.extend(_text(line) for line in entry)
         return out
+
+    def pytest_internalerror(self, excrepr, excinfo):
+        # The session itself failed (a plugin raised in pytest_configure or
+        # pytest_sessionstart): the coordinator says it, as pytest would.
+        self.internal_errors.append(str(excrepr))
+        return True
 
     def pytest_collection(self, session):
         # As xdist's controller: the workers collect.
@@ -604,13 +611,12 @@ def run_controller(channel, inbox, control):
         except Exception:
             controller.hook_error("pytest_unconfigure")
     after_loop, summary = controller.output()
-    if not controller.ready_sent:
-        # The session failed before it was ready (a plugin raised in
-        # pytest_configure or pytest_sessionstart): pytest's INTERNALERROR
-        # lines are in what the terminal wrote.
-        text = controller.buffer.getvalue() if controller.buffer is not None else ""
-        lines = [line for line in text.splitlines() if line.startswith("INTERNALERROR>")]
-        channel.send({"t": "internal_error", "message": "\n".join(lines) or "the controller's session did not start (exit status %s)" % status})
+    for text in controller.internal_errors:
+        lines = ["INTERNALERROR> " + line for line in text.rstrip("\n").split("\n")]
+        channel.send({"t": "internal_error", "message": "\n".join(lines)})
+    if not controller.ready_sent and not controller.internal_errors:
+        message = "the controller's session did not start (exit status %s)" % status
+        channel.send({"t": "internal_error", "message": message})
     channel.send(
         {
             "t": "controller_done",

@@ -345,11 +345,16 @@ impl Session<'_> {
                 }
             }
             FromAgent::InternalError { message } => {
-                self.ctl.failed = true;
                 self.internal_error = true;
-                self.reporter.on_event(&Event::Notice(format!(
-                    "a plugin raised in the controller's session:\n{message}"
-                )));
+                let message = format!("a plugin raised in the controller's session:\n{message}");
+                if self.ctl.state == CtlState::Starting {
+                    // Its session never started: go on without it.
+                    self.kill_controller();
+                    self.ctl_failed(message);
+                } else {
+                    self.ctl.failed = true;
+                    self.reporter.on_event(&Event::Notice(message));
+                }
             }
             FromAgent::UsageError { message } => {
                 // The workers parse the same command line and say so
@@ -364,6 +369,11 @@ impl Session<'_> {
                     self.ctl.failed = true;
                 }
                 self.ctl.done = Some(done);
+                if self.ctl.state == CtlState::Starting {
+                    self.ctl.failed = true;
+                    self.ctl.state = CtlState::Off;
+                    self.release_workers();
+                }
             }
             _ => {}
         }

@@ -321,3 +321,35 @@ fn python(script: &str, args: &[PathBuf]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn a_controller_whose_session_fails_to_start_costs_no_test() {
+    let p = covered(true).file(
+        "conftest.py",
+        r#"
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        raise RuntimeError("no session here")
+"#,
+    );
+    // pytest-rerunfailures' workers need its controller side (they
+    // connect to its server): without a controller they cannot run.
+    let run = p.rtest(&["-n", "2", "-p", "no:rerunfailures"]);
+    run.code(3)
+        .stdout_has("a plugin raised in the controller's session")
+        .stdout_has("INTERNALERROR> ")
+        .stdout_has("RuntimeError: no session here");
+    assert_eq!(run.summary(), "1 failed, 8 passed");
+}
+
+#[test]
+fn plugin_output_follows_quiet_and_color_options() {
+    let p = covered(false);
+    let quiet = p.rtest(&["-n", "2", "-q", "--cov=pkg", "--cov-report=term"]);
+    quiet.code(0).stdout_has("TOTAL").stdout_lacks("\x1b[");
+    assert!(!quiet.stdout.contains("rootdir:"), "{}", quiet.stdout);
+    let colored = p.rtest(&["-n", "2", "--color=yes", "--cov=pkg", "--cov-fail-under=99"]);
+    colored
+        .code(1)
+        .stdout_has("\x1b[31m\x1b[1mFAIL Required test coverage");
+}
