@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod plan;
 pub mod protocol;
 pub mod report;
+pub mod run;
 pub mod sched;
 pub mod session;
 pub mod spec;

@@ -3,18 +3,17 @@
 //!
 //! Stage one ([`args`]) splits a pytest-compatible command line into what
 //! rtest owns and what goes to pytest; stage two (here) validates it into
-//! [`plan::Settings`], probes local interpreters, builds the [`Plan`] and
-//! runs it.
+//! [`plan::Settings`] and builds the [`Plan`], which [`run::execute`] runs.
 
 pub mod args;
 pub mod plan_cmd;
 
 use crate::config::{self, Config, Sourced};
 use crate::error::{Error, ExitCode};
-use crate::events::Reporter;
 use crate::gateway::{provision, Remotes};
 use crate::plan::{self, DistMode, Machine, Plan, Setting, Settings};
-use crate::report::{self, junit::JUnit, reportlog::ReportLog, terminal};
+use crate::report::terminal;
+use crate::run;
 use crate::session::{self, SessionOptions};
 use crate::spec::{Transport, TxSpec};
 use crate::sync as rtest_sync;
@@ -22,7 +21,6 @@ use args::{NumProcesses, RawArgs};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const HELP: &str = "\
 rtest: run a pytest suite on many workers.
@@ -138,15 +136,42 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
         println!("rtest {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::Ok);
     }
-    let mut plan = resolve(&raw)?;
-    let mut notes = prepare_interpreters(&mut plan, raw.no_provision)?;
-    // Dropped on every way out of here: closes the ssh masters.
-    let remotes = Arc::new(Remotes {
-        token: socket_token()?,
-        ssh: Default::default(),
-    });
-    notes.extend(sync_workers(&mut plan, &remotes)?);
-    run_plan(&plan, &raw, notes, remotes)
+    let plan = resolve(&raw)?;
+    let terminal = terminal_options(&raw, &plan)?;
+    run::execute(
+        plan,
+        run::RunOptions {
+            no_provision: raw.no_provision,
+            terminal,
+            echo_output: raw.capture_no,
+            continue_on_collection_errors: raw.continue_on_collection_errors,
+            require_all_hosts: raw.require_all_hosts,
+        },
+    )
+}
+
+/// How the terminal reporter draws, from the command line (the workers'
+/// effective pytest options refine it once they are configured).
+fn terminal_options(raw: &RawArgs, plan: &Plan) -> Result<terminal::TerminalOptions, Error> {
+    let tty = std::io::stdout().is_terminal();
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
+    Ok(terminal::TerminalOptions {
+        width: terminal_width(),
+        color: use_color(raw, tty),
+        live: tty && std::env::var_os("CI").is_none(),
+        verbosity: raw.verbosity,
+        tb: raw.tb.clone().unwrap_or_else(|| "auto".into()),
+        report_chars: terminal::expand_report_chars(raw.report_chars.as_deref()),
+        show_capture: raw.show_capture.clone().unwrap_or_else(|| "all".into()),
+        durations: raw.durations,
+        durations_min: raw.durations_min.unwrap_or(0.005),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cwd,
+        collect_only: plan.collect_only,
+        header_notes: Vec::new(),
+        show_warnings: true,
+    })
 }
 
 /// The directory of the config file a setting's source names
@@ -162,367 +187,13 @@ fn config_dir_of(source: &str) -> Option<PathBuf> {
         .then(|| file.parent().map(Path::to_path_buf))?
 }
 
-/// The socket servers' shared token: `RTEST_TOKEN_FILE`, else `RTEST_TOKEN`.
-fn socket_token() -> Result<Option<Vec<u8>>, Error> {
-    if let Some(file) = std::env::var_os("RTEST_TOKEN_FILE").filter(|f| !f.is_empty()) {
-        let text = std::fs::read(&file).map_err(|e| {
-            Error::usage(format!(
-                "RTEST_TOKEN_FILE {}: {e}",
-                PathBuf::from(&file).display()
-            ))
-        })?;
-        return Ok(Some(
-            String::from_utf8_lossy(&text).trim().as_bytes().to_vec(),
-        ));
-    }
-    Ok(std::env::var("RTEST_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .map(String::into_bytes))
-}
-
-/// Prepare workers that do not run in this tree: mirror the rsyncdirs for
-/// `popen//chdir=DIR` and remote workers (once per host and directory) and
-/// point them at their copy (same layout, so the same node ids); give a
-/// remote host without pytest the local one.
-fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error> {
-    let remote = plan.workers.iter().any(|w| w.transport != Transport::Popen);
-    if plan.sync.is_empty() && !remote {
-        return Ok(Vec::new());
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
-    let root = rtest_sync::sync_root(&plan.rootdir, &plan.sync);
-    let rel_cwd = match cwd.strip_prefix(&root) {
-        Ok(rel) => rel.to_path_buf(),
-        Err(_) if plan.sync.is_empty() => PathBuf::new(),
-        Err(_) => {
-            return Err(Error::usage(format!(
-                "the current directory {} is outside the synced tree {}: run rtest from inside it",
-                cwd.display(),
-                root.display()
-            )))
-        }
-    };
-    let rel_rootdir = plan
-        .rootdir
-        .strip_prefix(&root)
-        .unwrap_or(Path::new(""))
-        .to_path_buf();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
-    let short_hash = |text: &str| {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(text.as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let cache_key = short_hash(&plan.rootdir.display().to_string());
-    // Only a remote without pytest needs the local one: found when one
-    // does, once.
-    let ship_cell: std::sync::OnceLock<Result<rtest_sync::Ship, String>> = Default::default();
-    let get_ship = || {
-        ship_cell
-            .get_or_init(|| local_pytest(&default_python(), &short_hash).map_err(|e| e.message))
-            .as_ref()
-            .map_err(Clone::clone)
-    };
-    let sync = plan.sync.clone();
-    let rootdir = plan.rootdir.clone();
-    // Where each worker's copy goes: chdir= (relative to here for popen, to
-    // the home directory remotely), else a per-rootdir cache remotely.
-    let bases: Vec<Option<String>> = plan
-        .workers
-        .iter()
-        .map(|w| match (&w.transport, &w.chdir) {
-            (Transport::Popen, None) => None,
-            (Transport::Popen, Some(_)) if sync.is_empty() => None,
-            (Transport::Popen, Some(c)) => Some(
-                config::rootdir::normalize(&cwd.join(c))
-                    .display()
-                    .to_string(),
-            ),
-            (_, Some(c)) => Some(c.display().to_string()),
-            (_, None) => Some(format!("~/.cache/rtest/{cache_key}")),
-        })
-        .collect();
-    // Each (host, python, copy) once, all hosts at the same time.
-    let keys: Vec<Option<(String, String, String)>> = plan
-        .workers
-        .iter()
-        .zip(&bases)
-        .map(|(w, base)| {
-            let b = base.as_ref()?;
-            let host = format!("{:?} {:?}", w.transport, w.ssh_config);
-            Some((host, w.python.clone(), b.clone()))
-        })
-        .collect();
-    let mut firsts: BTreeMap<(String, String, String), usize> = BTreeMap::new();
-    for (i, key) in keys.iter().enumerate() {
-        if let Some(key) = key {
-            firsts.entry(key.clone()).or_insert(i);
-        }
-    }
-    let jobs: Vec<((String, String, String), usize)> = firsts.into_iter().collect();
-    let syncs = jobs.iter().map(|(key, i)| {
-        let w = &plan.workers[*i];
-        let job = (!sync.is_empty()).then(|| rtest_sync::Job {
-            base: key.2.clone(),
-            root: root.clone(),
-            rootdir: rootdir.clone(),
-            sets: sync.clone(),
-            files: Vec::new(),
-        });
-        let get_ship = &get_ship;
-        async move {
-            let started = std::time::Instant::now();
-            let conn = match &w.transport {
-                Transport::Popen => {
-                    crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
-                }
-                // The spec's env: it may matter to the interpreter itself.
-                _ => remotes.connect(w, 0, w.env.clone()).await,
-            }
-            .map_err(|e| rtest_sync::SyncError(e.message))?;
-            let outcome = rtest_sync::push_over(conn, &w.python, job, Some(get_ship)).await?;
-            Ok::<_, rtest_sync::SyncError>((outcome, started.elapsed()))
-        }
-    });
-    let all = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let terminated = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            r = join_all(syncs.collect()) => Some(r),
-            // Ctrl-C or SIGTERM while syncing stops here (and the masters
-            // close on the way out).
-            _ = tokio::signal::ctrl_c() => None,
-            _ = terminated => None,
-        }
-    };
-    let Some(results) = runtime.block_on(all) else {
-        return Err(Error {
-            kind: crate::error::ErrorKind::Interrupted,
-            message: "interrupted while syncing".into(),
-        });
-    };
-    let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
-    let mut notes = Vec::new();
-    for ((key, i), result) in jobs.into_iter().zip(results) {
-        let w = &plan.workers[i];
-        let (outcome, took) = match result {
-            Ok(o) => o,
-            // An unreachable remote is the session's to report (and to go
-            // on without, unless --require-all-hosts); everything else
-            // stops here.
-            Err(e) if e.0.contains(": cannot connect") || e.0.contains(": no answer within") => {
-                continue
-            }
-            Err(e) => return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec))),
-        };
-        if let Some(stats) = &outcome.tree {
-            notes.push(format!(
-                "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
-                stats.base,
-                w.transport.host(),
-                stats.files,
-                stats.total,
-                stats.bytes,
-                stats.deleted,
-                took.as_secs_f64()
-            ));
-        }
-        if let (Some(stats), Some(Ok(ship))) = (&outcome.shipped, ship_cell.get()) {
-            let how = if stats.files == 0 {
-                "uses the copy already in".to_string()
-            } else {
-                format!("shipped {} files to", stats.files)
-            };
-            notes.push(format!(
-                "{} on {} has no pytest: pytest {}, {how} {}",
-                w.python,
-                w.transport.host(),
-                ship.version,
-                stats.base,
-            ));
-        }
-        done.insert(key, outcome);
-    }
-    for (w, key) in plan.workers.iter_mut().zip(&keys) {
-        let Some(outcome) = key.as_ref().and_then(|k| done.get(k)) else {
-            continue;
-        };
-        let (shipped, tree) = (outcome.shipped.clone(), outcome.tree.clone());
-        if let Some(stats) = shipped {
-            w.sys_path.push(stats.base.clone());
-        }
-        if let Some(stats) = tree {
-            let abs_base = PathBuf::from(&stats.base);
-            let dir = abs_base.join(&rel_cwd);
-            if w.transport == Transport::Popen {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
-            }
-            w.chdir = Some(dir);
-            let copy_rootdir = abs_base.join(&rel_rootdir).display().to_string();
-            w.extra_args.push(format!("--rootdir={copy_rootdir}"));
-            w.copy_rootdir = Some(copy_rootdir);
-        }
-    }
-    Ok(notes)
-}
-
-/// Await every future, all at once (on one thread), in their order.
-async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    use std::task::Poll;
-    let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, slot) in futs.iter_mut().zip(out.iter_mut()) {
-            if slot.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *slot = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
-/// The local pure-Python pytest and what it requires (pluggy, iniconfig,
-/// packaging, pygments, and tomli/exceptiongroup where installed), as a
-/// tree to ship.
-fn local_pytest(
-    python: &str,
-    short_hash: &dyn Fn(&str) -> String,
-) -> Result<rtest_sync::Ship, Error> {
-    const SCRIPT: &str = r#"
-import json, re, importlib.metadata as m
-out = {"site": None, "dirs": [], "files": [], "version": None, "requires": None}
-# pytest and everything it requires (whatever the marker: the remote's
-# Python may need what this one does not), found installed here.
-todo, seen = ["pytest"], set()
-while todo:
-    name = todo.pop()
-    key = re.sub(r"[-_.]+", "-", name).lower()
-    if key in seen:
-        continue
-    seen.add(key)
-    try:
-        d = m.distribution(name)
-    except Exception:
-        continue
-    for req in d.requires or []:
-        if "extra ==" in req or "extra==" in req:
-            continue
-        todo.append(re.split(r"[ ;<>=!~\[(]", req.strip(), 1)[0])
-    site = str(d.locate_file(""))
-    out["site"] = out["site"] or site
-    if name == "pytest":
-        out["version"] = d.version
-        out["requires"] = d.metadata.get("Requires-Python")
-    tops, singles = set(), set()
-    for f in d.files or []:
-        if not f.parts or f.parts[0] in ("..", "__pycache__"):
-            continue
-        if len(f.parts) > 1:
-            tops.add(f.parts[0])
-        elif f.parts[0].endswith(".py"):
-            singles.add(f.parts[0])  # single-module packages, like py.py
-    out["dirs"] += sorted(tops)
-    out["files"] += sorted(singles)
-print(json.dumps(out))
-"#;
-    let fail = |why: String| {
-        Error::usage(format!(
-            "cannot find the local pytest to ship to remote workers ({python}): {why}"
-        ))
-    };
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(SCRIPT)
-        .output()
-        .map_err(|e| fail(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|_| fail(String::from_utf8_lossy(&out.stderr).trim().to_string()))?;
-    let site = PathBuf::from(
-        v["site"]
-            .as_str()
-            .ok_or_else(|| fail("pytest is not installed here".into()))?,
-    );
-    let version = v["version"].as_str().unwrap_or("?").to_string();
-    let min_python = v["requires"].as_str().and_then(|r| {
-        let r = r.trim().strip_prefix(">=")?;
-        let mut it = r.split('.').map(|p| p.trim().parse::<u32>().ok());
-        Some((it.next()??, it.next().flatten().unwrap_or(0)))
-    });
-    let ignore = plan::DEFAULT_IGNORES
-        .iter()
-        .map(|p| plan::SyncIgnore {
-            pattern: p.to_string(),
-            base: site.clone(),
-            source: "default".into(),
-        })
-        .collect::<Vec<_>>();
-    let sets = v["dirs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d.as_str())
-        .map(|d| plan::SyncSet {
-            dir: site.join(d),
-            ignore: ignore.clone(),
-        })
-        .filter(|s| s.dir.is_dir())
-        .collect();
-    Ok(rtest_sync::Ship {
-        job: rtest_sync::Job {
-            base: format!(
-                "~/.cache/rtest/site-{}",
-                short_hash(&format!("{version}{}", site.display()))
-            ),
-            root: site.clone(),
-            rootdir: site.join(".no-rootdir"),
-            sets,
-            files: v["files"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|f| f.as_str())
-                .map(|f| site.join(f))
-                .collect(),
-        },
-        version,
-        min_python,
-    })
-}
-
 /// Command line + config files -> the plan a run would execute. Pure but
 /// for reading config files: starts nothing, contacts no host.
 fn resolve(raw: &RawArgs) -> Result<Plan, Error> {
     let cfg = load_config(raw)?;
     let settings = settings(raw, &cfg)?;
     let machine = Machine {
-        default_python: default_python(),
+        default_python: run::default_python(),
         default_workers: auto_workers(false),
     };
     plan::build(&settings, &machine)
@@ -710,7 +381,7 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
 /// host) what it is; runs no test and syncs nothing.
 fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
     let remotes = Remotes {
-        token: socket_token()?,
+        token: run::socket_token()?,
         ssh: Default::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -777,7 +448,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
         .unwrap_or_else(|| plan::WorkerPlan {
             id: "gw0".into(),
             transport: Transport::Popen,
-            python: default_python(),
+            python: run::default_python(),
             chdir: None,
             env: Default::default(),
             nice: None,
@@ -792,9 +463,9 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
     p.junitxml = None;
     p.report_log = None;
     p.shard = None;
-    prepare_interpreters(&mut p, raw.no_provision)?;
+    run::prepare_interpreters(&mut p, raw.no_provision)?;
     let opts = SessionOptions {
-        testrun_uid: testrun_uid(),
+        testrun_uid: run::testrun_uid(),
         full_reports: false,
         echo_output: false,
         continue_on_collection_errors: true,
@@ -1045,17 +716,6 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
     })
 }
 
-/// The interpreter workers use when a spec names none.
-fn default_python() -> String {
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(venv).join("bin").join("python");
-        if p.exists() {
-            return p.display().to_string();
-        }
-    }
-    "python3".to_string()
-}
-
 /// Workers for `-n auto` (physical cores) or `-n logical`.
 fn auto_workers(logical: bool) -> usize {
     if let Some(n) = std::env::var("PYTEST_XDIST_AUTO_NUM_WORKERS")
@@ -1099,60 +759,6 @@ fn physical_cores() -> Option<usize> {
     (!cores.is_empty()).then_some(cores.len())
 }
 
-/// Check every local interpreter once; give those without pytest a
-/// provisioned venv (unless `--no-provision`). Returns notes for the header.
-fn prepare_interpreters(plan: &mut Plan, no_provision: bool) -> Result<Vec<String>, Error> {
-    let mut notes = Vec::new();
-    let mut resolved: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for i in 0..plan.workers.len() {
-        if plan.workers[i].transport != Transport::Popen {
-            continue;
-        }
-        let python = plan.workers[i].python.clone();
-        if let Some(r) = resolved.get(&python) {
-            plan.workers[i].python = r.clone();
-            continue;
-        }
-        let probe = provision::probe(&python)?;
-        let use_python = if probe.has_pytest {
-            python.clone()
-        } else if no_provision {
-            return Err(Error::usage(format!(
-                "python {python:?} (Python {}.{}.{}) has no pytest and --no-provision was given: install it with `{} -m pip install pytest`, or drop --no-provision to let rtest create a venv with pytest",
-                probe.version.0, probe.version.1, probe.version.2, probe.executable
-            )));
-        } else {
-            let mut say = |m: &str| eprintln!("rtest: {m}");
-            let venv = provision::provision(&python, &probe, &mut say)?;
-            notes.push(format!(
-                "provisioned: {python} has no pytest; using {}",
-                venv.display()
-            ));
-            venv.display().to_string()
-        };
-        resolved.insert(python, use_python.clone());
-        plan.workers[i].python = use_python;
-    }
-    Ok(notes)
-}
-
-/// The interpreter of the controller (the local pytest session plugins
-/// see): the one local workers use, else the default one if it has pytest.
-fn controller_python(plan: &Plan) -> Option<String> {
-    if let Some(w) = plan
-        .workers
-        .iter()
-        .find(|w| w.transport == Transport::Popen)
-    {
-        return Some(w.python.clone());
-    }
-    let python = default_python();
-    match provision::probe(&python) {
-        Ok(p) if p.has_pytest => Some(python),
-        _ => None,
-    }
-}
-
 fn terminal_width() -> usize {
     if let Some(w) = std::env::var("COLUMNS")
         .ok()
@@ -1189,115 +795,4 @@ fn use_color(raw: &RawArgs, tty: bool) -> bool {
         return true;
     }
     tty && std::env::var("TERM").map(|t| t != "dumb").unwrap_or(true)
-}
-
-fn testrun_uid() -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes());
-    h.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn run_plan(
-    plan: &Plan,
-    raw: &RawArgs,
-    header_notes: Vec<String>,
-    remotes: Arc<Remotes>,
-) -> Result<ExitCode, Error> {
-    let tty = std::io::stdout().is_terminal();
-    let width = terminal_width();
-    let errors: report::WriteErrors = Default::default();
-    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
-    reporters.push(Box::new(terminal::Terminal::new(
-        terminal::TerminalOptions {
-            width,
-            color: use_color(raw, tty),
-            live: tty && std::env::var_os("CI").is_none(),
-            verbosity: raw.verbosity,
-            tb: raw.tb.clone().unwrap_or_else(|| "auto".into()),
-            report_chars: terminal::expand_report_chars(raw.report_chars.as_deref()),
-            show_capture: raw.show_capture.clone().unwrap_or_else(|| "all".into()),
-            durations: raw.durations,
-            durations_min: raw.durations_min.unwrap_or(0.005),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            cwd: cwd.clone(),
-            collect_only: plan.collect_only,
-            header_notes,
-            show_warnings: true,
-        },
-    )));
-    if let Some(path) = &plan.junitxml {
-        let path = cwd.join(path);
-        check_writable(&path, "--junitxml")?;
-        let suite = match plan.shard {
-            Some((k, n)) => format!("pytest (shard {k}/{n})"),
-            None => "pytest".to_string(),
-        };
-        reporters.push(Box::new(JUnit::new(path, suite, errors.clone())));
-    }
-    if let Some(path) = &plan.report_log {
-        let path = cwd.join(path);
-        let log = ReportLog::create(path.clone(), errors.clone()).map_err(|e| {
-            Error::usage(format!(
-                "could not write --report-log {}: {e}",
-                path.display()
-            ))
-        })?;
-        reporters.push(Box::new(log));
-    }
-    let opts = SessionOptions {
-        testrun_uid: testrun_uid(),
-        full_reports: plan.report_log.is_some(),
-        echo_output: raw.capture_no,
-        continue_on_collection_errors: raw.continue_on_collection_errors,
-        env: vec![("COLUMNS".into(), width.to_string())],
-        remotes,
-        require_all_hosts: raw.require_all_hosts,
-        controller: controller_python(plan),
-        color: use_color(raw, tty),
-        mainargv: std::env::args().collect(),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
-    let mut fanout = report::Fanout { reporters };
-    let outcome = runtime.block_on(session::run(plan, &opts, &mut fanout));
-    drop(fanout);
-    let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
-    for e in &errs {
-        eprintln!("ERROR: {e}");
-    }
-    if !errs.is_empty() && outcome.exit == ExitCode::Ok {
-        return Ok(ExitCode::InternalError);
-    }
-    Ok(outcome.exit)
-}
-
-/// Fail early (exit 4) when an output file cannot be written.
-fn check_writable(path: &std::path::Path, option: &str) -> Result<(), Error> {
-    let fail = |e: std::io::Error| {
-        Error::usage(format!("could not write {option} {}: {e}", path.display()))
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    if path.is_dir() {
-        return Err(Error::usage(format!(
-            "could not write {option} {}: it is a directory",
-            path.display()
-        )));
-    }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(fail)?;
-    Ok(())
 }

@@ -402,9 +402,10 @@ fn loadgroup_keeps_a_group_on_one_worker() {
 }
 
 #[test]
-fn shuffling_plugins_get_one_seed_for_all_workers() {
-    // What pytest-randomly does under xdist: shuffle with the seed in
-    // config.workerinput. Every worker must get the same one.
+fn a_seed_from_pytest_configure_node_reaches_every_worker() {
+    // What shuffling plugins (pytest-randomly) do under xdist: the
+    // controller picks a seed in pytest_configure_node, every worker
+    // shuffles with it from config.workerinput and collects the same order.
     let mut body = String::new();
     for i in 0..30 {
         body.push_str(&format!("def test_{i}():\n    pass\n\n"));
@@ -412,7 +413,25 @@ fn shuffling_plugins_get_one_seed_for_all_workers() {
     let p = Project::new()
         .file(
             "conftest.py",
-            "import random\n\ndef pytest_collection_modifyitems(config, items):\n    random.Random(config.workerinput['randomly_seed']).shuffle(items)\n",
+            r#"
+import random
+
+SEED = random.randrange(1 << 30)
+
+
+@pytest_hookimpl_optional
+def pytest_configure_node(node):
+    node.workerinput["shuffle_seed"] = SEED
+
+
+def pytest_collection_modifyitems(config, items):
+    random.Random(config.workerinput["shuffle_seed"]).shuffle(items)
+"#
+            .replace(
+                "@pytest_hookimpl_optional",
+                "import pytest\n\n\n@pytest.hookimpl(optionalhook=True)",
+            )
+            .as_str(),
         )
         .file("test_r.py", &body);
     let r = p.rtest(&["-n", "3", "-p", "no:cacheprovider"]);

@@ -1,0 +1,141 @@
+//! The run pipeline: interpreters, then sync, then the controller and the
+//! workers in a session, then the outputs.
+//!
+//! The CLI parses the command line, resolves a [`Plan`] and decides how the
+//! terminal looks; [`execute`] does everything after that.
+
+mod interpreters;
+mod remote;
+
+pub use interpreters::{controller_python, default_python, prepare_interpreters};
+pub use remote::{socket_token, sync_workers};
+
+use crate::error::{Error, ExitCode};
+use crate::events::Reporter;
+use crate::gateway::Remotes;
+use crate::plan::Plan;
+use crate::report::{self, junit::JUnit, reportlog::ReportLog, terminal};
+use crate::session::{self, SessionOptions};
+use std::sync::Arc;
+
+/// How a run is shown and coordinated, beyond its plan.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Fail instead of creating a venv with pytest.
+    pub no_provision: bool,
+    /// The terminal's look (notes from provisioning and sync are added).
+    pub terminal: terminal::TerminalOptions,
+    /// Show workers' output as it comes (`-s`).
+    pub echo_output: bool,
+    /// `--continue-on-collection-errors`.
+    pub continue_on_collection_errors: bool,
+    /// `--require-all-hosts`.
+    pub require_all_hosts: bool,
+}
+
+/// Run a plan: provision local interpreters, sync remote copies, run the
+/// session with its controller, write the outputs.
+pub fn execute(mut plan: Plan, opts: RunOptions) -> Result<ExitCode, Error> {
+    let mut notes = prepare_interpreters(&mut plan, opts.no_provision)?;
+    // Dropped on every way out of here: closes the ssh masters.
+    let remotes = Arc::new(Remotes {
+        token: socket_token()?,
+        ssh: Default::default(),
+    });
+    notes.extend(sync_workers(&mut plan, &remotes)?);
+    run_session(&plan, opts, notes, remotes)
+}
+
+/// A fresh `PYTEST_XDIST_TESTRUNUID`.
+pub fn testrun_uid() -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes());
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn run_session(
+    plan: &Plan,
+    opts: RunOptions,
+    header_notes: Vec<String>,
+    remotes: Arc<Remotes>,
+) -> Result<ExitCode, Error> {
+    let errors: report::WriteErrors = Default::default();
+    let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
+    let mut look = opts.terminal;
+    look.header_notes.extend(header_notes);
+    let (cwd, color, width) = (look.cwd.clone(), look.color, look.width);
+    reporters.push(Box::new(terminal::Terminal::new(look)));
+    if let Some(path) = &plan.junitxml {
+        let path = cwd.join(path);
+        check_writable(&path, "--junitxml")?;
+        let suite = match plan.shard {
+            Some((k, n)) => format!("pytest (shard {k}/{n})"),
+            None => "pytest".to_string(),
+        };
+        reporters.push(Box::new(JUnit::new(path, suite, errors.clone())));
+    }
+    if let Some(path) = &plan.report_log {
+        let path = cwd.join(path);
+        let log = ReportLog::create(path.clone(), errors.clone()).map_err(|e| {
+            Error::usage(format!(
+                "could not write --report-log {}: {e}",
+                path.display()
+            ))
+        })?;
+        reporters.push(Box::new(log));
+    }
+    let session_opts = SessionOptions {
+        testrun_uid: testrun_uid(),
+        full_reports: plan.report_log.is_some(),
+        echo_output: opts.echo_output,
+        continue_on_collection_errors: opts.continue_on_collection_errors,
+        env: vec![("COLUMNS".into(), width.to_string())],
+        remotes,
+        require_all_hosts: opts.require_all_hosts,
+        controller: controller_python(plan),
+        color,
+        mainargv: std::env::args().collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    let mut fanout = report::Fanout { reporters };
+    let outcome = runtime.block_on(session::run(plan, &session_opts, &mut fanout));
+    drop(fanout);
+    let errs = errors.lock().map(|e| e.clone()).unwrap_or_default();
+    for e in &errs {
+        eprintln!("ERROR: {e}");
+    }
+    if !errs.is_empty() && outcome.exit == ExitCode::Ok {
+        return Ok(ExitCode::InternalError);
+    }
+    Ok(outcome.exit)
+}
+
+/// Fail early (exit 4) when an output file cannot be written.
+fn check_writable(path: &std::path::Path, option: &str) -> Result<(), Error> {
+    let fail = |e: std::io::Error| {
+        Error::usage(format!("could not write {option} {}: {e}", path.display()))
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    if path.is_dir() {
+        return Err(Error::usage(format!(
+            "could not write {option} {}: it is a directory",
+            path.display()
+        )));
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(fail)?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Collection: the first worker's options decide the rendering, every
+//! worker's collection is compared, and once all have collected the run
+//! starts.
+
+use super::*;
+
+/// A readable diff of two collections.
+pub(super) fn collection_diff(a_name: &str, a: &[String], b_name: &str, b: &[String]) -> String {
+    let mut out = format!(
+        "different tests were collected by {a_name} ({} items) and {b_name} ({} items); tests must collect the same on every worker (is collection order or parametrization random?)\n",
+        a.len(),
+        b.len()
+    );
+    let sa: std::collections::HashSet<&String> = a.iter().collect();
+    let sb: std::collections::HashSet<&String> = b.iter().collect();
+    let mut shown = 0;
+    for id in a.iter().filter(|x| !sb.contains(x)) {
+        if shown < 20 {
+            out.push_str(&format!("  - {id}   (only on {a_name})\n"));
+        }
+        shown += 1;
+    }
+    for id in b.iter().filter(|x| !sa.contains(x)) {
+        if shown < 20 {
+            out.push_str(&format!("  + {id}   (only on {b_name})\n"));
+        }
+        shown += 1;
+    }
+    if shown == 0 {
+        if let Some(pos) = a.iter().zip(b).position(|(x, y)| x != y) {
+            out.push_str(&format!(
+                "  same tests, different order: item {pos} is {} on {a_name} but {} on {b_name}\n",
+                a[pos], b[pos]
+            ));
+        }
+    } else if shown > 20 {
+        out.push_str(&format!("  ... and {} more differences\n", shown - 20));
+    }
+    out.trim_end().to_string()
+}
+
+impl Session<'_> {
+    /// The first worker's effective pytest options decide how the run is
+    /// coordinated and rendered (addopts may add `-x`, `-s`, `-ra`, ...).
+    pub(super) fn on_configured(&mut self, i: usize, options: protocol::PytestOptions) {
+        if self.started_event {
+            return;
+        }
+        self.started_event = true;
+        if options.maxfail > 0 {
+            self.maxfail = Some(
+                self.maxfail
+                    .map_or(options.maxfail, |m| m.min(options.maxfail)),
+            );
+        }
+        self.continue_on_collection_errors |= options.continue_on_collection_errors;
+        self.echo_output |= options.capture == "no";
+        if let Some(worker) = self.worker_desc(i) {
+            self.reporter.on_event(&Event::SessionStarted {
+                worker: Box::new(worker),
+                options: Box::new(options),
+            });
+        }
+    }
+
+    pub(super) fn collection_index(&self, slot: usize) -> usize {
+        match self.plan.dist {
+            DistMode::Each => slot,
+            _ => 0,
+        }
+    }
+
+    pub(super) fn on_collected(&mut self, i: usize, c: Collected) {
+        let coll = self.collection_index(i);
+        let slot_id = self.slots[i].id.clone();
+        if let Some(Some(existing)) = self.collections.get(coll) {
+            if existing.ids != c.ids {
+                let diff = collection_diff(&existing.owner, &existing.ids, &slot_id, &c.ids);
+                self.fail(Error {
+                    kind: crate::error::ErrorKind::Interrupted,
+                    message: diff,
+                });
+                return;
+            }
+        } else {
+            while self.collections.len() <= coll {
+                self.collections.push(None);
+            }
+            let offset = self.items.len();
+            if self.history.is_none() {
+                // History and pytest's cache live in the local rootdir, also
+                // when workers run in a synced copy elsewhere.
+                let local = if self.plan.rootdir.as_os_str().is_empty() {
+                    PathBuf::from(&c.rootdir)
+                } else {
+                    self.plan.rootdir.clone()
+                };
+                if let Some(dir) = &c.cachedir {
+                    let rebased = std::path::Path::new(dir)
+                        .strip_prefix(&c.rootdir)
+                        .map(|rel| local.join(rel))
+                        .unwrap_or_else(|_| PathBuf::from(dir));
+                    self.cachedir = Some(rebased.display().to_string());
+                }
+                self.history = Some(load_history(&local));
+                self.rootdir = Some(local);
+            }
+            // Durations only steer the modes that choose where tests go.
+            let expected = match self.plan.dist {
+                DistMode::Each | DistMode::No => None,
+                _ => self.history.as_ref().and_then(|h| h.estimate(&c.ids)),
+            };
+            let mut infos = Vec::with_capacity(c.ids.len());
+            for (local, id) in c.ids.iter().enumerate() {
+                let groups = c.groups.get(local).and_then(|g| g.as_deref());
+                infos.push(ItemInfo {
+                    id: offset + local,
+                    key: unit_key(self.plan.dist, id, groups),
+                    module: history::module_of(id).to_string(),
+                    expected: expected.as_ref().map(|e| e[local]),
+                });
+                self.items.push(Item {
+                    nodeid: id.clone(),
+                    location: c.locations.get(local).cloned().flatten(),
+                    local,
+                    done: false,
+                });
+            }
+            let mut deselected = c.deselected;
+            if let Some((k, n)) = self.plan.shard {
+                // This job runs its shard only; the rest belongs to the
+                // other jobs, and counts as deselected here.
+                let mine: std::collections::HashSet<usize> =
+                    sched::shard(&infos, k, n).into_iter().collect();
+                infos.retain(|it| mine.contains(&it.id));
+                for (pos, item) in self.items[offset..].iter_mut().enumerate() {
+                    if !mine.contains(&(offset + pos)) {
+                        item.done = true;
+                        deselected += 1;
+                    }
+                }
+            }
+            self.sched
+                .add_collection(coll, infos, self.plan.workers.len());
+
+            self.collections[coll] = Some(CollectionSet {
+                ids: c.ids,
+                offset,
+                owner: slot_id,
+                deselected,
+                // The local rootdir, also for workers in a synced copy.
+                rootdir: self
+                    .rootdir
+                    .as_ref()
+                    .map(|r| r.display().to_string())
+                    .unwrap_or(c.rootdir),
+            });
+        }
+        let count = self.collections[coll].as_ref().map_or(0, |c| c.ids.len());
+        self.node_collected(i, count);
+        let slot = &mut self.slots[i];
+        slot.collection = Some(coll);
+        slot.state = SlotState::Running;
+        if self.collected_event {
+            // A replacement worker joins the running session.
+            self.sched.add_worker(i, coll);
+            self.dispatch(i);
+        } else {
+            self.maybe_start_running();
+        }
+    }
+
+    /// Once every first-generation worker has collected (or died), tell the
+    /// reporters and start scheduling.
+    pub(super) fn maybe_start_running(&mut self) {
+        if self.collected_event || self.error.is_some() {
+            return;
+        }
+        let waiting = self
+            .slots
+            .iter()
+            .any(|s| matches!(s.state, SlotState::Starting | SlotState::Collecting));
+        // The header waits for the controller's lines too.
+        if waiting || self.ctl.state == CtlState::Starting {
+            return;
+        }
+        let Some(first) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Running)
+        else {
+            return;
+        };
+        self.collected_event = true;
+        let collect_reports = self.slots[first].collect_reports.clone();
+        let errors = collect_reports
+            .iter()
+            .filter(|r| r.outcome == "failed")
+            .count();
+        let workers: Vec<WorkerDesc> = (0..self.slots.len())
+            .filter_map(|i| self.worker_desc(i))
+            .collect();
+        let Some(Some(main)) = self.collections.get(self.collection_index(first)) else {
+            return;
+        };
+        let ids = main.ids.clone();
+        self.reporter.on_event(&Event::Collected {
+            rootdir: main.rootdir.clone(),
+            workers,
+            total: self.items.len(),
+            per_worker: ids.len(),
+            deselected: main.deselected,
+            collect_reports: collect_reports.clone(),
+            ids,
+            header: self.ctl.header.clone(),
+        });
+        let raws: Vec<protocol::RawJson> =
+            collect_reports.into_iter().filter_map(|r| r.raw).collect();
+        if !raws.is_empty() {
+            self.tell_controller(&ToAgent::CollectReports { reports: raws });
+        }
+        if errors > 0 && !self.continue_on_collection_errors {
+            self.any_failed = true;
+            self.set_stop(StopReason::CollectionErrors(errors));
+        } else if errors > 0 {
+            self.any_failed = true;
+        }
+        if self.plan.collect_only {
+            self.sched.stop();
+        }
+        // Register every worker before the first poll, so the first one
+        // does not take what a fair share would give the others.
+        let running: Vec<usize> = (0..self.slots.len())
+            .filter(|i| self.slots[*i].state == SlotState::Running)
+            .collect();
+        for &i in &running {
+            let coll = self.slots[i].collection.unwrap_or(0);
+            self.sched.add_worker(i, coll);
+        }
+        for i in running {
+            self.dispatch(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collection_diff;
+
+    #[test]
+    fn diff_names_workers_and_items() {
+        let a = vec!["t.py::a".to_string(), "t.py::b".to_string()];
+        let b = vec!["t.py::a".to_string(), "t.py::c".to_string()];
+        let d = collection_diff("gw0", &a, "gw1", &b);
+        assert!(d.starts_with("different tests were collected by gw0 (2 items) and gw1 (2 items)"));
+        assert!(d.contains("  - t.py::b   (only on gw0)"));
+        assert!(d.contains("  + t.py::c   (only on gw1)"));
+        let c = vec!["t.py::b".to_string(), "t.py::a".to_string()];
+        assert!(collection_diff("gw0", &a, "gw1", &c).contains("different order"));
+    }
+}

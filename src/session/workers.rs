@@ -1,0 +1,361 @@
+//! Worker lifecycle: starting a worker over its gateway, its handshake,
+//! timeouts, and what happens when it goes away (the running test reported
+//! failed with the worker's last words, a replacement started).
+
+use super::*;
+
+impl Session<'_> {
+    pub(super) fn spawn(&mut self, index: usize) {
+        let plan = &self.plan.workers[self.slots[index].plan_index];
+        let mut env = plan.env.clone();
+        for (k, v) in &self.opts.env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if plan.copy_rootdir.is_some() || plan.transport != Transport::Popen {
+            // Workers in one synced copy share its directory, and
+            // pytest-cov's worker side (not collocated with the controller)
+            // combines every `.coverage.*` it finds there, a sibling's
+            // half-written file too. A data file per worker keeps them
+            // apart; the controller still combines them all (same prefix).
+            let base = std::env::var("COVERAGE_FILE")
+                .ok()
+                .and_then(|f| {
+                    std::path::Path::new(&f)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| ".coverage".into());
+            let id = &self.slots[index].id;
+            env.entry("COVERAGE_FILE".into())
+                .or_insert_with(|| format!("{base}.{id}"));
+        }
+        match &plan.transport {
+            Transport::Popen => {
+                let conn =
+                    gateway::popen::spawn(&plan.python, plan.chdir.as_deref(), &env, plan.nice);
+                self.connected(index, conn);
+            }
+            Transport::Socket { .. } | Transport::Ssh { .. } => {
+                // Connecting takes a round trip or a timeout: do it off the
+                // dispatcher, which hears back through `Input::Connected`.
+                let plan_index = self.slots[index].plan_index;
+                let ordinal = gateway::Remotes::ordinal(&self.plan.workers, plan_index);
+                let w = plan.clone();
+                let gen = self.slots[index].gen;
+                let remotes = self.opts.remotes.clone();
+                let tx = self.tx.clone();
+                self.slots[index].state = SlotState::Starting;
+                tokio::spawn(async move {
+                    let conn = remotes.connect(&w, ordinal, env).await;
+                    let _ = tx.send(Input::Connected(index, gen, Box::new(conn)));
+                });
+            }
+        }
+    }
+
+    /// A gateway connected (or failed to): start the agent on it.
+    pub(super) fn connected(&mut self, index: usize, conn: Result<Connection, Error>) {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                self.slots[index].state = SlotState::Exited;
+                let id = self.slots[index].id.clone();
+                let others = self.slots.iter().any(|s| s.state != SlotState::Exited);
+                // A replacement that cannot connect costs its tests (they
+                // are reported "not run" if no worker is left), never the run.
+                let replacement = self.slots[index].gen > 0;
+                if replacement || (others && !self.collected_event && !self.opts.require_all_hosts)
+                {
+                    let msg = format!("worker {id}: {}; going on without it", e.message);
+                    self.reporter.on_event(&Event::Notice(msg));
+                    self.maybe_start_running();
+                    self.dispatch_all();
+                } else {
+                    self.fail(Error::worker(format!("worker {id}: {}", e.message)));
+                }
+                return;
+            }
+        };
+        if self.error.is_some() || matches!(self.stop, Some(StopReason::Signal(_))) {
+            conn.killer.kill();
+            self.slots[index].state = SlotState::Exited;
+            return;
+        }
+        let gen = self.slots[index].gen;
+        let (wtx, killer) = pump(conn, &self.tx, move |p| Input::Worker(index, gen, p));
+        // Without a controller to ask, the worker gets its workerinput at
+        // once; else it parses its arguments while the controller's
+        // pytest_configure_node runs.
+        let workerinput = match self.ctl.state {
+            CtlState::Off => Some(self.base_workerinput(index)),
+            CtlState::Starting | CtlState::Active => None,
+        };
+        let slot = &mut self.slots[index];
+        slot.awaiting_input = workerinput.is_none();
+        let w = &self.plan.workers[slot.plan_index];
+        let mut args = self.plan.pytest_args.clone();
+        args.extend(w.extra_args.iter().cloned());
+        if let Some(base) = &self.plan.basetemp {
+            let dir = PathBuf::from(base).join(&slot.id);
+            args.push(format!("--basetemp={}", dir.display()));
+        }
+        let mut bytes = bootstrap_payload();
+        // A local worker starts in its directory; a remote one is told.
+        let chdir = match w.transport {
+            Transport::Popen => None,
+            _ => w.chdir.as_ref().map(|c| c.display().to_string()),
+        };
+        bytes.extend(encode(&ToAgent::Hello {
+            protocol: PROTOCOL_VERSION,
+            sys_path: w.sys_path.clone(),
+            chdir,
+        }));
+        bytes.extend(encode(&ToAgent::Start(StartArgs {
+            args,
+            env: w.env.clone(),
+            worker_id: slot.id.clone(),
+            worker_count: self.plan.workers.len(),
+            testrun_uid: self.opts.testrun_uid.clone(),
+            full_reports: self.opts.full_reports,
+            groups: self.plan.dist == DistMode::LoadGroup,
+            workerinput,
+            stream: false,
+        })));
+        let _ = wtx.send(bytes);
+        slot.writer = Some(wtx);
+        slot.killer = Some(killer);
+        slot.state = SlotState::Starting;
+        if self.ctl.state == CtlState::Active {
+            self.configure_node(index);
+        }
+    }
+
+    pub(super) fn on_ready(&mut self, i: usize, info: ReadyInfo) {
+        let slot = &mut self.slots[i];
+        if info.protocol != PROTOCOL_VERSION {
+            let msg = format!(
+                "worker {} speaks protocol {} but this rtest speaks {}",
+                slot.id, info.protocol, PROTOCOL_VERSION
+            );
+            self.fail(Error::worker(msg));
+            return;
+        }
+        if info.too_old() {
+            let w = &self.plan.workers[slot.plan_index];
+            let msg = format!(
+                "worker {} ({}): {}",
+                slot.id,
+                w.spec,
+                info.too_old_message(&w.python, &w.transport.host())
+            );
+            self.fail(Error::worker(msg));
+            return;
+        }
+        if info.pytest.is_none() {
+            let python = self.plan.workers[slot.plan_index].python.clone();
+            let msg = format!(
+                "worker {} ({python}, Python {}): pytest is not importable; install it with `{python} -m pip install pytest`",
+                slot.id, info.python_version
+            );
+            self.fail(Error::worker(msg));
+            return;
+        }
+        slot.info = Some(info);
+        slot.state = SlotState::Collecting;
+    }
+
+    pub(super) fn on_gone(&mut self, i: usize, how: String) {
+        let was = self.slots[i].state;
+        self.node_down(i, &how);
+        self.slots[i].state = SlotState::Exited;
+        self.slots[i].writer = None;
+        self.sched.remove_worker(i);
+        let id = self.slots[i].id.clone();
+        let python = self.plan.workers[self.slots[i].plan_index].python.clone();
+        let kill_reason = self.slots[i].kill_reason;
+        let aborted = kill_reason == Some(KillReason::Abort);
+
+        if matches!(was, SlotState::Starting | SlotState::Collecting) && !aborted {
+            let tail = self.tail_text(i);
+            let phase = if was == SlotState::Starting {
+                "before it was ready"
+            } else {
+                "during collection"
+            };
+            let message = format!(
+                "worker {id} ({python}) exited {phase} ({how}){}",
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its stderr:\n{tail}")
+                }
+            );
+            if self.slots[i].gen == 0 && !self.collected_event {
+                self.fail(Error::worker(message));
+                return;
+            }
+            self.reporter.on_event(&Event::Notice(message));
+        }
+
+        let pending: Vec<usize> = self.slots[i].pending.drain(..).collect();
+        let ended_by_itself = self.slots[i].done.is_some();
+        if !pending.is_empty() && !aborted && !ended_by_itself {
+            let crashed = pending[0];
+            let rest = pending[1..].to_vec();
+            let elapsed = self.slots[i]
+                .started
+                .map_or(0.0, |s| s.elapsed().as_secs_f64());
+            let tail = self.tail_text(i);
+            let nodeid = self.items[crashed].nodeid.clone();
+            let head = match kill_reason {
+                Some(KillReason::Timeout(limit)) => format!(
+                    "Timeout: {nodeid} ran longer than {limit}s; rtest killed worker {id} ({how})"
+                ),
+                _ => format!("worker {id} crashed while running {nodeid} ({how})"),
+            };
+            let longrepr = if tail.is_empty() {
+                head.clone()
+            } else {
+                format!("{head}\n\nlast output of worker {id}:\n{tail}")
+            };
+            let item = &mut self.items[crashed];
+            item.done = true;
+            let head_line = item
+                .location
+                .as_ref()
+                .map(|l| l.2.clone())
+                .unwrap_or_else(|| domain_of(&nodeid));
+            let report = PhaseReport {
+                i: item.local,
+                when: "call".into(),
+                outcome: "failed".into(),
+                duration: elapsed,
+                head_line: Some(head_line),
+                location: item.location.clone(),
+                longrepr: Some(longrepr),
+                crash: Some(Crash {
+                    path: None,
+                    lineno: None,
+                    message: Some(head.clone()),
+                }),
+                ..PhaseReport::default()
+            };
+            let result = TestResult {
+                nodeid,
+                worker: id.clone(),
+                worker_index: i,
+                location: item.location.clone(),
+                phases: vec![report],
+                duration: elapsed,
+                crashed: true,
+            };
+            self.record(result);
+            if let Some(coll) = self.slots[i].collection {
+                self.sched.requeue(coll, rest);
+            }
+        }
+        self.slots[i].reports.clear();
+
+        let needs_worker = !self.sched.collections_with_work().is_empty()
+            || (!self.collected_event && self.stop.is_none() && self.error.is_none());
+        let crashed = !ended_by_itself && !aborted && was != SlotState::Exited;
+        if crashed && needs_worker && self.stop.is_none() && self.error.is_none() {
+            let total_restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
+            if total_restarts < self.plan.max_worker_restart {
+                let slot = &mut self.slots[i];
+                slot.restarts += 1;
+                slot.gen += 1;
+                slot.info = None;
+                slot.collect_reports.clear();
+                slot.tail.clear();
+                slot.kill_reason = None;
+                slot.done = None;
+                slot.shut = false;
+                slot.started = None;
+                slot.awaiting_input = false;
+                slot.in_controller = false;
+                slot.workeroutput = None;
+                self.reporter.on_event(&Event::Notice(format!(
+                    "replacing crashed worker {id} ({} of {} restarts)",
+                    total_restarts + 1,
+                    self.plan.max_worker_restart
+                )));
+                self.spawn(i);
+                return;
+            } else {
+                self.reporter.on_event(&Event::Notice(format!(
+                    "worker {id} crashed and --max-worker-restart ({}) is used up; not replacing it",
+                    self.plan.max_worker_restart
+                )));
+            }
+        }
+        if !self.collected_event {
+            self.maybe_start_running();
+        }
+        self.dispatch_all();
+    }
+
+    pub(super) fn tail_text(&self, i: usize) -> String {
+        let text = String::from_utf8_lossy(&self.slots[i].tail);
+        let lines: Vec<&str> = text.lines().collect();
+        // A fatal error's report (faulthandler) is worth showing from its
+        // first line; anything else, the last lines.
+        let start = match lines
+            .iter()
+            .rposition(|l| l.starts_with("Fatal Python error"))
+        {
+            Some(p) if lines.len() - p <= 3 * TAIL_LINES => p,
+            _ => lines.len().saturating_sub(TAIL_LINES),
+        };
+        lines[start..].join("\n")
+    }
+
+    pub(super) fn check_timeouts(&mut self) {
+        let Some(limit) = self.plan.timeout else {
+            return;
+        };
+        for slot in &mut self.slots {
+            if slot.state != SlotState::Running
+                || slot.kill_reason.is_some()
+                || slot.pending.is_empty()
+            {
+                continue;
+            }
+            if let Some(started) = slot.started {
+                if started.elapsed().as_secs_f64() > limit {
+                    slot.kill_reason = Some(KillReason::Timeout(limit));
+                    if let Some(k) = &slot.killer {
+                        k.kill();
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn kill_all(&mut self) {
+        for slot in &mut self.slots {
+            if slot.state != SlotState::Exited {
+                slot.kill_reason.get_or_insert(KillReason::Abort);
+                if let Some(k) = &slot.killer {
+                    k.kill();
+                }
+            }
+        }
+    }
+
+    pub(super) fn interrupt(&mut self, reason: StopReason) {
+        if self.stop.is_none() || matches!(reason, StopReason::Signal(_)) {
+            self.stop = Some(reason);
+        }
+        self.sched.stop();
+        self.kill_all();
+    }
+
+    pub(super) fn fail(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+        self.sched.stop();
+        self.kill_all();
+    }
+}
