@@ -20,6 +20,11 @@ use crate::protocol::{
 };
 use tokio::sync::mpsc;
 
+/// How long the controller may take to configure before the workers go
+/// on without it (it imports plugins and the initial conftests, never the
+/// tests).
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Where the controller is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum CtlState {
@@ -49,6 +54,8 @@ pub(super) struct Controller {
     failed: bool,
     /// Its process is gone.
     exited: bool,
+    /// When it was started (it must be ready within [`START_LIMIT`]).
+    started: Option<std::time::Instant>,
     /// pytest rejected the command line in the controller.
     usage_error: Option<String>,
 }
@@ -111,6 +118,20 @@ impl Session<'_> {
         self.ctl.writer = Some(writer);
         self.ctl.killer = Some(killer);
         self.ctl.state = CtlState::Starting;
+        self.ctl.started = Some(std::time::Instant::now());
+    }
+
+    /// A controller that hangs while configuring must not hold the workers.
+    pub(super) fn check_controller_start(&mut self) {
+        let late = self.ctl.state == CtlState::Starting
+            && self.ctl.started.is_some_and(|t| t.elapsed() > START_LIMIT);
+        if late {
+            self.kill_controller();
+            self.ctl_failed(format!(
+                "INTERNALERROR: the controller (the pytest session plugins run in) was not ready within {}s; the tests go on without it",
+                START_LIMIT.as_secs()
+            ));
+        }
     }
 
     /// Send the controller a message, if it is there to hear it.

@@ -319,6 +319,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             },
             _ = ticker.tick() => {
                 s.check_timeouts();
+                s.check_controller_start();
                 s.reporter.tick();
             }
             _ = recv_signal(&mut sigint) => s.interrupt(StopReason::Signal("KeyboardInterrupt".into())),

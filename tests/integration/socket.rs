@@ -484,3 +484,29 @@ fn nice_applies_to_socket_workers() {
     r.code(0);
     assert_eq!(r.summary(), "1 passed");
 }
+
+#[test]
+fn coverage_over_socket_workers_equals_a_local_run() {
+    let server = start_kind(true, &["--listen", "127.0.0.1:0"], Some("s3cret")).unwrap();
+    let p = crate::plugins::covered(false);
+    let args = ["--cov=pkg", "--cov-report=term-missing"];
+    let local = rtest(&p, "s3cret", &[&["-n", "2"][..], &args[..]].concat());
+    local.code(0);
+    std::fs::remove_file(p.path().join(".coverage")).unwrap();
+    let tx = format!(
+        "2*socket=127.0.0.1:{}//python={}",
+        server.port,
+        venv_python().display()
+    );
+    let remote = rtest(&p, "s3cret", &[&["--tx", &tx][..], &args[..]].concat());
+    remote.code(0).stdout_has("synced to ");
+    let table = |run: &Run| {
+        run.stdout
+            .lines()
+            .filter(|l| l.starts_with("pkg/") || l.starts_with("TOTAL"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(&remote), table(&local), "{}", remote.stdout);
+    assert!(p.path().join(".coverage").is_file());
+}
