@@ -5,8 +5,13 @@ Runs each tool on each suite, interleaved, REPEAT times; prints medians and
 ratios (never absolute targets: this machine is shared and noisy), and
 rtest's coordinator peak RSS (VmHWM sampled from /proc while it runs).
 
-    python3 bench/run.py [--repeat 5] [--suites trivial,heavy,attrs,attrs-cov]
+    python3 bench/run.py [--repeat 5] [--suites trivial,trivial-hooked,heavy,attrs,attrs-cov]
 
+"trivial" is a plain suite: no plugin hooks the session (hypothesis's
+pytest plugin, installed for attrs, is switched off for every tool), so
+rtest's controller ends at once. "trivial-hooked" is the same suite with a
+conftest.py that implements pytest_runtest_logreport, so every report is
+replayed in rtest's controller (as every report goes to xdist's).
 "attrs-cov" is the attrs suite with pytest-cov (--cov=attr --cov=attrs):
 under rtest the coverage is combined and reported by the controller, as
 under xdist.
@@ -100,7 +105,7 @@ def timed(cmd, cwd, sample_rss=False):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--suites", default="trivial,heavy,attrs,attrs-cov")
+    ap.add_argument("--suites", default="trivial,trivial-hooked,heavy,attrs,attrs-cov")
     ap.add_argument(
         "--keep-env",
         action="store_true",
@@ -115,11 +120,19 @@ def main():
     if not os.path.exists(RTEST):
         sh("cargo", "build", "--release", cwd=ROOT)
     suites = {}
-    extra = {"attrs-cov": ["--cov=attr", "--cov=attrs", "--cov-report=term"]}
+    extra = {
+        "trivial": ["-p", "no:hypothesispytest"],
+        "trivial-hooked": ["-p", "no:hypothesispytest"],
+        "attrs-cov": ["--cov=attr", "--cov=attrs", "--cov-report=term"],
+    }
     for name in args.suites.split(","):
         path = os.path.join(WORK, name)
         if name == "trivial":
             gen_trivial(path)
+        elif name == "trivial-hooked":
+            gen_trivial(path)
+            with open(os.path.join(path, "conftest.py"), "w") as fh:
+                fh.write("def pytest_runtest_logreport(report):\n    pass\n")
         elif name == "heavy":
             gen_heavy(path)
         elif name in ("attrs", "attrs-cov"):

@@ -243,6 +243,7 @@ class Worker:
         # for the controller when its plugins replay reports.
         self.full_reports = bool(start.get("full_reports"))
         self.stream = False
+        self.raws = []
         self.torun = collections.deque()
         self.item_index = None
         self.phases = []
@@ -372,6 +373,7 @@ class Worker:
             nxt = self._next_index()
             self.item_index = index
             self.phases = []
+            self.raws = []
             item = items[index]
             nextitem = None if nxt == SHUTDOWN else items[nxt]
             start = time.perf_counter()
@@ -388,14 +390,12 @@ class Worker:
                     }
                 )
                 raise
-            self.channel.send(
-                {
-                    "t": "finished",
-                    "i": index,
-                    "d": time.perf_counter() - start,
-                    "ph": self.phases,
-                }
-            )
+            msg = {"t": "finished", "i": index, "d": time.perf_counter() - start, "ph": self.phases}
+            if self.stream:
+                # pytest's serialized form of the reports not sent in full,
+                # in one frame with the test (most of them: passes).
+                msg["rw"] = self.raws
+            self.channel.send(msg)
             if session.shouldfail or session.shouldstop:
                 self.channel.send(
                     {
@@ -434,10 +434,13 @@ class Worker:
             or wasxfail is not None
             or report.user_properties
             or self.full_reports
-            or self.stream
         )
         if not interesting:
+            if self.stream:
+                self.raws.append(self._serialize(report, self.item_index))
             return
+        if self.stream:
+            self.raws.append(None)
         msg = {
             "t": "report",
             "i": self.item_index,
@@ -510,7 +513,6 @@ class Worker:
                 data["item_index"] = item_index
                 data["worker_id"] = self.start["worker_id"]
                 data["testrun_uid"] = self.start["testrun_uid"]
-            json.dumps(data, default=_wire_default)
             return data
         except Exception:
             return None

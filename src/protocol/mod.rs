@@ -691,6 +691,10 @@ pub struct Finished {
     /// pytest's status category, where it is not the outcome's usual one
     /// (`"subtests passed"`, or `""` for a report pytest does not count).
     pub ph: Vec<Vec<serde_json::Value>>,
+    /// pytest's serialized form of each report not sent in full, aligned
+    /// with `ph` (when the controller gets every report).
+    #[serde(default)]
+    pub rw: Vec<Option<RawJson>>,
 }
 
 impl Finished {
@@ -709,6 +713,7 @@ impl Finished {
                     duration: p.get(2).and_then(|v| v.as_f64()).unwrap_or(0.0),
                     category: text(3),
                     letter: text(4),
+                    raw: self.rw.get(k).cloned().flatten(),
                     ..PhaseReport::default()
                 }
             })
@@ -819,6 +824,7 @@ pub fn decode(buf: &[u8]) -> Result<FromAgent, serde_json::Error> {
     let tag: Tag = serde_json::from_slice(buf)?;
     Ok(match tag.t.as_ref() {
         "report" => FromAgent::Report(Box::new(serde_json::from_slice(buf)?)),
+        "finished" => FromAgent::Finished(serde_json::from_slice(buf)?),
         "collect_report" => FromAgent::CollectReport(serde_json::from_slice(buf)?),
         "warning" => FromAgent::Warning(serde_json::from_slice(buf)?),
         "ready" => FromAgent::Ready(serde_json::from_slice(buf)?),
