@@ -150,15 +150,6 @@ def python_info():
         "pid": os.getpid(),
         "pytest": None,
         "pluggy": None,
-        # What xdist's controller keeps as ``node.workerinfo``.
-        "workerinfo": {
-            "version": sys.version,
-            "version_info": list(sys.version_info),
-            "sysplatform": sys.platform,
-            "platform": _platform(),
-            "executable": sys.executable,
-            "cwd": os.getcwd(),
-        },
     }
     try:
         import importlib.util
@@ -172,13 +163,24 @@ def python_info():
     return info
 
 
-def _platform():
+def _workerinfo():
+    """What xdist's controller keeps as ``node.workerinfo`` (asked for only
+    when a controller hears of this worker: ``platform.platform()`` takes
+    tens of milliseconds)."""
     try:
         import platform
 
-        return platform.platform()
+        full = platform.platform()
     except Exception:
-        return sys.platform
+        full = sys.platform
+    return {
+        "version": sys.version,
+        "version_info": list(sys.version_info),
+        "sysplatform": sys.platform,
+        "platform": full,
+        "executable": sys.executable,
+        "cwd": os.getcwd(),
+    }
 
 
 def _dist_version(name, spec=None):
@@ -253,6 +255,7 @@ class Worker:
         self.deselected = 0
         inbox.handlers["steal"] = self._steal
         inbox.handlers["stop"] = self._stop
+        inbox.handlers["stream"] = self._stream
 
     # -- commands -------------------------------------------------------
 
@@ -273,6 +276,10 @@ class Worker:
                         (stolen if i in wanted else keep).append(i)
                     queued["indices"] = keep
         self.channel.send({"t": "stolen", "indices": stolen})
+
+    def _stream(self, msg):
+        # Before the first test: the controller turned out to want reports.
+        self.stream = bool(msg.get("on"))
 
     def _stop(self, msg):
         with self.inbox.cond:
@@ -314,7 +321,10 @@ class Worker:
                 reporter._tw = create_terminal_writer(config, self._devnull)
             except Exception:
                 pass
-        self.channel.send({"t": "configured", "options": _options(config)})
+        msg = {"t": "configured", "options": _options(config)}
+        if self.stream:
+            msg["workerinfo"] = _workerinfo()
+        self.channel.send(msg)
 
     def pytest_sessionstart(self, session):
         self.session = session
@@ -674,6 +684,7 @@ def run_pytest(channel, inbox, start):
     Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True)(Worker.pytest_sessionfinish)
     worker = Worker(channel, inbox, start)
+    worker.stream = bool(start.get("stream"))
     try:
         config = _prepareconfig(list(start["args"]), None)
     except pytest.UsageError as exc:
@@ -686,7 +697,6 @@ def run_pytest(channel, inbox, start):
     # controller configured; pytest_configure needs ``config.workerinput``,
     # which the controller's plugins fill (pytest_configure_node).
     workerinput = start.get("workerinput")
-    worker.stream = bool(start.get("stream"))
     if workerinput is None:
         while True:
             msg = inbox.get()

@@ -287,7 +287,9 @@ class Controller:
                 "needed": self.needed,
                 "wants_ids": wants_ids,
                 "hooked": hooked,
+                "configure_node": any(h.startswith("pytest_configure_node ") for h in hooked),
                 "workerinput": common,
+                "watch": _watch(config),
             }
         )
 
@@ -521,6 +523,44 @@ def _cov_paths_for_combining(config):
             combining.config.paths["source"] = aliases
     except Exception:
         pass
+
+
+def _watch(config):
+    """What decided this session's plugins, with mtime and size: the
+    directories packages are installed in, every plugin's and conftest's
+    file, the ini file, the rootdir. While none changes, the next run can
+    start its workers without waiting for pytest_configure_node answers it
+    knows will not come."""
+    import types
+
+    paths = set()
+    for entry in sys.path:
+        try:
+            if entry and os.path.isdir(entry) and any(
+                n.endswith((".dist-info", ".egg-info")) for n in os.listdir(entry)
+            ):
+                paths.add(entry)
+        except OSError:
+            pass
+    for plugin in config.pluginmanager.get_plugins():
+        if isinstance(plugin, types.ModuleType):
+            module = plugin
+        else:
+            module = sys.modules.get(type(plugin).__module__)
+        path = getattr(module, "__file__", None)
+        if path:
+            paths.add(path)
+    for path in (config.inipath, config.rootpath, config.invocation_params.dir):
+        if path is not None:
+            paths.add(str(path))
+    out = []
+    for path in sorted(paths):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append([path, st.st_mtime_ns, st.st_size])
+    return out
 
 
 def _nothing(*args, **kwargs):

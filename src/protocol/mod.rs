@@ -126,6 +126,11 @@ pub enum ToAgent {
     },
     /// Drop everything queued and end after the current test.
     Stop,
+    /// Send (or stop sending) every report in pytest's serialized form.
+    Stream {
+        /// Whether to.
+        on: bool,
+    },
     /// A worker's `config.workerinput` (after the controller's
     /// `pytest_configure_node`), for a worker started without it.
     WorkerInput {
@@ -327,6 +332,10 @@ pub enum FromAgent {
     Configured {
         /// The effective options.
         options: PytestOptions,
+        /// What xdist's controller keeps as `node.workerinfo` (when a
+        /// controller hears of this worker).
+        #[serde(default)]
+        workerinfo: Option<RawJson>,
     },
     /// pytest rejected its command line.
     UsageError {
@@ -445,6 +454,12 @@ pub struct ControllerReady {
     /// Keys every worker's `workerinput` gets.
     #[serde(default)]
     pub workerinput: serde_json::Map<String, serde_json::Value>,
+    /// Whether a plugin implements `pytest_configure_node`.
+    #[serde(default)]
+    pub configure_node: bool,
+    /// What decided its plugins: path, mtime (ns), size.
+    #[serde(default)]
+    pub watch: Vec<(String, i64, u64)>,
 }
 
 /// How the controller's session ended.
@@ -505,9 +520,6 @@ pub struct ReadyInfo {
     /// The worker's process id.
     #[serde(default)]
     pub pid: u32,
-    /// What xdist's controller keeps as `node.workerinfo`.
-    #[serde(default)]
-    pub workerinfo: Option<RawJson>,
     /// pytest's version, or `None` when pytest is not importable.
     pub pytest: Option<String>,
     /// pluggy's version.
@@ -817,9 +829,15 @@ pub fn decode(buf: &[u8]) -> Result<FromAgent, serde_json::Error> {
         output: RawJson,
     }
     #[derive(Deserialize)]
-    struct Configured {
+    struct NodeConfigured {
         id: String,
         workerinput: RawJson,
+    }
+    #[derive(Deserialize)]
+    struct Configured {
+        options: PytestOptions,
+        #[serde(default)]
+        workerinfo: Option<RawJson>,
     }
     let tag: Tag = serde_json::from_slice(buf)?;
     Ok(match tag.t.as_ref() {
@@ -832,8 +850,15 @@ pub fn decode(buf: &[u8]) -> Result<FromAgent, serde_json::Error> {
             let o: Output = serde_json::from_slice(buf)?;
             FromAgent::WorkerOutput { output: o.output }
         }
-        "node_configured" => {
+        "configured" => {
             let c: Configured = serde_json::from_slice(buf)?;
+            FromAgent::Configured {
+                options: c.options,
+                workerinfo: c.workerinfo,
+            }
+        }
+        "node_configured" => {
+            let c: NodeConfigured = serde_json::from_slice(buf)?;
             FromAgent::NodeConfigured {
                 id: c.id,
                 workerinput: c.workerinput,

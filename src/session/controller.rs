@@ -56,6 +56,12 @@ pub(super) struct Controller {
     exited: bool,
     /// When it was started (it must be ready within [`START_LIMIT`]).
     started: Option<std::time::Instant>,
+    /// Workers start without waiting for it: the last run with the same
+    /// plugins had no `pytest_configure_node` (and wanted reports: the
+    /// value).
+    pub(super) speculative: Option<bool>,
+    /// Where what decided its plugins is remembered, and under which key.
+    memo: Option<(std::path::PathBuf, String)>,
     /// pytest rejected the command line in the controller.
     usage_error: Option<String>,
 }
@@ -115,6 +121,12 @@ impl Session<'_> {
                 .unwrap_or(80),
         })));
         let _ = writer.send(bytes);
+        if !self.plan.rootdir.as_os_str().is_empty() {
+            let path = self.plan.rootdir.join(".rtest").join("controller.json");
+            let key = memo_key(&python, &self.plan.pytest_args);
+            self.ctl.speculative = memo_says(&path, &key);
+            self.ctl.memo = Some((path, key));
+        }
         self.ctl.writer = Some(writer);
         self.ctl.killer = Some(killer);
         self.ctl.state = CtlState::Starting;
@@ -185,9 +197,10 @@ impl Session<'_> {
         RawJson::from_value(&serde_json::Value::Object(input))
     }
 
-    /// Ask the controller's `pytest_configure_node` for worker `i`'s input.
+    /// Ask the controller's `pytest_configure_node` for worker `i`'s input
+    /// (a worker that started on a guess only becomes a node there).
     pub(super) fn configure_node(&mut self, i: usize) {
-        if !self.slots[i].awaiting_input || self.slots[i].in_controller {
+        if self.slots[i].in_controller {
             return;
         }
         let w = &self.plan.workers[self.slots[i].plan_index];
@@ -207,14 +220,10 @@ impl Session<'_> {
     }
 
     /// Worker `i`'s pytest is configured: `pytest_testnodeready`.
-    pub(super) fn node_ready(&mut self, i: usize) {
+    pub(super) fn node_ready(&mut self, i: usize, info: Option<RawJson>) {
         if !self.slots[i].in_controller {
             return;
         }
-        let info = self.slots[i]
-            .info
-            .as_ref()
-            .and_then(|info| info.workerinfo.clone());
         let id = self.slots[i].id.clone();
         self.tell_controller(&ToAgent::NodeReady { id, info });
     }
@@ -333,14 +342,53 @@ impl Session<'_> {
                 if self.ctl.state != CtlState::Starting {
                     return;
                 }
+                self.remember(&ready);
+                let guessed = self.ctl.speculative.take();
                 self.ctl.header = ready.header;
                 self.ctl.common = ready.workerinput;
                 self.ctl.wants_ids = ready.wants_ids;
+                if guessed.is_some() && (ready.configure_node || !self.ctl.common.is_empty()) {
+                    // The workers started on a guess that no longer holds:
+                    // start them again, now waiting for their workerinput.
+                    self.ctl.state = CtlState::Active;
+                    for i in 0..self.slots.len() {
+                        if self.slots[i].state != SlotState::Exited {
+                            if let Some(k) = &self.slots[i].killer {
+                                k.kill();
+                            }
+                            self.slots[i].renew();
+                            self.spawn(i);
+                        }
+                    }
+                    if !ready.needed {
+                        self.ctl.state = CtlState::Off;
+                        self.release_workers();
+                    }
+                    return;
+                }
+                if let Some(streaming) = guessed.filter(|s| *s != ready.needed) {
+                    for i in 0..self.slots.len() {
+                        self.send(i, &ToAgent::Stream { on: !streaming });
+                    }
+                }
                 if ready.needed {
                     self.ctl.state = CtlState::Active;
                     for i in 0..self.slots.len() {
                         if self.slots[i].state != SlotState::Exited {
+                            // Workers that started on a guess become nodes
+                            // now, with what they did meanwhile.
+                            let started = !self.slots[i].awaiting_input;
                             self.configure_node(i);
+                            if started {
+                                if let Some(info) = self.slots[i].configured.clone() {
+                                    self.node_ready(i, info);
+                                }
+                                if let Some(coll) = self.slots[i].collection {
+                                    let count =
+                                        self.collections[coll].as_ref().map_or(0, |c| c.ids.len());
+                                    self.node_collected(i, count);
+                                }
+                            }
                         }
                     }
                     self.maybe_start_running();
@@ -484,6 +532,65 @@ impl Session<'_> {
         self.kill_controller();
         exit
     }
+}
+
+impl Session<'_> {
+    /// Remember what decided the controller's plugins, for the next run.
+    fn remember(&mut self, ready: &crate::protocol::ControllerReady) {
+        let Some((path, key)) = &self.ctl.memo else {
+            return;
+        };
+        let memo = serde_json::json!({
+            "key": key,
+            "configure_node": ready.configure_node || !ready.workerinput.is_empty(),
+            "needed": ready.needed,
+            "watch": ready.watch,
+        });
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let text = serde_json::to_vec(&memo).unwrap_or_default();
+        let _ = crate::fsutil::write_atomic(path, &text);
+    }
+}
+
+/// What the controller's plugin set depends on besides files: the
+/// interpreter, the arguments and pytest's plugin variables.
+fn memo_key(python: &str, args: &[String]) -> String {
+    let mut key = format!("{}\0{python}", env!("CARGO_PKG_VERSION"));
+    for a in args {
+        key.push('\0');
+        key.push_str(a);
+    }
+    for var in [
+        "PYTEST_ADDOPTS",
+        "PYTEST_PLUGINS",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
+    ] {
+        key.push('\0');
+        key.push_str(&std::env::var(var).unwrap_or_default());
+    }
+    key
+}
+
+/// Whether the last run's controller, with the same key and none of the
+/// files it depended on changed, had no `pytest_configure_node`: then
+/// workers need not wait for it. Its wish for reports, if so.
+fn memo_says(path: &std::path::Path, key: &str) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let memo: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    if memo["key"].as_str()? != key || memo["configure_node"].as_bool()? {
+        return None;
+    }
+    for entry in memo["watch"].as_array()? {
+        let (file, mtime, size) = (entry[0].as_str()?, entry[1].as_i64()?, entry[2].as_u64()?);
+        let meta = std::fs::metadata(file).ok()?;
+        let now = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        if now != mtime || meta.size() != size {
+            return None;
+        }
+    }
+    memo["needed"].as_bool()
 }
 
 /// Start reading the controller's pipes.

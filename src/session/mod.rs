@@ -186,6 +186,27 @@ struct Slot {
     in_controller: bool,
     /// Its `config.workeroutput`, once its session finished.
     workeroutput: Option<protocol::RawJson>,
+    /// Its pytest is configured (with its `workerinfo`, when it sent one).
+    configured: Option<Option<protocol::RawJson>>,
+}
+
+impl Slot {
+    /// A fresh process in this slot: what the last one said is forgotten,
+    /// and what it still says is ignored (a new generation).
+    fn renew(&mut self) {
+        self.gen += 1;
+        self.info = None;
+        self.collect_reports.clear();
+        self.tail.clear();
+        self.kill_reason = None;
+        self.done = None;
+        self.shut = false;
+        self.started = None;
+        self.awaiting_input = false;
+        self.in_controller = false;
+        self.workeroutput = None;
+        self.configured = None;
+    }
 }
 
 struct Item {
@@ -287,6 +308,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             awaiting_input: false,
             in_controller: false,
             workeroutput: None,
+            configured: None,
         });
     }
     if let Some(base) = &plan.basetemp {
@@ -403,8 +425,12 @@ impl Session<'_> {
     fn on_frame(&mut self, i: usize, msg: FromAgent) {
         match msg {
             FromAgent::Ready(info) => self.on_ready(i, info),
-            FromAgent::Configured { options } => {
-                self.node_ready(i);
+            FromAgent::Configured {
+                options,
+                workerinfo,
+            } => {
+                self.slots[i].configured = Some(workerinfo.clone());
+                self.node_ready(i, workerinfo);
                 self.on_configured(i, options)
             }
             FromAgent::UsageError { message } => {

@@ -86,10 +86,13 @@ impl Session<'_> {
         // Without a controller to ask, the worker gets its workerinput at
         // once; else it parses its arguments while the controller's
         // pytest_configure_node runs.
-        let workerinput = match self.ctl.state {
-            CtlState::Off => Some(self.base_workerinput(index)),
-            CtlState::Starting | CtlState::Active => None,
+        let workerinput = match (self.ctl.state, self.ctl.speculative) {
+            (CtlState::Off, _) | (CtlState::Starting, Some(_)) => {
+                Some(self.base_workerinput(index))
+            }
+            (CtlState::Starting | CtlState::Active, _) => None,
         };
+        let stream = self.ctl.state == CtlState::Starting && self.ctl.speculative == Some(true);
         let slot = &mut self.slots[index];
         slot.awaiting_input = workerinput.is_none();
         let w = &self.plan.workers[slot.plan_index];
@@ -119,7 +122,7 @@ impl Session<'_> {
             full_reports: self.opts.full_reports,
             groups: self.plan.dist == DistMode::LoadGroup,
             workerinput,
-            stream: false,
+            stream,
         })));
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);
@@ -262,19 +265,8 @@ impl Session<'_> {
         if crashed && needs_worker && self.stop.is_none() && self.error.is_none() {
             let total_restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
             if total_restarts < self.plan.max_worker_restart {
-                let slot = &mut self.slots[i];
-                slot.restarts += 1;
-                slot.gen += 1;
-                slot.info = None;
-                slot.collect_reports.clear();
-                slot.tail.clear();
-                slot.kill_reason = None;
-                slot.done = None;
-                slot.shut = false;
-                slot.started = None;
-                slot.awaiting_input = false;
-                slot.in_controller = false;
-                slot.workeroutput = None;
+                self.slots[i].restarts += 1;
+                self.slots[i].renew();
                 self.reporter.on_event(&Event::Notice(format!(
                     "replacing crashed worker {id} ({} of {} restarts)",
                     total_restarts + 1,

@@ -353,3 +353,61 @@ fn plugin_output_follows_quiet_and_color_options() {
         .code(1)
         .stdout_has("\x1b[31m\x1b[1mFAIL Required test coverage");
 }
+
+#[test]
+fn workers_start_without_waiting_when_the_last_run_had_no_configure_node() {
+    // No plugin implements pytest_configure_node here (pytest-rerunfailures
+    // would, with xdist installed): the second run starts its workers on
+    // the first run's word, and the controller still sees everything.
+    let p = covered(true).file(
+        "conftest.py",
+        r#"
+def pytest_terminal_summary(terminalreporter, config):
+    if not hasattr(config, "workerinput"):
+        stats = terminalreporter.stats
+        terminalreporter.write_line(
+            "seen passed=%d failed=%d" % (len(stats.get("passed", [])), len(stats.get("failed", [])))
+        )
+"#,
+    );
+    let args = ["-n", "2", "-p", "no:rerunfailures"];
+    for _ in 0..2 {
+        let run = p.rtest(&args);
+        run.code(1).stdout_has("seen passed=8 failed=1");
+        assert_eq!(run.summary(), "1 failed, 8 passed");
+    }
+    let memo = p.read(".rtest/controller.json");
+    assert!(memo.contains("\"configure_node\":false"), "{memo}");
+
+    // A plugin that now implements pytest_configure_node, which the
+    // remembered files do not show (the memo is made to miss it): the
+    // workers are started again and get what it puts in workerinput.
+    let mut v: serde_json::Value = serde_json::from_str(&memo).unwrap();
+    v["watch"] = serde_json::json!([]);
+    std::fs::write(p.path().join(".rtest/controller.json"), v.to_string()).unwrap();
+    std::fs::write(
+        p.path().join("conftest.py"),
+        r#"
+import pytest
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["from_controller"] = "yes"
+
+
+@pytest.fixture
+def marker(request):
+    return request.config.workerinput.get("from_controller")
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        p.path().join("tests/test_c.py"),
+        "def test_marker(marker):\n    assert marker == 'yes'\n",
+    )
+    .unwrap();
+    let run = p.rtest(&args);
+    run.code(1);
+    assert_eq!(run.summary(), "1 failed, 9 passed");
+}
