@@ -195,6 +195,7 @@ class Controller:
         self.buffer = None
         self.marks = {}
         self.own = [self]
+        self.logstart = self.logfinish = None
         self.ready_sent = False
         self.internal_errors = []
 
@@ -248,6 +249,12 @@ class Controller:
         if width:
             tw.fullwidth = int(width)
         reporter._tw = tw
+        # Its per-test lines and progress are the coordinator's to draw:
+        # replays skip its logstart/logfinish (its logreport still counts
+        # stats for plugins).
+        pm = self.config.pluginmanager
+        self.logstart = pm.subset_hook_caller("pytest_runtest_logstart", [reporter])
+        self.logfinish = pm.subset_hook_caller("pytest_runtest_logfinish", [reporter])
         # Its progress (the final "[100%]" after the loop) is the
         # coordinator's to draw.
         if hasattr(reporter, "_show_progress_info"):
@@ -450,7 +457,7 @@ class Controller:
         node = self.node(msg["node"])
         nodeid = msg["nodeid"]
         location = tuple(msg.get("location") or (nodeid.split("::")[0], None, nodeid))
-        hook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        (self.logstart or hook.pytest_runtest_logstart)(nodeid=nodeid, location=location)
         for data in msg.get("reports") or []:
             try:
                 report = hook.pytest_report_from_serializable(config=self.config, data=data)
@@ -483,7 +490,7 @@ class Controller:
                 hook.pytest_runtest_logreport(report=report)
             except Exception:
                 self.hook_error("pytest_runtest_logreport")
-        hook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        (self.logfinish or hook.pytest_runtest_logfinish)(nodeid=nodeid, location=location)
 
     def on_warning(self, msg):
         data = msg["data"]
