@@ -664,6 +664,22 @@ def define_fixtures(pytest):
     return module
 
 
+def parse_args(channel, args, plugins):
+    """pytest's config from a command line, as ``(config, None)``; a
+    rejected command line is told to the coordinator: ``(None, status)``."""
+    import pytest
+    from _pytest.config import _prepareconfig
+
+    try:
+        return _prepareconfig(list(args), plugins), None
+    except pytest.UsageError as exc:
+        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
+        return None, 4
+    except SystemExit as exc:
+        channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
+        return None, exc.code if isinstance(exc.code, int) else 4
+
+
 def run_pytest(channel, inbox, start):
     for key, value in (start.get("env") or {}).items():
         os.environ[key] = value
@@ -678,21 +694,15 @@ def run_pytest(channel, inbox, start):
     os.environ["PYTHONPATH"] = cwd + os.pathsep + os.environ.get("PYTHONPATH", "")
 
     import pytest
-    from _pytest.config import _prepareconfig
 
     # Run after the terminal plugin's pytest_configure, to silence it.
     Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True)(Worker.pytest_sessionfinish)
     worker = Worker(channel, inbox, start)
     worker.stream = bool(start.get("stream"))
-    try:
-        config = _prepareconfig(list(start["args"]), None)
-    except pytest.UsageError as exc:
-        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
-        return 4
-    except SystemExit as exc:
-        channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
-        return exc.code if isinstance(exc.code, int) else 4
+    config, status = parse_args(channel, start["args"], None)
+    if config is None:
+        return status
     # pytest parsed its arguments and loaded plugins and conftests while the
     # controller configured; pytest_configure needs ``config.workerinput``,
     # which the controller's plugins fill (pytest_configure_node).

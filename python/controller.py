@@ -621,7 +621,6 @@ def run_controller(channel, inbox, control):
         sys.path.insert(0, cwd)
 
     import pytest
-    from _pytest.config import _prepareconfig
 
     Controller.pytest_load_initial_conftests = pytest.hookimpl(hookwrapper=True)(
         Controller.pytest_load_initial_conftests
@@ -638,14 +637,9 @@ def run_controller(channel, inbox, control):
 
     ready = Ready()
     controller.own.append(ready)
-    try:
-        config = _prepareconfig(list(control["args"]), [controller, ready])
-    except pytest.UsageError as exc:
-        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
-        return 4
-    except SystemExit as exc:
-        channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
-        return exc.code if isinstance(exc.code, int) else 4
+    config, status = parse_args(channel, control["args"], [controller, ready])
+    if config is None:
+        return status
     status = 3
     try:
         status = int(config.hook.pytest_cmdline_main(config=config))

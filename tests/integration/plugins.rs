@@ -48,6 +48,15 @@ fn total(run: &Run) -> String {
         .join(" ")
 }
 
+/// The per-file and `TOTAL` lines of a coverage table, spaces squeezed.
+pub fn coverage_table(run: &Run) -> Vec<String> {
+    run.stdout
+        .lines()
+        .filter(|l| l.starts_with("pkg/") || l.starts_with("TOTAL"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 fn stray_data_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()

@@ -500,13 +500,7 @@ fn coverage_over_socket_workers_equals_a_local_run() {
     );
     let remote = rtest(&p, "s3cret", &[&["--tx", &tx][..], &args[..]].concat());
     remote.code(0).stdout_has("synced to ");
-    let table = |run: &Run| {
-        run.stdout
-            .lines()
-            .filter(|l| l.starts_with("pkg/") || l.starts_with("TOTAL"))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
-    };
+    let table = crate::plugins::coverage_table;
     assert_eq!(table(&remote), table(&local), "{}", remote.stdout);
     assert!(p.path().join(".coverage").is_file());
 }

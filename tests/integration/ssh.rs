@@ -791,13 +791,7 @@ fn coverage_over_ssh_equals_a_local_run() {
     let tx = sshd.venv_tx(2, "");
     let remote = p.rtest(&[&["--tx", &tx][..], &args[..]].concat());
     remote.code(0).stdout_has("gw0, gw1: ssh=127.0.0.1");
-    let total = |run: &Run| {
-        run.stdout
-            .lines()
-            .filter(|l| l.starts_with("pkg/") || l.starts_with("TOTAL"))
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
-    };
+    let total = crate::plugins::coverage_table;
     assert_eq!(total(&remote), total(&local), "{}", remote.stdout);
     assert!(
         total(&remote).iter().any(|l| l.starts_with("TOTAL")),
