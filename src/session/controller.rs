@@ -264,20 +264,26 @@ impl Session<'_> {
         if self.ctl.state != CtlState::Active {
             return;
         }
-        let reports: Vec<RawJson> = result.phases.iter().filter_map(|p| p.raw.clone()).collect();
-        let crash = (result.crashed || reports.is_empty()).then(|| {
+        let reports: Vec<RawJson> = if result.crashed {
+            Vec::new()
+        } else {
+            result.phases.iter().filter_map(|p| p.raw.clone()).collect()
+        };
+        // A test without pytest's reports to replay: its worker crashed
+        // (or none was left to run it), or it ran before the controller
+        // wanted reports; only a failure is worth making up.
+        let crash = if !reports.is_empty() {
+            None
+        } else if result.failed() {
             let p = result.phases.iter().find(|p| p.outcome == "failed");
-            CrashReplay {
+            Some(CrashReplay {
                 when: p.map_or("call".into(), |p| p.when.clone()),
                 longrepr: p.and_then(|p| p.longrepr.clone()).unwrap_or_default(),
                 duration: result.duration,
-            }
-        });
-        if crash.is_some() && !result.crashed && !result.failed() {
-            // A test sent without pytest's reports (there are none to
-            // replay); nothing to make up.
+            })
+        } else {
             return;
-        }
+        };
         let node = if result.worker_index == usize::MAX {
             self.slots.first().map(|s| s.id.clone()).unwrap_or_default()
         } else {
@@ -287,7 +293,7 @@ impl Session<'_> {
             node,
             nodeid: result.nodeid.clone(),
             location: result.location.clone(),
-            reports: if result.crashed { Vec::new() } else { reports },
+            reports,
             crash,
         }));
     }
@@ -477,24 +483,15 @@ impl Session<'_> {
                 collected: self.items.len(),
                 failed,
             });
-            while !self.ctl.exited && self.ctl.done.is_none() {
+            let signal = async {
                 tokio::select! {
-                    input = rx.recv() => match input {
-                        Some(Input::Controller(p)) => self.on_controller_input(p),
-                        Some(_) => {}
-                        None => break,
-                    },
-                    _ = super::recv_signal(sigint) => {
-                        self.kill_controller();
-                        exit = ExitCode::Interrupted;
-                        break;
-                    }
-                    _ = super::recv_signal(sigterm) => {
-                        self.kill_controller();
-                        exit = ExitCode::Interrupted;
-                        break;
-                    }
+                    _ = super::recv_signal(sigint) => {}
+                    _ = super::recv_signal(sigterm) => {}
                 }
+            };
+            if !self.hear_controller(rx, |c| c.done.is_some(), signal).await {
+                self.kill_controller();
+                exit = ExitCode::Interrupted;
             }
             if let Some(done) = &self.ctl.done {
                 // Plugins decide as they would under xdist, but never turn
@@ -517,20 +514,33 @@ impl Session<'_> {
         // Not needed, or finished: it is on its way out (writing pytest's
         // cache as a session does); give it a moment, never let it outlive
         // the run.
-        let deadline = tokio::time::sleep(std::time::Duration::from_secs(5));
-        tokio::pin!(deadline);
-        while !self.ctl.exited && self.ctl.writer.is_some() {
+        let grace = tokio::time::sleep(std::time::Duration::from_secs(5));
+        self.hear_controller(rx, |c| c.writer.is_none(), grace)
+            .await;
+        self.kill_controller();
+        exit
+    }
+
+    /// Handle what the controller says until `settled` holds or it is gone;
+    /// false when `stop` came first.
+    async fn hear_controller(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Input>,
+        settled: fn(&Controller) -> bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        tokio::pin!(stop);
+        while !self.ctl.exited && !settled(&self.ctl) {
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(Input::Controller(p)) => self.on_controller_input(p),
                     Some(_) => {}
                     None => break,
                 },
-                _ = &mut deadline => break,
+                _ = &mut stop => return false,
             }
         }
-        self.kill_controller();
-        exit
+        true
     }
 }
 

@@ -218,22 +218,27 @@ for case in root.iter("testcase"):
     kinds = [c.tag for c in case if c.tag in ("failure", "error", "skipped")]
     print("%s::%s\t%s" % (case.get("classname"), case.get("name"), ",".join(sorted(kinds)) or "passed"))
 "#;
-    let out = Command::new(venv_python())
-        .arg("-c")
-        .arg(script)
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "junit parse failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+    let mut v: Vec<(String, String)> = python(script, &[path])
         .lines()
         .filter_map(|l| l.split_once('\t'))
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
     v.sort();
     v
+}
+
+/// Run a Python script with the test venv's interpreter; its stdout.
+pub fn python(script: &str, args: &[&Path]) -> String {
+    let out = Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1,7 +1,7 @@
 //! pytest plugins see one session (the controller), as under pytest-xdist:
 //! each test compares rtest with `pytest -n 2` on the same project.
 
-use crate::harness::{venv, Project, Run};
+use crate::harness::{python, venv, venv_python, Project, Run};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -146,7 +146,7 @@ print(len(tests), sorted(set(t[0]["result"] for t in tests.values())))
 "#;
     let out = python(
         script,
-        &[p.path().join("report.json"), p.path().join("report.html")],
+        &[&p.path().join("report.json"), &p.path().join("report.html")],
     );
     assert_eq!(out, "8 1 9 9\n9 ['Failed', 'Passed']\n");
 }
@@ -298,7 +298,7 @@ fn randomly_seeds_every_worker_from_the_controller() {
 fn randomly_site() -> PathBuf {
     let dir = venv().join("randomly-site");
     if !dir.join("pytest_randomly").is_dir() {
-        let status = Command::new(venv().join("bin").join("python"))
+        let status = Command::new(venv_python())
             .args([
                 "-m",
                 "pip",
@@ -314,21 +314,6 @@ fn randomly_site() -> PathBuf {
         assert!(status.success(), "could not install pytest-randomly");
     }
     dir
-}
-
-fn python(script: &str, args: &[PathBuf]) -> String {
-    let out = Command::new(venv().join("bin").join("python"))
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
