@@ -32,6 +32,8 @@ pub struct Table {
     pub values: Map<String, Value>,
     /// 1-based line of each key.
     pub lines: BTreeMap<String, usize>,
+    /// For list keys: the line of each item, in order.
+    pub item_lines: BTreeMap<String, Vec<usize>>,
 }
 
 /// A parsed config source.
@@ -57,13 +59,29 @@ pub struct Layer {
 impl Layer {
     /// `file:line` for a key, or the layer's name.
     pub fn location(&self, profile: Option<&str>, key: &str) -> String {
-        let table = match profile {
+        let line = self.table(profile).and_then(|t| t.lines.get(key)).copied();
+        self.at(line)
+    }
+
+    /// `file:line` for each item of a list key, in order.
+    pub fn item_locations(&self, profile: Option<&str>, key: &str) -> Vec<String> {
+        self.table(profile)
+            .and_then(|t| t.item_lines.get(key))
+            .map(|lines| lines.iter().map(|l| self.at(Some(*l))).collect())
+            .unwrap_or_default()
+    }
+
+    fn table(&self, profile: Option<&str>) -> Option<&Table> {
+        match profile {
             Some(p) => self.profiles.get(p),
             None => Some(&self.base),
-        };
-        match table.and_then(|t| t.lines.get(key)) {
-            Some(line) => format!("{}:{line}", self.name),
-            None => self.name.clone(),
+        }
+    }
+
+    fn at(&self, line: Option<usize>) -> String {
+        match line {
+            Some(line) if line > 0 => format!("{}:{line}", self.name),
+            _ => self.name.clone(),
         }
     }
 
@@ -125,10 +143,16 @@ pub fn put(
                 .values
                 .entry(key.to_string())
                 .or_insert_with(|| Value::Array(Vec::new()));
+            let n = values.len();
             if let Value::Array(items) = entry {
                 items.extend(values);
             }
             table.lines.entry(key.to_string()).or_insert(line);
+            table
+                .item_lines
+                .entry(key.to_string())
+                .or_default()
+                .extend(std::iter::repeat_n(line, n));
             None
         }
         Some(false) => {

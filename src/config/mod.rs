@@ -372,28 +372,33 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
     // Per layer: top-level keys overlaid by the chain's profiles, and where
     // each key was written.
     let mut figment = Figment::new();
-    let mut origins: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    // Per layer and key: the origin of the value, or of each list item.
+    let mut origins: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for (i, l) in layers.iter().enumerate() {
         let name = format!("{i}:{}", l.name);
         let mut values = l.base.values.clone();
-        let mut where_: BTreeMap<String, String> = l
+        let mut where_: BTreeMap<String, Vec<String>> = l
             .base
             .values
             .keys()
-            .map(|k| (k.clone(), origin(l, None, k)))
+            .map(|k| (k.clone(), origins_of(l, None, k)))
             .collect();
         for p in &chain {
             let Some(t) = l.profiles.get(p) else { continue };
             for (k, v) in &t.values {
                 match (layer::is_list(k), values.get_mut(k), v) {
                     (Some(true), Some(Value::Array(items)), Value::Array(more)) => {
-                        items.extend(more.iter().cloned())
+                        items.extend(more.iter().cloned());
+                        where_
+                            .entry(k.clone())
+                            .or_default()
+                            .extend(origins_of(l, Some(p), k));
                     }
                     _ => {
                         values.insert(k.clone(), v.clone());
+                        where_.insert(k.clone(), origins_of(l, Some(p), k));
                     }
                 }
-                where_.insert(k.clone(), origin(l, Some(p), k));
             }
         }
         origins.insert(name.clone(), where_);
@@ -403,12 +408,24 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
             values,
         });
     }
-    let find = |fig: &Figment, tag: figment::value::Tag, key: &str| -> String {
-        fig.get_metadata(tag)
-            .and_then(|m| origins.get(m.name.as_ref()))
-            .and_then(|o| o.get(key))
+    // The origin of a scalar (index 0) or of the next item of a list from
+    // the same layer.
+    let mut taken: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut find = |fig: &Figment, tag: figment::value::Tag, key: &str| -> String {
+        let Some(md) = fig.get_metadata(tag) else {
+            return "config".into();
+        };
+        let layer = md.name.to_string();
+        let n = taken.entry((layer.clone(), key.to_string())).or_insert(0);
+        let list = origins.get(&layer).and_then(|o| o.get(key));
+        let at = list
+            .and_then(|l| l.get(*n).or_else(|| l.last()))
             .cloned()
-            .unwrap_or_else(|| "config".into())
+            .unwrap_or_else(|| "config".into());
+        if layer::is_list(key) == Some(true) {
+            *n += 1;
+        }
+        at
     };
     let raw: Raw = figment.extract().map_err(|e| {
         let key = e.path.first().cloned().unwrap_or_default();
@@ -417,6 +434,7 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
             .as_ref()
             .and_then(|m| origins.get(m.name.as_ref()))
             .and_then(|o| o.get(&key))
+            .and_then(|l| l.first())
             .cloned()
             .unwrap_or_else(|| "config".into());
         ConfigError(format!("{at}: {key}: {}", e.kind))
@@ -524,17 +542,63 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
-fn origin(l: &Layer, profile: Option<&str>, key: &str) -> String {
+/// Where a key of a layer was set: one origin for a scalar, one per item
+/// for a list.
+fn origins_of(l: &Layer, profile: Option<&str>, key: &str) -> Vec<String> {
     if l.path.is_none() {
-        return ENV_KEYS
+        let var = ENV_KEYS
             .iter()
             .find(|(_, k)| *k == key)
             .map(|(v, _)| v.to_string())
             .unwrap_or_else(|| l.name.clone());
+        return vec![var];
     }
-    let loc = l.location(profile, key);
-    match profile {
+    let decorate = |loc: String| match profile {
         Some(p) => format!("{loc} (profile {p})"),
         None => loc,
+    };
+    if layer::is_list(key) == Some(true) {
+        let items = l.item_locations(profile, key);
+        if !items.is_empty() {
+            return items.into_iter().map(decorate).collect();
+        }
+    }
+    vec![decorate(l.location(profile, key))]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_list_item_names_its_own_line() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().canonicalize().unwrap();
+        std::fs::write(root.join("pytest.ini"), "[pytest]\n").unwrap();
+        std::fs::write(
+            root.join("conftest.kdl"),
+            "tx \"popen//id=a\"\n\ntx \"popen//id=b\"\nprofile \"ci\" {\n    tx \"popen//id=c\"\n}\n",
+        )
+        .unwrap();
+        let cfg = load(&Input {
+            cwd: root.clone(),
+            profile: Some("ci".into()),
+            ..Input::default()
+        })
+        .unwrap();
+        let kdl = root.join("conftest.kdl").display().to_string();
+        let got: Vec<(&str, &str)> = cfg
+            .tx
+            .iter()
+            .map(|s| (s.value.as_str(), s.source.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("popen//id=a", format!("{kdl}:1").as_str()),
+                ("popen//id=b", format!("{kdl}:3").as_str()),
+                ("popen//id=c", format!("{kdl}:5 (profile ci)").as_str()),
+            ]
+        );
     }
 }
