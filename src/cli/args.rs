@@ -16,6 +16,8 @@ pub use crate::config::NumProcesses;
 pub struct RawArgs {
     /// `-n`.
     pub numprocesses: Option<NumProcesses>,
+    /// `--maxprocesses`.
+    pub maxprocesses: Option<usize>,
     /// `--tx`, in order.
     pub tx: Vec<String>,
     /// `--dist`.
@@ -91,6 +93,7 @@ pub struct ArgError(pub String);
 /// Options rtest owns and that take a value.
 const OWN_WITH_VALUE: &[&str] = &[
     "--numprocesses",
+    "--maxprocesses",
     "--tx",
     "--dist",
     "--rsyncdir",
@@ -408,6 +411,13 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
     let v = value.unwrap_or_default();
     match name {
         "--numprocesses" => out.numprocesses = Some(parse_numprocesses(&v)?),
+        "--maxprocesses" => {
+            out.maxprocesses = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ArgError(format!(
+                    "--maxprocesses: expected a whole number of 1 or more, got {v:?}"
+                ))
+            })?)
+        }
         "--tx" => out.tx.push(v),
         "--dist" => out.dist = Some(v),
         "--distload" => out.dist = Some("load".into()),

@@ -5,6 +5,7 @@
 //! rtest owns and what goes to pytest; stage two (here) validates it into
 //! [`plan::Settings`] and builds the [`Plan`], which [`run::execute`] runs.
 
+pub mod addopts;
 pub mod args;
 pub mod plan_cmd;
 
@@ -30,12 +31,16 @@ usage: rtest [RTEST OPTIONS] [PYTEST OPTIONS] [FILE_OR_DIR ...]
 rtest takes pytest's command line: every option below is rtest's, every
 other option goes to pytest unchanged and in order (also options that a
 conftest.py adds). `--` is optional; everything after it goes to pytest.
+rtest's options are also read from the ini file's addopts and from
+PYTEST_ADDOPTS (below rtest's config files and the command line), as an
+existing pytest-xdist setup has them; pytest gets the rest.
 
 distribution:
   -n, --numprocesses N|auto|logical
                         N local workers (auto: one per physical core,
                         logical: one per logical CPU; 0: no distribution).
                         Default without -n and --tx: auto.
+  --maxprocesses N      at most N local workers, whatever -n says.
   --tx SPEC             add workers: [N*]popen[//python=PY][//chdir=DIR]
                         [//env:NAME=VALUE][//id=ID][//nice=N]
                         [//dont_write_bytecode]; ssh=[USER@]HOST[:PORT]
@@ -190,8 +195,8 @@ fn config_dir_of(source: &str) -> Option<PathBuf> {
 /// Command line + config files -> the plan a run would execute. Pure but
 /// for reading config files: starts nothing, contacts no host.
 fn resolve(raw: &RawArgs) -> Result<Plan, Error> {
-    let cfg = load_config(raw)?;
-    let settings = settings(raw, &cfg)?;
+    let (cfg, pytest) = load_config(raw)?;
+    let settings = settings(raw, &cfg, &pytest)?;
     let machine = Machine {
         default_python: run::default_python(),
         default_workers: auto_workers(false),
@@ -469,7 +474,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
         full_reports: false,
         echo_output: false,
         continue_on_collection_errors: true,
-        env: Vec::new(),
+        env: run::pytest_env(&p, None),
         remotes: Default::default(),
         require_all_hosts: false,
         controller: p.workers.first().map(|w| w.python.clone()),
@@ -485,13 +490,28 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
     capture.finish()
 }
 
-/// Load the config files that apply to this invocation.
-fn load_config(raw: &RawArgs) -> Result<Config, Error> {
+/// Load the config that applies to this invocation: pytest's own (ini
+/// `addopts`, `PYTEST_ADDOPTS`, xdist's ini keys) and rtest's files.
+fn load_config(raw: &RawArgs) -> Result<(Config, addopts::PytestConfig), Error> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("RTEST_"))
         .collect();
+    let root = config::rootdir::determine(
+        &cwd,
+        &raw.positionals,
+        raw.inifile.as_deref(),
+        raw.rootdir.as_deref(),
+    );
+    let pytest = addopts::read(
+        &cwd,
+        root.inifile.as_deref(),
+        std::env::var("PYTEST_ADDOPTS").ok().as_deref(),
+    )?;
+    for w in &pytest.warnings {
+        eprintln!("rtest: warning: {w}");
+    }
     let cfg = config::load(&config::Input {
         cwd,
         args: raw.positionals.clone(),
@@ -501,17 +521,22 @@ fn load_config(raw: &RawArgs) -> Result<Config, Error> {
         no_config: raw.no_config,
         strict: raw.strict_config,
         env,
+        pytest_layers: pytest.layers.clone(),
     })
     .map_err(|e| Error::usage(e.0))?;
     for w in &cfg.warnings {
         eprintln!("rtest: warning: {w}");
     }
-    Ok(cfg)
+    Ok((cfg, pytest))
 }
 
 /// Stage two: the command line over the config, validated, with the origin
 /// of every value.
-fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
+fn settings(
+    raw: &RawArgs,
+    cfg: &Config,
+    pytest: &addopts::PytestConfig,
+) -> Result<Settings, Error> {
     let mut sources: BTreeMap<String, Setting> = BTreeMap::new();
     let mut note = |key: &str, value: serde_json::Value, source: &str| {
         sources.insert(
@@ -579,6 +604,15 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
             NumProcesses::Logical => auto_workers(true),
         }
     });
+    let maxprocesses = match (raw.maxprocesses, &cfg.maxprocesses) {
+        (Some(m), _) => Some((m, "--maxprocesses".to_string())),
+        (None, Some(m)) => Some((m.value, m.source.clone())),
+        (None, None) => None,
+    };
+    let maxprocesses = maxprocesses.map(|(m, src)| {
+        note("maxprocesses", m.into(), &src);
+        m
+    });
     let cwd = &cfg.rootdir;
     let _ = cwd;
     let here = std::env::current_dir().unwrap_or_default();
@@ -613,15 +647,15 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
             .collect();
         note("rsyncignore", view.into(), "(per entry)");
     }
-    let mut pytest_args: Vec<String> = cfg.pytest_args.iter().map(|a| a.value.clone()).collect();
-    if !pytest_args.is_empty() {
-        let src = cfg
-            .pytest_args
-            .first()
-            .map(|a| a.source.clone())
-            .unwrap_or_default();
-        note("pytest-args", pytest_args.clone().into(), &src);
+    let config_args: Vec<String> = cfg.pytest_args.iter().map(|a| a.value.clone()).collect();
+    if let Some(first) = cfg.pytest_args.first() {
+        note("pytest-args", config_args.clone().into(), &first.source);
     }
+    for (key, value, source) in &pytest.rewritten {
+        note(key, value.clone().into(), source);
+    }
+    let mut pytest_args = pytest.override_args.clone();
+    pytest_args.extend(config_args);
     pytest_args.extend(raw.pytest_args.iter().cloned());
     fn pick<T: Clone + Into<serde_json::Value>>(
         key: &str,
@@ -694,12 +728,18 @@ fn settings(raw: &RawArgs, cfg: &Config) -> Result<Settings, Error> {
         &cfg.report_log,
         &mut note,
     );
+    let mut pytest_env = BTreeMap::new();
+    if let Some(a) = &pytest.env_addopts {
+        pytest_env.insert("PYTEST_ADDOPTS".to_string(), a.clone());
+    }
     Ok(Settings {
         numprocesses,
+        maxprocesses,
         tx,
         dist,
         pytest_args,
-        basetemp: raw.basetemp.clone(),
+        pytest_env,
+        basetemp: raw.basetemp.clone().or_else(|| pytest.basetemp.clone()),
         timeout,
         max_worker_restart,
         maxfail,

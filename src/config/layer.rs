@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 pub const KEYS: &[(&str, bool)] = &[
     ("tx", true),
     ("numprocesses", false),
+    ("maxprocesses", false),
     ("dist", false),
     ("rsyncdirs", true),
     ("rsyncignore", true),
@@ -54,6 +55,9 @@ pub struct Layer {
     pub profile_lines: BTreeMap<String, usize>,
     /// Unknown keys and the like, with locations.
     pub warnings: Vec<String>,
+    /// How the file set its values, when not as keys of its own (pytest's
+    /// ini `addopts`): named after the location.
+    pub via: Option<String>,
 }
 
 impl Layer {
@@ -79,9 +83,13 @@ impl Layer {
     }
 
     fn at(&self, line: Option<usize>) -> String {
-        match line {
+        let at = match line {
             Some(line) if line > 0 => format!("{}:{line}", self.name),
             _ => self.name.clone(),
+        };
+        match &self.via {
+            Some(via) => format!("{at} {via}"),
+            None => at,
         }
     }
 

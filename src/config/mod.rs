@@ -14,6 +14,7 @@
 mod elements;
 pub mod kdl;
 pub mod layer;
+pub mod pytest_ini;
 pub mod rootdir;
 pub mod schema;
 pub mod toml;
@@ -66,6 +67,10 @@ pub struct Input {
     pub strict: bool,
     /// `RTEST_*` variables.
     pub env: Vec<(String, String)>,
+    /// Layers below every config file, outermost first: what pytest's own
+    /// configuration says (ini `addopts`, xdist's ini keys,
+    /// `PYTEST_ADDOPTS`).
+    pub pytest_layers: Vec<Layer>,
 }
 
 /// The merged config.
@@ -81,6 +86,8 @@ pub struct Config {
     pub tx: Vec<Sourced<String>>,
     /// `numprocesses`.
     pub numprocesses: Option<Sourced<NumProcesses>>,
+    /// `maxprocesses`.
+    pub maxprocesses: Option<Sourced<usize>>,
     /// `dist`.
     pub dist: Option<Sourced<DistMode>>,
     /// `rsyncdirs`, absolute.
@@ -108,9 +115,12 @@ pub struct Config {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+const ENV_LAYER: &str = "environment";
+
 const ENV_KEYS: &[(&str, &str)] = &[
     ("RTEST_TX", "tx"),
     ("RTEST_NUMPROCESSES", "numprocesses"),
+    ("RTEST_MAXPROCESSES", "maxprocesses"),
     ("RTEST_DIST", "dist"),
     ("RTEST_RSYNCDIRS", "rsyncdirs"),
     ("RTEST_RSYNCIGNORE", "rsyncignore"),
@@ -199,7 +209,7 @@ fn read(p: &Path) -> Result<String, ConfigError> {
 /// The `RTEST_*` variables as a layer.
 pub fn env_layer(env: &[(String, String)]) -> Layer {
     let mut layer = Layer {
-        name: "environment".into(),
+        name: ENV_LAYER.into(),
         ..Layer::default()
     };
     for (var, key) in ENV_KEYS {
@@ -224,7 +234,7 @@ pub fn env_layer(env: &[(String, String)]) -> Layer {
                 .parse::<f64>()
                 .map(Value::from)
                 .unwrap_or_else(|_| Value::String(raw.clone()))],
-            "max-worker-restart" | "maxfail" => {
+            "max-worker-restart" | "maxfail" | "maxprocesses" => {
                 vec![raw
                     .parse::<u64>()
                     .map(Value::from)
@@ -236,7 +246,7 @@ pub fn env_layer(env: &[(String, String)]) -> Layer {
                 .unwrap_or_else(|_| Value::String(raw.clone()))],
             _ => vec![Value::String(raw.clone())],
         };
-        layer::put(&mut layer.base, "environment", key, 0, values);
+        layer::put(&mut layer.base, ENV_LAYER, key, 0, values);
     }
     layer
 }
@@ -318,6 +328,7 @@ struct Raw {
     #[serde(default)]
     tx: Vec<Tagged<String>>,
     numprocesses: Option<Tagged<FValue>>,
+    maxprocesses: Option<Tagged<u64>>,
     dist: Option<Tagged<String>>,
     #[serde(default)]
     rsyncdirs: Vec<Tagged<RelativePathBuf>>,
@@ -340,11 +351,10 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
         input.inifile.as_deref(),
         input.rootdir.as_deref(),
     );
-    let mut layers = if input.no_config {
-        Vec::new()
-    } else {
-        discover(&root.dir, &input.cwd, &input.args)?
-    };
+    let mut layers = input.pytest_layers.clone();
+    if !input.no_config {
+        layers.extend(discover(&root.dir, &input.cwd, &input.args)?);
+    }
     let profile = input
         .profile
         .clone()
@@ -443,7 +453,15 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
     let abs = |p: PathBuf| rootdir::normalize(&cwd.join(p));
     let mut cfg = Config {
         rootdir: root.dir.clone(),
-        files: layers.iter().filter_map(|l| l.path.clone()).collect(),
+        files: layers
+            .iter()
+            .filter_map(|l| l.path.clone())
+            .fold(Vec::new(), |mut files, f| {
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+                files
+            }),
         profile: profile.clone(),
         ..Config::default()
     };
@@ -524,6 +542,16 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
         let src = find(&figment, m.tag(), "max-worker-restart");
         cfg.max_worker_restart = Some(Sourced::new(m.into_inner() as usize, src));
     }
+    if let Some(m) = raw.maxprocesses {
+        let src = find(&figment, m.tag(), "maxprocesses");
+        let v = m.into_inner() as usize;
+        if v == 0 {
+            return Err(ConfigError(format!(
+                "{src}: maxprocesses: expected a whole number of 1 or more, got 0"
+            )));
+        }
+        cfg.maxprocesses = Some(Sourced::new(v, src));
+    }
     if let Some(m) = raw.maxfail {
         let src = find(&figment, m.tag(), "maxfail");
         cfg.maxfail = Some(Sourced::new(m.into_inner() as usize, src));
@@ -545,6 +573,9 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
 /// Where a key of a layer was set: one origin for a scalar, one per item
 /// for a list.
 fn origins_of(l: &Layer, profile: Option<&str>, key: &str) -> Vec<String> {
+    if l.path.is_none() && l.name != ENV_LAYER {
+        return vec![l.name.clone()];
+    }
     if l.path.is_none() {
         let var = ENV_KEYS
             .iter()

@@ -32,6 +32,9 @@ macro_rules! config_struct {
             /// Local workers: a number, `auto` or `logical` (`-n`).
             #[schemars(schema_with = "numprocesses_schema")]
             numprocesses: Option<u32>,
+            /// At most this many local workers, whatever `numprocesses` says
+            /// (`--maxprocesses`, as in pytest-xdist).
+            maxprocesses: Option<u32>,
             /// Distribution mode (`--dist`).
             dist: Option<super::DistMode>,
             /// Directories synced to remote workers, relative to this file.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Where each `[section]` key sits: (section path, key) -> line.
-fn key_lines(text: &str) -> BTreeMap<(String, String), usize> {
+pub(super) fn key_lines(text: &str) -> BTreeMap<(String, String), usize> {
     let mut out = BTreeMap::new();
     let mut section = String::new();
     for (i, raw) in text.lines().enumerate() {

@@ -50,12 +50,17 @@ pub struct WorkerPlan {
 pub struct Settings {
     /// Local workers from `-n` (`None`: not given).
     pub numprocesses: Option<usize>,
+    /// `--maxprocesses`: a cap on local workers.
+    pub maxprocesses: Option<usize>,
     /// Parsed `--tx` specs.
     pub tx: Vec<TxSpec>,
     /// `--dist`.
     pub dist: Option<DistMode>,
     /// pytest's arguments.
     pub pytest_args: Vec<String>,
+    /// Environment for every pytest process (`PYTEST_ADDOPTS` without
+    /// what rtest took out of it).
+    pub pytest_env: BTreeMap<String, String>,
     /// `--basetemp`.
     pub basetemp: Option<String>,
     /// `--timeout` seconds.
@@ -152,6 +157,8 @@ pub struct Plan {
     pub dist: DistMode,
     /// Arguments every worker's pytest gets (before per-worker additions).
     pub pytest_args: Vec<String>,
+    /// Environment every pytest process gets (under a tx spec's `env:`).
+    pub pytest_env: BTreeMap<String, String>,
     /// `--basetemp`, split per worker.
     pub basetemp: Option<String>,
     /// Per-test timeout, seconds.
@@ -184,6 +191,7 @@ pub struct Plan {
 pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
     let mut specs: Vec<TxSpec> = Vec::new();
     let mut dist = settings.dist;
+    let cap = |n: usize| settings.maxprocesses.map_or(n, |m| n.min(m));
     match settings.numprocesses {
         Some(0) => {
             // `-n 0`, as in xdist: no distribution.
@@ -194,12 +202,12 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         }
         Some(n) => {
             let mut spec = TxSpec::popen(None);
-            spec.count = n;
+            spec.count = cap(n);
             specs.push(spec);
         }
         None if settings.tx.is_empty() => {
             let mut spec = TxSpec::popen(None);
-            spec.count = machine.default_workers.max(1);
+            spec.count = cap(machine.default_workers.max(1));
             specs.push(spec);
         }
         None => {}
@@ -310,6 +318,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         workers,
         dist,
         pytest_args: settings.pytest_args.clone(),
+        pytest_env: settings.pytest_env.clone(),
         basetemp: settings.basetemp.clone(),
         timeout: settings.timeout,
         max_worker_restart,

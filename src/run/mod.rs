@@ -94,7 +94,7 @@ fn run_session(
         full_reports: plan.report_log.is_some(),
         echo_output: opts.echo_output,
         continue_on_collection_errors: opts.continue_on_collection_errors,
-        env: vec![("COLUMNS".into(), width.to_string())],
+        env: pytest_env(plan, Some(width)),
         remotes,
         require_all_hosts: opts.require_all_hosts,
         controller: controller_python(plan),
@@ -138,4 +138,18 @@ fn check_writable(path: &std::path::Path, option: &str) -> Result<(), Error> {
         .open(path)
         .map_err(fail)?;
     Ok(())
+}
+
+/// The environment every pytest process of a run gets: the plan's
+/// (`PYTEST_ADDOPTS` as rtest left it) and the terminal width.
+pub fn pytest_env(plan: &Plan, width: Option<usize>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = plan
+        .pytest_env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(w) = width {
+        env.push(("COLUMNS".into(), w.to_string()));
+    }
+    env
 }

@@ -5,6 +5,7 @@
 //! project in its own temp dir with that venv active.
 
 mod config;
+mod dropin;
 mod errors;
 mod faults;
 mod harness;

@@ -1,0 +1,157 @@
+//! Drop-in for existing pytest-xdist setups: xdist options in ini
+//! `addopts` and `PYTEST_ADDOPTS`, xdist's ini keys, and their precedence.
+
+use crate::harness::Project;
+use serde_json::Value;
+
+fn plan(p: &Project, args: &[&str], addopts: Option<&str>) -> Value {
+    let mut cmd = p.command(&[&["plan", "--format", "json"], args].concat());
+    if let Some(a) = addopts {
+        cmd.env("PYTEST_ADDOPTS", a);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn setting(j: &Value, key: &str) -> (Value, String) {
+    let s = &j["settings"][key];
+    (
+        s["value"].clone(),
+        s["source"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+const TESTS: &str = "import os\n\ndef test_a():\n    pass\n\ndef test_b():\n    assert os.environ['PYTEST_XDIST_WORKER'].startswith('gw')\n";
+
+#[test]
+fn xdist_options_in_every_ini_file_pytest_reads() {
+    for (file, text) in [
+        ("pytest.ini", "[pytest]\naddopts = -n 3 --dist loadfile\n"),
+        (
+            "pyproject.toml",
+            "[project]\nname = \"x\"\n\n[tool.pytest.ini_options]\naddopts = \"-n 3 --dist loadfile\"\n",
+        ),
+        ("tox.ini", "[tox]\nenvlist = py\n\n[pytest]\naddopts = -n 3 --dist loadfile\n"),
+        ("setup.cfg", "[metadata]\nname = x\n[tool:pytest]\naddopts =\n    -n 3\n    --dist loadfile\n"),
+    ] {
+        let p = Project::new().file(file, text).file("tests/test_a.py", TESTS);
+        let root = p.path().canonicalize().unwrap();
+        let j = plan(&p, &[], None);
+        let (dist, src) = setting(&j, "dist");
+        assert_eq!(dist, "loadfile", "{file}");
+        let line = text.lines().position(|l| l.starts_with("addopts")).unwrap() + 1;
+        assert_eq!(src, format!("{}:{line} addopts", root.join(file).display()));
+        assert_eq!(j["workers"].as_array().unwrap().len(), 3, "{file}");
+    }
+}
+
+#[test]
+fn precedence_ini_then_env_then_rtest_config_then_command_line() {
+    let p = Project::new()
+        .file(
+            "pytest.ini",
+            "[pytest]\naddopts = -n 1 --maxfail 5 --dist loadscope\n",
+        )
+        .file("tests/test_a.py", TESTS);
+    let j = plan(&p, &[], Some("-n 2 --dist loadfile"));
+    assert_eq!(
+        setting(&j, "numprocesses"),
+        (2.into(), "PYTEST_ADDOPTS".into())
+    );
+    assert_eq!(setting(&j, "dist").0, "loadfile");
+    assert_eq!(setting(&j, "maxfail").0, 5);
+    let p = p.file("conftest.kdl", "numprocesses 3\n");
+    let j = plan(&p, &[], Some("-n 2"));
+    assert!(setting(&j, "numprocesses").1.ends_with("conftest.kdl:1"));
+    let j = plan(&p, &["-n", "4", "--maxprocesses", "2"], Some("-n 2"));
+    assert_eq!(setting(&j, "numprocesses"), (4.into(), "-n".into()));
+    assert_eq!(j["workers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn rsyncdirs_and_rsyncignore_ini_keys_are_relative_to_the_ini_file() {
+    let p = Project::new()
+        .file(
+            "proj/pytest.ini",
+            "[pytest]\nrsyncdirs = src tests\nrsyncignore = *.log\n",
+        )
+        .file("proj/src/m.py", "x = 1\n")
+        .file("proj/src/big.log", "x\n")
+        .file("proj/tests/test_a.py", TESTS);
+    let root = p.path().canonicalize().unwrap().join("proj");
+    let mut cmd = p.command(&["plan", "--format", "json", "--tx", "popen//chdir=/tmp/x"]);
+    cmd.current_dir(root.join("tests"));
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dirs: Vec<&str> = j["settings"]["rsyncdirs"]["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["dir"].as_str().unwrap())
+        .collect();
+    let want = [root.join("src"), root.join("tests")];
+    assert_eq!(
+        dirs,
+        want.iter().map(|d| d.to_str().unwrap()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        j["settings"]["rsyncignore"]["value"][0]["source"],
+        format!("{}:3", root.join("pytest.ini").display())
+    );
+    assert_eq!(j["sync"][0]["files"], 1, "{}", j["sync"]);
+}
+
+#[test]
+fn options_rtest_takes_never_reach_pytest() {
+    // With xdist disabled, pytest itself would reject -n, --dist and --tx:
+    // the run works only if rtest took them out of addopts and of
+    // PYTEST_ADDOPTS, and left pytest the rest (-rA, -v).
+    let p = Project::new()
+        .file(
+            "pytest.ini",
+            "[pytest]\naddopts = -n 2 --dist loadfile -rA -p no:xdist\n",
+        )
+        .file("tests/test_a.py", TESTS);
+    let out = p
+        .command(&[])
+        .env("PYTEST_ADDOPTS", "--tx popen -v")
+        .output()
+        .unwrap();
+    let r = crate::harness::Run::from(out);
+    r.code(0)
+        .stdout_has("3 workers")
+        .stdout_has("PASSED tests/test_a.py::test_b")
+        .stdout_has("PASSED tests/test_a.py::test_a");
+    assert_eq!(r.summary(), "2 passed");
+}
+
+#[test]
+fn bad_values_in_addopts_name_the_file_and_line() {
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\n\naddopts = --dist sideways\n")
+        .file("tests/test_a.py", TESTS);
+    let root = p.path().canonicalize().unwrap();
+    p.rtest(&[]).code(4).stderr_has(&format!(
+        "{}:3 addopts: dist: unknown dist mode \"sideways\"",
+        root.join("pytest.ini").display()
+    ));
+    let out = p
+        .command(&[])
+        .env("PYTEST_ADDOPTS", "-n lots")
+        .output()
+        .unwrap();
+    crate::harness::Run::from(out)
+        .code(4)
+        .stderr_has("PYTEST_ADDOPTS: -n/--numprocesses: expected a whole number");
+}
