@@ -670,14 +670,55 @@ def parse_args(channel, args, plugins):
     import pytest
     from _pytest.config import _prepareconfig
 
+    from _pytest.config import ConftestImportFailure
+
     try:
         return _prepareconfig(list(args), plugins), None
+    except ConftestImportFailure as exc:
+        channel.send({"t": "usage_error", "message": _conftest_failure(exc), "verbatim": True})
+        return None, 4
     except pytest.UsageError as exc:
         channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
         return None, 4
     except SystemExit as exc:
         channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
         return None, exc.code if isinstance(exc.code, int) else 4
+
+
+def _conftest_failure(exc):
+    """What pytest's main() prints for a conftest that does not import."""
+    import io
+
+    try:  # pytest >= 9 has it as a function
+        from _pytest.config import print_conftest_import_error
+
+        out = io.StringIO()
+        print_conftest_import_error(exc, file=out)
+        return out.getvalue().rstrip("\n")
+    except ImportError:
+        pass
+    lines = ["ImportError while loading conftest '%s'." % (exc.path,)]
+    try:
+        from _pytest import config as pyconfig
+        from _pytest._code import ExceptionInfo
+
+        keep = getattr(pyconfig, "filter_traceback_for_conftest_import_failure", None) or getattr(
+            pyconfig, "filter_traceback_for_import_failure"
+        )
+        cause = getattr(exc, "cause", None)
+        if cause is not None:
+            info = ExceptionInfo.from_exception(cause)
+        else:
+            info = ExceptionInfo.from_exc_info(exc.excinfo)
+        info.traceback = info.traceback.filter(keep)
+        if info.traceback:
+            text = str(info.getrepr(style="short", chain=False))
+        else:
+            text = info.exconly()
+        lines.extend(line.rstrip() for line in text.splitlines())
+    except Exception:
+        lines.append(str(exc))
+    return "\n".join(lines)
 
 
 def run_pytest(channel, inbox, start):

@@ -62,6 +62,9 @@ pub enum ErrorKind {
     Internal,
     /// Interrupted (exit 2).
     Interrupted,
+    /// pytest refused to start and said why in its own words (a conftest
+    /// that does not import): shown as pytest shows it (exit 4).
+    Pytest,
 }
 
 impl Error {
@@ -89,10 +92,19 @@ impl Error {
         }
     }
 
+    /// The error as the terminal shows it: `ERROR: message`, or pytest's
+    /// own words as they are.
+    pub fn rendered(&self) -> String {
+        match self.kind {
+            ErrorKind::Pytest => self.message.clone(),
+            _ => format!("ERROR: {}", self.message),
+        }
+    }
+
     /// The exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self.kind {
-            ErrorKind::Usage | ErrorKind::Worker => ExitCode::UsageError,
+            ErrorKind::Usage | ErrorKind::Worker | ErrorKind::Pytest => ExitCode::UsageError,
             ErrorKind::Internal => ExitCode::InternalError,
             ErrorKind::Interrupted => ExitCode::Interrupted,
         }

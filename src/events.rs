@@ -228,7 +228,7 @@ pub enum Event {
         /// Wall time.
         elapsed: Duration,
         /// An error that ended the run (usage, worker start), shown last.
-        error: Option<String>,
+        error: Option<crate::error::Error>,
         /// The run's exit code.
         exit: crate::error::ExitCode,
         /// What plugins wrote to the terminal in the controller's session.

@@ -115,7 +115,7 @@ pub fn run(argv: &[String]) -> ExitCode {
     match run_inner(argv) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ERROR: {e}");
+            eprintln!("{}", e.rendered());
             e.exit_code()
         }
     }

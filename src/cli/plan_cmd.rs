@@ -47,7 +47,7 @@ impl Reporter for Capture {
                     rootdir: rootdir.clone(),
                 })
             }
-            Event::Finished { error: Some(e), .. } => self.error = Some(e.clone()),
+            Event::Finished { error: Some(e), .. } => self.error = Some(e.message.clone()),
             _ => {}
         }
     }

@@ -341,6 +341,10 @@ pub enum FromAgent {
     UsageError {
         /// pytest's message.
         message: String,
+        /// The message is pytest's whole output for it (a conftest that
+        /// failed to import): shown as it is, without `ERROR:`.
+        #[serde(default)]
+        verbatim: bool,
     },
     /// A collector that did not pass (error or skip).
     CollectReport(CollectReport),

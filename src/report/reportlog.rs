@@ -10,39 +10,54 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Streams the log as the run goes (a crashed coordinator still leaves
-/// everything up to the crash).
+/// Streams the log as the run goes, to a temp name beside the path (a
+/// crashed coordinator still leaves everything up to the crash there),
+/// renamed to the path when the run ends. A run that ends in an error
+/// before any test result leaves no file (and an earlier run's file as it
+/// was).
 pub struct ReportLog {
     path: PathBuf,
+    tmp: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
     errors: super::WriteErrors,
+    results: usize,
 }
 
 impl ReportLog {
-    /// Open `path` for writing now, so an unwritable path is found before
-    /// any test runs.
+    /// Open the temp file now, so an unwritable path is found before any
+    /// test runs.
     pub fn create(path: PathBuf, errors: super::WriteErrors) -> std::io::Result<Self> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let file = std::fs::File::create(&path)?;
+        if path.is_dir() {
+            return Err(std::io::Error::other("it is a directory"));
+        }
+        let tmp = crate::fsutil::temp_beside(&path);
+        let file = std::fs::File::create(&tmp)?;
         Ok(ReportLog {
             path,
+            tmp,
             file: Some(std::io::BufWriter::new(file)),
             errors,
+            results: 0,
         })
+    }
+
+    fn error(&self, e: std::io::Error) {
+        if let Ok(mut errs) = self.errors.lock() {
+            errs.push(format!(
+                "could not write --report-log {}: {e}",
+                self.path.display()
+            ));
+        }
     }
 
     fn write(&mut self, value: Value) {
         let Some(f) = &mut self.file else { return };
         let line = serde_json::to_string(&value).unwrap_or_default();
         if let Err(e) = writeln!(f, "{line}") {
-            if let Ok(mut errs) = self.errors.lock() {
-                errs.push(format!(
-                    "could not write --report-log {}: {e}",
-                    self.path.display()
-                ));
-            }
+            self.error(e);
             self.file = None;
         }
     }
@@ -103,6 +118,7 @@ impl Reporter for ReportLog {
                 }
             }
             Event::TestFinished(r) => {
+                self.results += 1;
                 for p in &r.phases {
                     self.write(phase_json(r, p));
                 }
@@ -112,17 +128,23 @@ impl Reporter for ReportLog {
                     json!({"nodeid": nodeid, "message": text, "$report_type": "WarningMessage"}),
                 );
             }
-            Event::Finished { exit, .. } => {
+            Event::Finished { exit, error, .. } => {
+                if error.is_some() && self.results == 0 {
+                    self.file = None;
+                    let _ = std::fs::remove_file(&self.tmp);
+                    return;
+                }
                 self.write(json!({"exitstatus": exit.code(), "$report_type": "SessionFinish"}));
-                if let Some(f) = &mut self.file {
-                    if let Err(e) = f.flush() {
-                        if let Ok(mut errs) = self.errors.lock() {
-                            errs.push(format!(
-                                "could not write --report-log {}: {e}",
-                                self.path.display()
-                            ));
-                        }
-                    }
+                let Some(mut f) = self.file.take() else {
+                    let _ = std::fs::remove_file(&self.tmp);
+                    return;
+                };
+                let done = f
+                    .flush()
+                    .and_then(|_| std::fs::rename(&self.tmp, &self.path));
+                if let Err(e) = done {
+                    let _ = std::fs::remove_file(&self.tmp);
+                    self.error(e);
                 }
             }
             _ => {}

@@ -1016,7 +1016,7 @@ impl Terminal {
         &mut self,
         stop: Option<&StopReason>,
         elapsed: Duration,
-        error: Option<&str>,
+        error: Option<&crate::error::Error>,
         plugins: &PluginOutput,
     ) {
         self.flush_worker_output();
@@ -1025,7 +1025,7 @@ impl Terminal {
         self.plugin_text(&plugins.after_loop);
         if let Some(e) = error {
             let _ = self.out.flush();
-            let msg = self.paint(&format!("ERROR: {e}"), RED, false);
+            let msg = self.paint(&e.rendered(), RED, false);
             let _ = writeln!(self.err, "{msg}");
             let _ = self.err.flush();
             if self.done == 0 {
@@ -1173,7 +1173,7 @@ impl Reporter for Terminal {
                 error,
                 plugins,
                 ..
-            } => self.finished(stop.as_ref(), *elapsed, error.as_deref(), plugins),
+            } => self.finished(stop.as_ref(), *elapsed, error.as_ref(), plugins),
         }
     }
 

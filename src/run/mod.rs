@@ -118,26 +118,11 @@ fn run_session(
     Ok(outcome.exit)
 }
 
-/// Fail early (exit 4) when an output file cannot be written.
+/// Fail early (exit 4) when an output file cannot be written (without
+/// creating it: it is written whole when the run has results).
 fn check_writable(path: &std::path::Path, option: &str) -> Result<(), Error> {
-    let fail = |e: std::io::Error| {
-        Error::usage(format!("could not write {option} {}: {e}", path.display()))
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    if path.is_dir() {
-        return Err(Error::usage(format!(
-            "could not write {option} {}: it is a directory",
-            path.display()
-        )));
-    }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(fail)?;
-    Ok(())
+    crate::fsutil::check_writable(path)
+        .map_err(|e| Error::usage(format!("could not write {option} {}: {e}", path.display())))
 }
 
 /// The environment every pytest process of a run gets: the plan's

@@ -431,7 +431,7 @@ impl Session<'_> {
                     self.reporter.on_event(&Event::Notice(message));
                 }
             }
-            FromAgent::UsageError { message } => {
+            FromAgent::UsageError { message, .. } => {
                 // The workers parse the same command line and say so
                 // themselves; said here only if they do not.
                 self.ctl.usage_error = Some(message);

@@ -433,9 +433,14 @@ impl Session<'_> {
                 self.node_ready(i, workerinfo);
                 self.on_configured(i, options)
             }
-            FromAgent::UsageError { message } => {
+            FromAgent::UsageError { message, verbatim } => {
                 if self.error.is_none() {
-                    self.fail(Error::usage(message));
+                    let kind = if verbatim {
+                        crate::error::ErrorKind::Pytest
+                    } else {
+                        crate::error::ErrorKind::Usage
+                    };
+                    self.fail(Error { kind, message });
                 }
             }
             FromAgent::CollectReport(mut r) => {

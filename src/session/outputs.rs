@@ -165,7 +165,7 @@ impl Session<'_> {
         self.reporter.on_event(&Event::Finished {
             stop: self.stop.clone(),
             elapsed: self.start.elapsed(),
-            error: self.error.as_ref().map(|e| e.message.clone()),
+            error: self.error.clone(),
             exit,
             plugins: self.ctl.output(),
         });

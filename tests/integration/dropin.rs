@@ -155,3 +155,40 @@ fn bad_values_in_addopts_name_the_file_and_line() {
         .code(4)
         .stderr_has("PYTEST_ADDOPTS: -n/--numprocesses: expected a whole number");
 }
+
+#[test]
+fn a_broken_root_conftest_reads_as_pytest_says_it_and_leaves_no_files() {
+    let p = Project::new()
+        .file("conftest.py", "import helpers_that_are_not_there\n")
+        .file("tests/test_a.py", TESTS)
+        .file("old.xml", "<testsuites/>\n");
+    let want = p.pytest(&["-p", "no:randomly"]);
+    want.code(4);
+    let r = p.rtest(&[
+        "-n",
+        "2",
+        "--junitxml",
+        "new.xml",
+        "--report-log",
+        "log.jsonl",
+    ]);
+    r.code(4);
+    let got = r.stderr.trim_end();
+    assert_eq!(got, want.stderr.trim_end(), "stdout: {}", r.stdout);
+    assert!(
+        got.starts_with("ImportError while loading conftest"),
+        "{got}"
+    );
+    assert!(!got.contains("agent"), "{got}");
+    let mut left: Vec<String> = std::fs::read_dir(p.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') || n.contains("tmp"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["conftest.py", "old.xml", "tests"]);
+    // A later run that fails the same way leaves an existing file as it was.
+    let r = p.rtest(&["--junitxml", "old.xml"]);
+    r.code(4);
+    assert_eq!(p.read("old.xml"), "<testsuites/>\n");
+}
