@@ -163,6 +163,19 @@ def python_info():
     return info
 
 
+def plugin_dists(config):
+    """The installed distributions that provide the plugins of this
+    session, as ``{normalized name: "name version"}``."""
+    out = {}
+    try:
+        for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
+            name = str(dist.project_name)
+            out[name.lower().replace("_", "-")] = "%s %s" % (name, dist.version)
+    except Exception:
+        pass
+    return out
+
+
 def _workerinfo():
     """What xdist's controller keeps as ``node.workerinfo`` (asked for only
     when a controller hears of this worker: ``platform.platform()`` takes
@@ -323,7 +336,10 @@ class Worker:
                 pass
         msg = {"t": "configured", "options": _options(config)}
         if self.stream:
-            msg["workerinfo"] = _workerinfo()
+            msg["workerinfo"] = info = _workerinfo()
+            # Which installed plugins this worker has: the controller skips
+            # per-worker hooks of plugins it lacks (a bare remote Python).
+            info["_rtest_dists"] = plugin_dists(config)
         self.channel.send(msg)
 
     def pytest_sessionstart(self, session):

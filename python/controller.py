@@ -189,6 +189,7 @@ class Controller:
         self.config = None
         self.session = None
         self.nodes = {}
+        self.told_missing = set()
         self.needed = False
         self.collected = False
         self.errors = 0
@@ -430,10 +431,43 @@ class Controller:
         node = self.node(msg["id"])
         info = dict(msg.get("info") or {})
         node.gateway._info = info
+        dists = info.pop("_rtest_dists", None)
         info["id"] = node.gateway.id
         info["spec"] = node.gateway.spec
         node.workerinfo = info
-        self.config.hook.pytest_testnodeready(node=node)
+        if dists is not None:
+            self.note_missing_plugins(node, dists)
+        self.node_hook(node, "pytest_testnodeready")(node=node)
+
+    def note_missing_plugins(self, node, dists):
+        """Plugins installed here but not where ``node`` runs (a bare remote
+        Python gets pytest alone) never saw that worker: their per-worker
+        hooks are skipped for it, and the user is told once per set."""
+        pm = self.config.pluginmanager
+        missing, names = [], []
+        for plugin, dist in pm.list_plugin_distinfo():
+            key = str(dist.project_name).lower().replace("_", "-")
+            if key not in dists:
+                missing.append(plugin)
+                label = "%s %s" % (dist.project_name, dist.version)
+                if label not in names:
+                    names.append(label)
+        node._rtest_missing = missing
+        if names and tuple(names) not in self.told_missing:
+            self.told_missing.add(tuple(names))
+            sys.stderr.write(
+                "rtest: %s (%s) lacks plugins this run has: %s; what they gather "
+                "from workers comes from the others only\n"
+                % (node.gateway.id, node.gateway.spec, ", ".join(sorted(names)))
+            )
+            sys.stderr.flush()
+
+    def node_hook(self, node, name):
+        """A per-worker hook, without the plugins that worker lacks."""
+        missing = getattr(node, "_rtest_missing", None)
+        if missing:
+            return self.config.pluginmanager.subset_hook_caller(name, missing)
+        return getattr(self.config.hook, name)
 
     def on_node_collected(self, msg):
         ids = msg.get("ids") or []
@@ -506,7 +540,7 @@ class Controller:
         node = self.node(msg["id"])
         if msg.get("output") is not None:
             node.workeroutput = msg["output"]
-        self.config.hook.pytest_testnodedown(node=node, error=msg.get("error"))
+        self.node_hook(node, "pytest_testnodedown")(node=node, error=msg.get("error"))
         _cov_paths_for_combining(self.config)
 
 

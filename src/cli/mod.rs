@@ -462,6 +462,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
             sys_path: Vec::new(),
             ssh_config: None,
             copy_rootdir: None,
+            copy_root: None,
         });
     p.workers = vec![local];
     p.collect_only = true;

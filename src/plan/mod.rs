@@ -43,6 +43,10 @@ pub struct WorkerPlan {
     /// For a worker in a synced copy: the copy's rootdir there, whose paths
     /// in reports stand for the local rootdir's.
     pub copy_rootdir: Option<String>,
+    /// For a worker in a synced copy: the copy's top there and the local
+    /// directory it mirrors (paths in reports under the one stand for the
+    /// other's).
+    pub copy_root: Option<(String, PathBuf)>,
 }
 
 /// Settings a plan is built from (stage two of the command line).
@@ -251,6 +255,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
                 sys_path: Vec::new(),
                 ssh_config: spec.ssh_config.as_ref().map(PathBuf::from),
                 copy_rootdir: None,
+                copy_root: None,
             });
         }
     }

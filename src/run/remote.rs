@@ -41,18 +41,11 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
     }
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
-    let root = rtest_sync::sync_root(&plan.rootdir, &plan.sync);
-    let rel_cwd = match cwd.strip_prefix(&root) {
-        Ok(rel) => rel.to_path_buf(),
-        Err(_) if plan.sync.is_empty() => PathBuf::new(),
-        Err(_) => {
-            return Err(Error::usage(format!(
-                "the current directory {} is outside the synced tree {}: run rtest from inside it",
-                cwd.display(),
-                root.display()
-            )))
-        }
-    };
+    let root = rtest_sync::sync_root(&plan.rootdir, &cwd, &plan.sync);
+    let rel_cwd = cwd
+        .strip_prefix(&root)
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
     let rel_rootdir = plan
         .rootdir
         .strip_prefix(&root)
@@ -227,6 +220,7 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
             let copy_rootdir = abs_base.join(&rel_rootdir).display().to_string();
             w.extra_args.push(format!("--rootdir={copy_rootdir}"));
             w.copy_rootdir = Some(copy_rootdir);
+            w.copy_root = Some((stats.base.clone(), root.clone()));
         }
     }
     Ok(notes)

@@ -540,10 +540,10 @@ impl Session<'_> {
     /// For a worker in a synced copy: how its paths map to local ones.
     fn copy_of(&self, i: usize) -> Option<Rebase> {
         let w = &self.plan.workers[self.slots[i].plan_index];
-        let copy = w.copy_rootdir.as_ref()?;
-        (!self.plan.rootdir.as_os_str().is_empty()).then(|| Rebase {
+        let (copy, local) = w.copy_root.as_ref()?;
+        Some(Rebase {
             from: format!("{}/", copy.trim_end_matches('/')),
-            to: format!("{}/", self.plan.rootdir.display()),
+            to: format!("{}/", local.display().to_string().trim_end_matches('/')),
         })
     }
 }

@@ -25,11 +25,13 @@ pub use crate::protocol::{Entry, Kind};
 #[error("{0}")]
 pub struct SyncError(pub String);
 
-/// The common ancestor of the rootdir and every sync dir.
-pub fn sync_root(rootdir: &Path, sets: &[SyncSet]) -> PathBuf {
+/// The common ancestor of the rootdir, the current directory and every
+/// sync dir: the copy mirrors the tree from there, so relative arguments,
+/// node ids and report paths are the same in the copy as here.
+pub fn sync_root(rootdir: &Path, cwd: &Path, sets: &[SyncSet]) -> PathBuf {
     let mut root = rootdir.to_path_buf();
-    for s in sets {
-        while !s.dir.starts_with(&root) {
+    for dir in std::iter::once(cwd).chain(sets.iter().map(|s| s.dir.as_path())) {
+        while !dir.starts_with(&root) {
             if !root.pop() {
                 break;
             }
@@ -357,8 +359,13 @@ mod tests {
             set(Path::new("/w/proj/pkg"), &[]),
             set(Path::new("/w/plugins"), &[]),
         ];
-        assert_eq!(sync_root(Path::new("/w/proj"), &sets), PathBuf::from("/w"));
+        let proj = Path::new("/w/proj");
+        assert_eq!(sync_root(proj, proj, &sets), PathBuf::from("/w"));
         assert_eq!(top_dirs(Path::new("/w"), &sets), ["plugins", "proj/pkg"]);
+        // Run from above the rootdir (the rootdir has its own ini file).
+        let sets = [set(Path::new("/w/proj/pkg"), &[])];
+        assert_eq!(sync_root(proj, Path::new("/w"), &sets), PathBuf::from("/w"));
+        assert_eq!(sync_root(proj, Path::new("/w/proj/pkg/t"), &sets), proj);
     }
 }
 

@@ -242,3 +242,33 @@ pub fn python(script: &str, args: &[&Path]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The seed's layout: run from the directory that holds `mypkg` (which
+/// has its own pytest.ini, so pytest's rootdir is `mypkg`, below the
+/// current directory), with `mypkg/conftest.kdl` syncing `.` and
+/// `../plugins`, and a plugin there that the tests need.
+pub fn seed_project() -> Project {
+    Project::new()
+        .file("mypkg/pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n")
+        .file("mypkg/conftest.kdl", "rsyncdirs \".\" \"../plugins\"\n")
+        .file(
+            "mypkg/conftest.py",
+            "import os, sys\n\nsys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'plugins'))\npytest_plugins = ['seedplugin']\n",
+        )
+        .file(
+            "plugins/seedplugin.py",
+            "import pytest\n\n@pytest.fixture\ndef answer():\n    return 42\n",
+        )
+        .file("mypkg/__init__.py", "")
+        .file(
+            "mypkg/test_seed.py",
+            "import pytest\n\ndef test_answer(answer):\n    assert answer == 42\n\n@pytest.mark.parametrize('i', range(4))\ndef test_p(i):\n    assert i != 2\n\ndef test_here():\n    assert __file__.endswith('mypkg/test_seed.py')\n",
+        )
+}
+
+/// The seed project's outcomes, run locally.
+pub fn seed_local(p: &Project) -> Vec<(String, String)> {
+    let r = p.rtest(&["-n", "2", "--junitxml", "local.xml", "mypkg"]);
+    assert_eq!(r.summary(), "1 failed, 5 passed", "{}", r.stderr);
+    junit_outcomes(&p.path().join("local.xml"))
+}

@@ -504,3 +504,32 @@ fn coverage_over_socket_workers_equals_a_local_run() {
     assert_eq!(table(&remote), table(&local), "{}", remote.stdout);
     assert!(p.path().join(".coverage").is_file());
 }
+
+#[test]
+fn the_seeds_command_line_works_from_above_a_rootdir_with_its_own_ini() {
+    let server = start(&["--listen", "127.0.0.1:0"], Some("s3ed")).unwrap();
+    let p = crate::harness::seed_project();
+    let local = crate::harness::seed_local(&p);
+    // `rtest -d --tx socket=host:8888 --rsyncdir mypkg mypkg`
+    let tx = format!(
+        "socket=127.0.0.1:{}//python={}",
+        server.port,
+        venv_python().display()
+    );
+    let r = rtest(
+        &p,
+        "s3ed",
+        &[
+            "-d",
+            "--tx",
+            &tx,
+            "--rsyncdir",
+            "mypkg",
+            "mypkg",
+            "--junitxml",
+            "remote.xml",
+        ],
+    );
+    r.code(1).stdout_has("FAILED test_seed.py::test_p[2]");
+    assert_eq!(junit_outcomes(&p.path().join("remote.xml")), local);
+}

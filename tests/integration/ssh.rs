@@ -801,3 +801,42 @@ fn coverage_over_ssh_equals_a_local_run() {
     // The remote workers' data came back and was combined here.
     assert!(p.path().join(".coverage").is_file());
 }
+
+#[test]
+fn the_seeds_command_line_works_from_above_a_rootdir_with_its_own_ini() {
+    let Some(sshd) = sshd() else { return };
+    let p = crate::harness::seed_project();
+    let local = crate::harness::seed_local(&p);
+    // `rtest -d --tx ssh=host//python=python3 --rsyncdir mypkg mypkg`,
+    // with the system python3 (pytest is shipped when it lacks it).
+    let tx = sshd.tx(1, "//python=python3");
+    let r = p.rtest(&[
+        "-d",
+        "--tx",
+        &tx,
+        "--rsyncdir",
+        "mypkg",
+        "mypkg",
+        "--junitxml",
+        "remote.xml",
+    ]);
+    r.code(1)
+        .stdout_has("FAILED test_seed.py::test_p[2]")
+        .stdout_has("mypkg/test_seed.py:8: AssertionError")
+        // The bare python3 got pytest alone: the plugins installed here
+        // skip their per-worker hooks for it, and say so.
+        .stderr_has("rtest: gw0 (ssh=127.0.0.1")
+        .stderr_has("lacks plugins this run has: ")
+        .stderr_has("pytest-metadata ");
+    assert_eq!(junit_outcomes(&p.path().join("remote.xml")), local);
+    // The copy mirrors the current directory's layout: mypkg and the
+    // plugins beside it.
+    let copy = std::fs::read_dir(sshd.home().join(".cache/rtest"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|c| c.join("mypkg").is_dir())
+        .expect("a copy with mypkg");
+    assert!(copy.join("mypkg/pytest.ini").is_file());
+    assert!(copy.join("plugins/seedplugin.py").is_file());
+}
