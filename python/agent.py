@@ -247,6 +247,62 @@ def _text(value):
         return "<unprintable %s: %s>" % (type(value).__name__, exc)
 
 
+class JunitRecorder:
+    """Stands in for pytest's LogXML in a worker, where pytest (as under
+    xdist) does not open the JUnit file: the controller's junitxml writes
+    it. What tests record for it with ``record_xml_attribute`` travels with
+    their reports, and ``record_testsuite_property`` with the worker's
+    ``workeroutput``, so both reach the file as in a serial run."""
+
+    def __init__(self, family):
+        self.family = family
+        self.attrs = {}
+        self.properties = []
+
+    @classmethod
+    def install(cls, config):
+        if not getattr(config.option, "xmlpath", None):
+            return None
+        try:
+            from _pytest.junitxml import xml_key
+
+            if config.stash.get(xml_key, None) is not None:
+                return None
+            recorder = cls(config.getini("junit_family"))
+            config.stash[xml_key] = recorder
+            # junitxml's unconfigure unregisters what it finds there.
+            config.pluginmanager.register(recorder, "rtest-junit")
+            return recorder
+        except Exception:
+            return None
+
+    def node_reporter(self, report):
+        nodeid = getattr(report, "nodeid", None)
+        return _AttributeSink(self.attrs.setdefault(str(report if nodeid is None else nodeid), []))
+
+    def add_global_property(self, name, value):
+        if not isinstance(name, str):
+            raise TypeError("name parameter needs to be a string, but %s given" % type(name).__name__)
+        self.properties.append([name, str(value)])
+
+    def attach(self, report):
+        # The fixture takes its sink at setup and fills it during the call.
+        pending = self.attrs.get(report.nodeid)
+        if pending:
+            report._rtest_xml_attrs = list(pending)
+            del pending[:]
+        if report.when == "teardown":
+            self.attrs.pop(report.nodeid, None)
+
+
+class _AttributeSink:
+    def __init__(self, into):
+        self.into = into
+
+    def add_attribute(self, name, value):
+        self.into.append([str(name), str(value)])
+
+
 class Worker:
     """The pytest plugin that turns a pytest session into an rtest worker."""
 
@@ -254,6 +310,7 @@ class Worker:
         self.channel = channel
         self.inbox = inbox
         self.start = start
+        self.junit = None
         # pytest's serialized form of every report: for the report log, and
         # for the controller when its plugins replay reports.
         self.full_reports = bool(start.get("full_reports"))
@@ -334,6 +391,7 @@ class Worker:
                 reporter._tw = create_terminal_writer(config, self._devnull)
             except Exception:
                 pass
+        self.junit = JunitRecorder.install(config)
         msg = {"t": "configured", "options": _options(config)}
         if self.stream:
             msg["workerinfo"] = info = _workerinfo()
@@ -354,6 +412,8 @@ class Worker:
         output["shouldfail"] = session.shouldfail
         output["shouldstop"] = session.shouldstop
         yield
+        if self.junit is not None and self.junit.properties:
+            output["_rtest_junit_properties"] = self.junit.properties
         self.channel.send({"t": "workeroutput", "output": output})
 
     def pytest_collectreport(self, report):
@@ -444,6 +504,8 @@ class Worker:
                 word = status[2] if isinstance(status[2], str) else None
         except Exception:
             pass
+        if self.junit is not None:
+            self.junit.attach(report)
         k = len(self.phases)
         phase = [report.when, report.outcome, report.duration]
         if category is not None and category not in _KNOWN_CATEGORIES:

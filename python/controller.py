@@ -176,6 +176,8 @@ def _is_builtin(plugin, own):
         name = plugin.__name__
     else:
         name = type(plugin).__module__ or ""
+    if name == "_pytest.junitxml":
+        return False  # LogXML writes the JUnit file from the replayed reports
     return name.startswith(("_pytest.", "xdist.")) or name in ("pytest", "xdist")
 
 
@@ -190,6 +192,7 @@ class Controller:
         self.session = None
         self.nodes = {}
         self.told_missing = set()
+        self.junit_seen = {}
         self.needed = False
         self.collected = False
         self.errors = 0
@@ -229,6 +232,10 @@ class Controller:
     def pytest_sessionstart(self, session):
         self.session = session
         self._capture_terminal()
+        shard = self.control.get("shard")
+        xml = self.junit_xml()
+        if shard and xml is not None:
+            xml.suite_name = "%s (shard %s/%s)" % (xml.suite_name, shard[0], shard[1])
 
     def _capture_terminal(self):
         import io
@@ -479,6 +486,7 @@ class Controller:
     def on_collect_reports(self, msg):
         hook = self.config.hook
         for data in msg.get("reports") or []:
+            _tuples(data)
             try:
                 report = hook.pytest_report_from_serializable(config=self.config, data=data)
                 if report is not None:
@@ -492,7 +500,9 @@ class Controller:
         nodeid = msg["nodeid"]
         location = tuple(msg.get("location") or (nodeid.split("::")[0], None, nodeid))
         (self.logstart or hook.pytest_runtest_logstart)(nodeid=nodeid, location=location)
+        environment = msg.get("environment")
         for data in msg.get("reports") or []:
+            _tuples(data)
             try:
                 report = hook.pytest_report_from_serializable(config=self.config, data=data)
             except Exception:
@@ -501,6 +511,12 @@ class Controller:
             if report is None:
                 continue
             report.node = node
+            if environment:
+                self.junit_properties_of(report, environment)
+                environment = None
+            attrs = getattr(report, "_rtest_xml_attrs", None)
+            if attrs:
+                self.junit_attributes(report, attrs)
             try:
                 hook.pytest_runtest_logreport(report=report)
             except Exception:
@@ -520,6 +536,8 @@ class Controller:
             )
             report.node = node
             report.worker_id = node.gateway.id
+            if environment:
+                self.junit_properties_of(report, environment)
             try:
                 hook.pytest_runtest_logreport(report=report)
             except Exception:
@@ -536,12 +554,63 @@ class Controller:
         )
         self.config.hook.pytest_warning_recorded.call_historic(kwargs=kwargs)
 
+    def junit_xml(self):
+        try:
+            from _pytest.junitxml import xml_key
+
+            return self.config.stash.get(xml_key, None)
+        except Exception:
+            return None
+
+    def junit_attributes(self, report, attrs):
+        """``record_xml_attribute`` calls made in a worker."""
+        xml = self.junit_xml()
+        if xml is None:
+            return
+        reporter = xml.node_reporter(report)
+        for name, value in attrs:
+            reporter.add_attribute(name, value)
+
+    def junit_properties_of(self, report, properties):
+        """Where the test ran, when the run has several such places."""
+        xml = self.junit_xml()
+        if xml is None:
+            return
+        reporter = xml.node_reporter(report)
+        for name, value in properties:
+            reporter.add_property(name, value)
+
+    def junit_properties(self, node, properties):
+        """``record_testsuite_property`` calls made in a worker. A pair
+        another worker already gave (a session fixture runs once per
+        worker) is not repeated."""
+        xml = self.junit_xml()
+        if xml is None:
+            return
+        for name, value in properties:
+            first = self.junit_seen.setdefault((name, value), node.gateway.id)
+            if first == node.gateway.id:
+                xml.add_global_property(name, value)
+
     def on_node_down(self, msg):
         node = self.node(msg["id"])
-        if msg.get("output") is not None:
-            node.workeroutput = msg["output"]
+        output = msg.get("output")
+        if output is not None:
+            properties = output.pop("_rtest_junit_properties", None)
+            if properties:
+                self.junit_properties(node, properties)
+            node.workeroutput = output
         self.node_hook(node, "pytest_testnodedown")(node=node, error=msg.get("error"))
         _cov_paths_for_combining(self.config)
+
+
+def _tuples(data):
+    """What JSON made lists that pytest keeps as tuples (execnet, under
+    xdist, keeps them): a skip's ``longrepr`` (path, line, reason), which
+    junitxml asserts is a tuple, and ``location``."""
+    for key in ("longrepr", "location"):
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
 
 
 def _cov_paths_for_combining(config):

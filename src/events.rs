@@ -229,6 +229,8 @@ pub enum Event {
         elapsed: Duration,
         /// An error that ended the run (usage, worker start), shown last.
         error: Option<crate::error::Error>,
+        /// pytest's junitxml (in the controller) wrote the JUnit file.
+        junit_written: bool,
         /// The run's exit code.
         exit: crate::error::ExitCode,
         /// What plugins wrote to the terminal in the controller's session.

@@ -292,6 +292,9 @@ pub struct ControlArgs {
     pub color: bool,
     /// Terminal width.
     pub width: usize,
+    /// `--shard K/N`: the JUnit suite's name says which shard it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<(usize, usize)>,
 }
 
 /// One test's reports as the controller replays them.
@@ -309,6 +312,10 @@ pub struct TestReplay {
     /// was left to run it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash: Option<CrashReplay>,
+    /// Where it ran (host, Python), when the run has several such places:
+    /// JUnit properties of its testcase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environment: Vec<(String, String)>,
 }
 
 /// A failure rtest made up for a test its worker could not report.
@@ -943,6 +950,7 @@ mod tests {
             location: None,
             reports: vec![r.raw.clone().unwrap()],
             crash: None,
+            environment: Vec::new(),
         });
         let text = String::from_utf8(encode(&replay)[4..].to_vec()).unwrap();
         assert_eq!(

@@ -230,8 +230,13 @@ impl Reporter for JUnit {
                 }
             }
             Event::TestFinished(r) => self.results.push((**r).clone()),
-            Event::Finished { elapsed, error, .. } => {
-                if error.is_some() && self.results.is_empty() {
+            Event::Finished {
+                elapsed,
+                error,
+                junit_written,
+                ..
+            } => {
+                if *junit_written || error.is_some() && self.results.is_empty() {
                     return;
                 }
                 let xml = self.render(elapsed.as_secs_f64());

@@ -106,10 +106,15 @@ impl Session<'_> {
             sys_path: Vec::new(),
             chdir: None,
         }));
+        let mut args = self.plan.pytest_args.clone();
+        if let Some((_, tmp)) = self.junit_paths() {
+            args.push(format!("--junitxml={}", tmp.display()));
+        }
         bytes.extend(encode(&ToAgent::Control(ControlArgs {
-            args: self.plan.pytest_args.clone(),
+            args,
             env,
             numprocesses: self.plan.workers.len(),
+            shard: self.plan.shard,
             dist: self.plan.dist.name().to_string(),
             color: self.opts.color,
             width: self
@@ -123,7 +128,11 @@ impl Session<'_> {
         let _ = writer.send(bytes);
         if !self.plan.rootdir.as_os_str().is_empty() {
             let path = self.plan.rootdir.join(".rtest").join("controller.json");
-            let key = memo_key(&python, &self.plan.pytest_args);
+            let mut args = self.plan.pytest_args.clone();
+            if self.junit_paths().is_some() {
+                args.push("--junitxml".into());
+            }
+            let key = memo_key(&python, &args);
             self.ctl.speculative = memo_says(&path, &key);
             self.ctl.memo = Some((path, key));
         }
@@ -295,7 +304,34 @@ impl Session<'_> {
             location: result.location.clone(),
             reports,
             crash,
+            environment: self.environment(result.worker_index),
         }));
+    }
+
+    /// When the run's workers are in several places (hosts, Pythons) and
+    /// JUnit is written: where worker `i` is, as testcase properties.
+    fn environment(&self, i: usize) -> Vec<(String, String)> {
+        if self.plan.junitxml.is_none() || i >= self.slots.len() {
+            return Vec::new();
+        }
+        let place = |i: usize| {
+            let slot = &self.slots[i];
+            let info = slot.info.as_ref()?;
+            let host = self.plan.workers[slot.plan_index].transport.host();
+            let python = format!(
+                "{} {} {}",
+                info.implementation, info.python_version, info.executable
+            );
+            Some((host, python.trim().to_string()))
+        };
+        let places: std::collections::HashSet<_> =
+            (0..self.slots.len()).filter_map(place).collect();
+        match place(i) {
+            Some((host, python)) if places.len() > 1 => {
+                vec![("host".into(), host), ("python".into(), python)]
+            }
+            _ => Vec::new(),
+        }
     }
 
     pub(super) fn on_controller_input(&mut self, input: Pumped) {
@@ -460,6 +496,38 @@ impl Session<'_> {
         }
     }
 
+    /// With `--junitxml` and a controller: the file (absolute) and the
+    /// temp name beside it that the controller's pytest writes. pytest's
+    /// own junitxml writes the run's JUnit there, from the replayed
+    /// reports, so every junit ini option and `record_*` fixture is
+    /// pytest's; rtest's writer is the fallback when the controller does
+    /// not finish.
+    pub(super) fn junit_paths(&self) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let path = self.plan.junitxml.as_ref()?;
+        self.opts.controller.as_ref()?;
+        let path = std::env::current_dir().ok()?.join(path);
+        let tmp = crate::fsutil::temp_beside(&path);
+        Some((path, tmp))
+    }
+
+    /// Move the controller's JUnit file into place, if its session
+    /// finished and wrote one; else leave the file to rtest's writer.
+    fn take_controller_junit(&mut self) {
+        let Some((path, tmp)) = self.junit_paths() else {
+            return;
+        };
+        if self.ctl.done.is_some() && tmp.is_file() {
+            match std::fs::rename(&tmp, &path) {
+                Ok(()) => self.junit_written = true,
+                Err(e) => {
+                    let msg = format!("could not write --junitxml {}: {e}", path.display());
+                    self.reporter.on_event(&Event::Notice(msg));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+    }
+
     /// Finish the controller's session with the run's exit status and wait
     /// for what its plugins make of it (Ctrl-C or SIGTERM stop waiting).
     pub(super) async fn finish_controller(
@@ -493,6 +561,7 @@ impl Session<'_> {
                 self.kill_controller();
                 exit = ExitCode::Interrupted;
             }
+            self.take_controller_junit();
             if let Some(done) = &self.ctl.done {
                 // Plugins decide as they would under xdist, but never turn
                 // an error of the run itself into a pass.

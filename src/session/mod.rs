@@ -240,6 +240,8 @@ struct Session<'a> {
     failures: usize,
     any_failed: bool,
     internal_error: bool,
+    /// The controller's pytest wrote the JUnit file.
+    junit_written: bool,
     pytest_exit_status: Option<i32>,
     start: Instant,
     cachedir: Option<String>,
@@ -273,6 +275,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         failures: 0,
         any_failed: false,
         internal_error: false,
+        junit_written: false,
         pytest_exit_status: None,
         start: Instant::now(),
         cachedir: None,

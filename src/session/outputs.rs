@@ -166,6 +166,7 @@ impl Session<'_> {
             stop: self.stop.clone(),
             elapsed: self.start.elapsed(),
             error: self.error.clone(),
+            junit_written: self.junit_written,
             exit,
             plugins: self.ctl.output(),
         });

@@ -93,11 +93,18 @@ impl Session<'_> {
             (CtlState::Starting | CtlState::Active, _) => None,
         };
         let stream = self.ctl.state == CtlState::Starting && self.ctl.speculative == Some(true);
+        let junit = self.junit_paths().map(|(path, _)| path);
         let slot = &mut self.slots[index];
         slot.awaiting_input = workerinput.is_none();
         let w = &self.plan.workers[slot.plan_index];
         let mut args = self.plan.pytest_args.clone();
         args.extend(w.extra_args.iter().cloned());
+        if let Some(path) = &junit {
+            // As under xdist: the worker's pytest knows of the file (the
+            // junit fixtures record for it) but leaves writing it to the
+            // controller.
+            args.push(format!("--junitxml={}", path.display()));
+        }
         if let Some(base) = &self.plan.basetemp {
             let dir = PathBuf::from(base).join(&slot.id);
             args.push(format!("--basetemp={}", dir.display()));

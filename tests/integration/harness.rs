@@ -272,3 +272,37 @@ pub fn seed_local(p: &Project) -> Vec<(String, String)> {
     assert_eq!(r.summary(), "1 failed, 5 passed", "{}", r.stderr);
     junit_outcomes(&p.path().join("local.xml"))
 }
+
+/// A JUnit file as a comparable structure: the suites' attributes and
+/// properties, and every testcase (keyed by classname, name and its place
+/// among cases of that name) with its attributes and child elements, text
+/// included. What differs between runs by nature is left out: times,
+/// timestamps, hostnames, and the order of cases (workers finish in their
+/// own order).
+pub fn junit_structure(path: &Path) -> String {
+    let script = r#"
+import sys, xml.etree.ElementTree as E
+root = E.parse(sys.argv[1]).getroot()
+VARYING = {"time", "timestamp", "hostname"}
+def attrs(el):
+    return sorted((k, v) for k, v in el.attrib.items() if k not in VARYING)
+def child(el):
+    text = (el.text or "").strip()
+    return (el.tag, attrs(el), text, [child(c) for c in el])
+out = [("testsuites", attrs(root))]
+suites = [root] if root.tag == "testsuite" else list(root)
+for s in suites:
+    props = sorted(attrs(p) for p in s.iter("property") if p in list(s.find("properties") or []))
+    out.append(("testsuite", attrs(s), props))
+    seen = {}
+    cases = []
+    for case in s.iter("testcase"):
+        key = (case.get("classname"), case.get("name"))
+        n = seen[key] = seen.get(key, -1) + 1
+        cases.append((key, n, attrs(case), [child(c) for c in case]))
+    out.extend(sorted(cases))
+for entry in out:
+    print(repr(entry))
+"#;
+    python(script, &[path])
+}

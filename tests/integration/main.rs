@@ -9,6 +9,7 @@ mod dropin;
 mod errors;
 mod faults;
 mod harness;
+mod junit;
 mod outputs;
 mod plugins;
 mod run;
