@@ -192,3 +192,27 @@ fn a_broken_root_conftest_reads_as_pytest_says_it_and_leaves_no_files() {
     r.code(4);
     assert_eq!(p.read("old.xml"), "<testsuites/>\n");
 }
+
+#[test]
+fn the_header_has_pytests_own_lines() {
+    let p = Project::new()
+        .file(
+            "pyproject.toml",
+            "[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n",
+        )
+        .file("tests/test_a.py", TESTS);
+    let lines = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| {
+                ["rootdir:", "configfile:", "testpaths:", "plugins:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(String::from)
+            .collect()
+    };
+    let want = lines(&p.pytest(&["-p", "no:randomly"]).stdout);
+    assert_eq!(want.len(), 4, "{want:?}");
+    let got = lines(&p.rtest(&["-n", "2", "-p", "no:randomly"]).stdout);
+    assert_eq!(got, want);
+}
