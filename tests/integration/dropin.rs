@@ -216,3 +216,18 @@ fn the_header_has_pytests_own_lines() {
     let got = lines(&p.rtest(&["-n", "2", "-p", "no:randomly"]).stdout);
     assert_eq!(got, want);
 }
+
+#[test]
+fn the_seeds_popen_command_line_works_as_written() {
+    // `rtest --tx 3*popen//python=pythonX`, from above a mypkg with its
+    // own pytest.ini.
+    let p = crate::harness::seed_project();
+    let local = crate::harness::seed_local(&p);
+    let tx = format!("3*popen//python={}", crate::harness::venv_python().display());
+    let r = p.rtest(&["--tx", &tx, "mypkg", "--junitxml", "popen.xml"]);
+    r.code(1).stdout_has("3 workers");
+    assert_eq!(
+        crate::harness::junit_outcomes(&p.path().join("popen.xml")),
+        local
+    );
+}
