@@ -223,7 +223,10 @@ fn the_seeds_popen_command_line_works_as_written() {
     // own pytest.ini.
     let p = crate::harness::seed_project();
     let local = crate::harness::seed_local(&p);
-    let tx = format!("3*popen//python={}", crate::harness::venv_python().display());
+    let tx = format!(
+        "3*popen//python={}",
+        crate::harness::venv_python().display()
+    );
     let r = p.rtest(&["--tx", &tx, "mypkg", "--junitxml", "popen.xml"]);
     r.code(1).stdout_has("3 workers");
     assert_eq!(

@@ -4,7 +4,8 @@
 
 use crate::harness::{junit_structure, Project};
 
-/// Every outcome, subtests-like double reports, record_* fixtures, output.
+/// Every outcome, double reports (a failure then a teardown error),
+/// subtests (pytest >= 9), record_* fixtures, output.
 const MIXED: &str = r#"
 import logging, sys, pytest
 
@@ -74,6 +75,11 @@ def test_output_failing():
 class TestClass:
     def test_method(self):
         pass
+
+def test_subtests(subtests):
+    for i in range(3):
+        with subtests.test(msg="sub", i=i):
+            assert i != 1
 "#;
 
 fn compare(ini: &str) {
@@ -81,26 +87,28 @@ fn compare(ini: &str) {
         .file("pytest.ini", ini)
         .file("tests/test_mixed.py", MIXED)
         .file("tests/sub/test_more.py", "def test_more():\n    pass\n");
-    p.pytest(&[
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:cacheprovider",
-        "--junitxml",
-        "serial.xml",
-    ])
-    .code(1);
-    p.rtest(&[
-        "-n",
-        "2",
-        "-p",
-        "no:randomly",
-        "-p",
-        "no:cacheprovider",
-        "--junitxml",
-        "rtest.xml",
-    ])
-    .code(1);
+    compare_in(&p, ini, &[]);
+}
+
+/// Serial pytest and `rtest -n 2`, each with `--junitxml`, in `p`: the
+/// two files must be the same structure.
+fn compare_in(p: &Project, what: &str, extra: &[&str]) {
+    let common = ["-p", "no:randomly", "-p", "no:cacheprovider"];
+    let serial = p.pytest(&[&common[..], extra, &["--junitxml", "serial.xml"]].concat());
+    let rtest = p.rtest(
+        &[
+            &["-n", "2"],
+            &common[..],
+            extra,
+            &["--junitxml", "rtest.xml"],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        rtest.code, serial.code,
+        "{}\n{}",
+        rtest.stdout, rtest.stderr
+    );
     let want = junit_structure(&p.path().join("serial.xml"));
     let got = junit_structure(&p.path().join("rtest.xml"));
     if want != got {
@@ -111,12 +119,29 @@ fn compare(ini: &str) {
             .map(|(a, b)| format!("pytest: {a}\nrtest:  {b}"))
             .collect();
         panic!(
-            "JUnit differs from pytest's ({ini:?}):\n{}\n(lines: {} vs {})",
+            "JUnit differs from pytest's ({what:?}):\n{}\n(lines: {} vs {})",
             diff.join("\n"),
             want.lines().count(),
             got.lines().count()
         );
     }
+}
+
+#[test]
+fn junit_equals_pytests_own_for_the_bundled_example() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart");
+    let mut p = Project::new();
+    for rel in [
+        "pyproject.toml",
+        "tests/conftest.py",
+        "tests/test_basics.py",
+        "tests/test_classes.py",
+    ] {
+        p = p.file(rel, &std::fs::read_to_string(src.join(rel)).unwrap());
+    }
+    // Its test of xdist's worker_id fixture is for distributed runs.
+    let deselect = ["--deselect", "tests/test_classes.py::test_worker_id"];
+    compare_in(&p, "examples/quickstart", &deselect);
 }
 
 #[test]
