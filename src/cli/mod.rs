@@ -605,17 +605,13 @@ fn settings(
             NumProcesses::Logical => auto_workers(true),
         }
     });
-    let maxprocesses = match (raw.maxprocesses, &cfg.maxprocesses) {
-        (Some(m), _) => Some((m, "--maxprocesses".to_string())),
-        (None, Some(m)) => Some((m.value, m.source.clone())),
-        (None, None) => None,
-    };
-    let maxprocesses = maxprocesses.map(|(m, src)| {
-        note("maxprocesses", m.into(), &src);
-        m
-    });
-    let cwd = &cfg.rootdir;
-    let _ = cwd;
+    let maxprocesses = pick(
+        "maxprocesses",
+        "--maxprocesses",
+        raw.maxprocesses,
+        cfg.maxprocesses.as_ref(),
+        &mut note,
+    );
     let here = std::env::current_dir().unwrap_or_default();
     let mut rsyncdirs = cfg.rsyncdirs.clone();
     for d in &raw.rsyncdirs {
