@@ -800,6 +800,7 @@ def _conftest_failure(exc):
 
 
 def run_pytest(channel, inbox, start):
+    _report_crashes()
     for key, value in (start.get("env") or {}).items():
         os.environ[key] = value
     os.environ["PYTEST_XDIST_WORKER"] = start["worker_id"]
@@ -1033,6 +1034,24 @@ class Sync:
                 pass
         self.partial = {}
         self.channel.send({"t": "synced", "files": self.files, "bytes": self.bytes, "errors": self.errors})
+
+
+def _report_crashes():
+    """A crash anywhere in this process (a segfault at import or in
+    collection included) dumps every thread's stack where the coordinator
+    reads this process's stderr: to a copy of fd 2, which pytest's capture
+    (active while it loads conftests) does not redirect."""
+    global _CRASH_FD
+    try:
+        import faulthandler
+
+        _CRASH_FD = os.dup(2)
+        faulthandler.enable(file=_CRASH_FD, all_threads=False)
+    except Exception:
+        pass
+
+
+_CRASH_FD = None
 
 
 def main():

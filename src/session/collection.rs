@@ -71,6 +71,7 @@ impl Session<'_> {
     }
 
     pub(super) fn on_collected(&mut self, i: usize, c: Collected) {
+        self.slots[i].early_loss = None;
         let coll = self.collection_index(i);
         let slot_id = self.slots[i].id.clone();
         if let Some(Some(existing)) = self.collections.get(coll) {

@@ -166,6 +166,10 @@ struct Slot {
     id: String,
     gen: u32,
     restarts: usize,
+    /// How the last process in this slot was lost before it reported its
+    /// collection (cleared when one does): the same loss twice in a row is
+    /// not worth a third try.
+    early_loss: Option<String>,
     state: SlotState,
     writer: Option<mpsc::UnboundedSender<Vec<u8>>>,
     killer: Option<Killer>,
@@ -242,6 +246,8 @@ struct Session<'a> {
     internal_error: bool,
     /// The controller's pytest wrote the JUnit file.
     junit_written: bool,
+    /// The stderr of workers lost before collection, as already shown.
+    early_tails: std::collections::HashSet<String>,
     pytest_exit_status: Option<i32>,
     start: Instant,
     cachedir: Option<String>,
@@ -276,6 +282,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         any_failed: false,
         internal_error: false,
         junit_written: false,
+        early_tails: Default::default(),
         pytest_exit_status: None,
         start: Instant::now(),
         cachedir: None,
@@ -295,6 +302,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             id: w.id.clone(),
             gen: 0,
             restarts: 0,
+            early_loss: None,
             state: SlotState::Starting,
             writer: None,
             killer: None,

@@ -185,26 +185,63 @@ impl Session<'_> {
         let kill_reason = self.slots[i].kill_reason;
         let aborted = kill_reason == Some(KillReason::Abort);
 
-        if matches!(was, SlotState::Starting | SlotState::Collecting) && !aborted {
+        let ending = self.error.is_some() || self.stop.is_some();
+        if matches!(was, SlotState::Starting | SlotState::Collecting) && !aborted && !ending {
             let tail = self.tail_text(i);
             let phase = if was == SlotState::Starting {
                 "before it was ready"
             } else {
                 "during collection"
             };
-            let message = format!(
-                "worker {id} ({python}) exited {phase} ({how}){}",
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!("; its stderr:\n{tail}")
-                }
-            );
-            if self.slots[i].gen == 0 && !self.collected_event {
-                self.fail(Error::worker(message));
+            // The same stderr from every worker (a crash at import) is
+            // shown once.
+            let said = if tail.is_empty() {
+                String::new()
+            } else if self.early_tails.insert(tail.clone()) {
+                format!("; its stderr:\n{tail}")
+            } else {
+                "; its stderr is the same as above".to_string()
+            };
+            let message = format!("worker {id} ({python}) exited {phase} ({how}){said}");
+            // Lost before it collected (a signal, an OOM kill, os._exit, a
+            // dropped connection): another process in its place, unless
+            // this is the same loss again.
+            let same_again = self.slots[i].early_loss.as_deref() == Some(how.as_str());
+            let restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
+            if !same_again && restarts < self.plan.max_worker_restart {
+                self.slots[i].early_loss = Some(how.clone());
+                self.slots[i].restarts += 1;
+                self.slots[i].renew();
+                self.reporter.on_event(&Event::Notice(format!(
+                    "{message}\nreplacing it ({} of {} restarts)",
+                    restarts + 1,
+                    self.plan.max_worker_restart
+                )));
+                self.spawn(i);
                 return;
             }
-            self.reporter.on_event(&Event::Notice(message));
+            let others = self
+                .slots
+                .iter()
+                .enumerate()
+                .any(|(j, s)| j != i && s.state != SlotState::Exited);
+            if !others && !self.collected_event {
+                // No worker is left to collect: the run cannot go on.
+                let error = if was == SlotState::Starting {
+                    Error::worker(message)
+                } else {
+                    Error::internal(message)
+                };
+                self.fail(error);
+                return;
+            }
+            self.reporter
+                .on_event(&Event::Notice(format!("{message}\ngoing on without it")));
+            if !self.collected_event {
+                self.maybe_start_running();
+            }
+            self.dispatch_all();
+            return;
         }
 
         let pending: Vec<usize> = self.slots[i].pending.drain(..).collect();
@@ -296,7 +333,12 @@ impl Session<'_> {
 
     pub(super) fn tail_text(&self, i: usize) -> String {
         let text = String::from_utf8_lossy(&self.slots[i].tail);
-        let lines: Vec<&str> = text.lines().collect();
+        // rtest's own frames (a faulthandler dump's bottom) say nothing
+        // about the user's code.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains("\"<rtest-agent>\""))
+            .collect();
         // A fatal error's report (faulthandler) is worth showing from its
         // first line; anything else, the last lines.
         let start = match lines

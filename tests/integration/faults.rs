@@ -145,3 +145,58 @@ fn sigterm_stops_everything_and_leaves_no_orphans() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(pids_alive(&pids), Vec::<i32>::new(), "orphans left");
 }
+
+/// A conftest that kills the first worker process that imports it (and
+/// only that one) with `how`, before it can report its collection.
+fn dies_once_at_collection(how: &str) -> Project {
+    Project::new()
+        .file(
+            "conftest.py",
+            &format!(
+                "import os, signal\n\ntry:\n    fd = os.open('first.marker', os.O_CREAT | os.O_EXCL)\nexcept FileExistsError:\n    pass\nelse:\n    {how}\n"
+            ),
+        )
+        .file(
+            "test_a.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(20))\ndef test_i(i):\n    assert i != 7\n",
+        )
+}
+
+#[test]
+fn a_worker_lost_during_collection_is_replaced_and_the_run_goes_on() {
+    for how in ["os.kill(os.getpid(), signal.SIGKILL)", "os._exit(3)"] {
+        let p = dies_once_at_collection(how);
+        let r = p.rtest(&["-n", "2", "-p", "no:randomly", "--junitxml", "j.xml"]);
+        r.code(1)
+            .stdout_has("exited during collection")
+            .stdout_has("replacing it (1 of 8 restarts)");
+        assert_eq!(r.summary(), "1 failed, 19 passed", "{how}");
+        let outcomes = junit_outcomes(&p.path().join("j.xml"));
+        assert_eq!(outcomes.len(), 20);
+        let failed: Vec<_> = outcomes.iter().filter(|(_, o)| o != "passed").collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        assert!(failed[0].0.ends_with("test_i[7]"));
+    }
+}
+
+#[test]
+fn a_collection_that_crashes_every_time_stops_the_run_plainly() {
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import ctypes\n\ndef crash_here():\n    ctypes.string_at(0)\n\ncrash_here()\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n");
+    let r = p.rtest(&["-n", "2", "--junitxml", "j.xml"]);
+    // Replaced once each, then the same again: the run stops, saying
+    // where it crashed (once) and with no frames of rtest's own.
+    r.code(3)
+        .stderr_has("exited during collection (killed by signal 11 (SIGSEGV")
+        .stdout_has("replacing it (1 of 8 restarts)")
+        .stdout_has("Fatal Python error: Segmentation fault")
+        .stdout_has("conftest.py\", line 4 in crash_here");
+    assert_eq!(r.stdout.matches("Fatal Python error").count(), 1);
+    assert!(!r.stdout.contains("rtest-agent"), "{}", r.stdout);
+    assert!(!r.stderr.contains("rtest-agent"), "{}", r.stderr);
+    assert!(!p.path().join("j.xml").exists());
+}

@@ -307,3 +307,17 @@ for entry in out:
 "#;
     python(script, &[path])
 }
+
+/// This process's niceness (servers the tests start inherit it, and
+/// `nice=N` adds to it, up to 19).
+pub fn own_niceness() -> i32 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the parenthesized command name; niceness is field 19.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
+}
+
+/// What `nice=by` gives a process started from this one.
+pub fn niceness_after(by: i32) -> i32 {
+    (own_niceness() + by).min(19)
+}
