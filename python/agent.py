@@ -435,6 +435,7 @@ class Worker:
         self.deselected += len(items)
 
     def pytest_collection_finish(self, session):
+        _startup_done()
         self.channel.send(
             {
                 "t": "collected",
@@ -801,6 +802,7 @@ def _conftest_failure(exc):
 
 def run_pytest(channel, inbox, start):
     _report_crashes()
+    _bound_startup(start.get("startup_timeout"))
     for key, value in (start.get("env") or {}).items():
         os.environ[key] = value
     os.environ["PYTEST_XDIST_WORKER"] = start["worker_id"]
@@ -1052,6 +1054,30 @@ def _report_crashes():
 
 
 _CRASH_FD = None
+
+
+def _bound_startup(limit):
+    """Unless collection is reported within ``limit`` seconds (an import
+    that never returns), dump every thread's stack where the coordinator
+    reads it and exit."""
+    if not limit:
+        return
+    try:
+        import faulthandler
+
+        out = _CRASH_FD if _CRASH_FD is not None else sys.stderr
+        faulthandler.dump_traceback_later(float(limit), exit=True, file=out)
+    except Exception:
+        pass
+
+
+def _startup_done():
+    try:
+        import faulthandler
+
+        faulthandler.cancel_dump_traceback_later()
+    except Exception:
+        pass
 
 
 def main():

@@ -176,6 +176,9 @@ fn take(
     if let Some(t) = raw.timeout {
         set("timeout", vec![Value::from(t)]);
     }
+    if let Some(t) = raw.startup_timeout {
+        set("startup-timeout", vec![Value::from(t)]);
+    }
     if let Some(p) = &raw.junitxml {
         set("junitxml", vec![abs(p)]);
     }

@@ -30,6 +30,8 @@ pub struct RawArgs {
     pub max_worker_restart: Option<usize>,
     /// `--timeout`, seconds.
     pub timeout: Option<f64>,
+    /// `--startup-timeout`, seconds (0: none).
+    pub startup_timeout: Option<f64>,
     /// `--junitxml`/`--junit-xml`.
     pub junitxml: Option<PathBuf>,
     /// `--report-log`.
@@ -100,6 +102,7 @@ const OWN_WITH_VALUE: &[&str] = &[
     "--rsyncignore",
     "--max-worker-restart",
     "--timeout",
+    "--startup-timeout",
     "--junitxml",
     "--junit-xml",
     "--report-log",
@@ -442,6 +445,18 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
                 )));
             }
             out.timeout = if secs == 0.0 { None } else { Some(secs) };
+        }
+        "--startup-timeout" => {
+            let secs: f64 = v
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                .ok_or_else(|| {
+                    ArgError(format!(
+                        "--startup-timeout: expected a number of seconds, got {v:?}"
+                    ))
+                })?;
+            out.startup_timeout = Some(secs);
         }
         "--junitxml" | "--junit-xml" => out.junitxml = Some(PathBuf::from(v)),
         "--report-log" => out.report_log = Some(PathBuf::from(v)),

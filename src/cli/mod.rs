@@ -63,6 +63,10 @@ distribution:
                         worker).
   --timeout SECS        kill a test's worker after SECS and report the
                         test failed (0: no timeout).
+  --startup-timeout SECS
+                        kill a worker that has not reported its collection
+                        after SECS, saying where it hung (default 300; 0:
+                        none).
   --no-provision        do not create a venv with pytest when the chosen
                         interpreter lacks it; fail instead.
   --shard K/N           run only shard K of N: a deterministic split of the
@@ -681,6 +685,13 @@ fn settings(
         &mut note,
     )
     .filter(|t| *t > 0.0);
+    let startup_timeout = pick(
+        "startup-timeout",
+        "--startup-timeout",
+        raw.startup_timeout,
+        cfg.startup_timeout.as_ref(),
+        &mut note,
+    );
     let max_worker_restart = pick(
         "max-worker-restart",
         "--max-worker-restart",
@@ -738,6 +749,7 @@ fn settings(
         pytest_env,
         basetemp: raw.basetemp.clone().or_else(|| pytest.basetemp.clone()),
         timeout,
+        startup_timeout,
         max_worker_restart,
         maxfail,
         junitxml,

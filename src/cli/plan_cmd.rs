@@ -299,8 +299,10 @@ pub fn to_text(plan: &Plan) -> String {
     );
     let _ = writeln!(
         out,
-        "timeout: {}  max-worker-restart: {}  maxfail: {}",
+        "timeout: {}  startup-timeout: {}  max-worker-restart: {}  maxfail: {}",
         plan.timeout.map_or("none".to_string(), |t| format!("{t}s")),
+        plan.startup_timeout
+            .map_or("none".to_string(), |t| format!("{t}s")),
         plan.max_worker_restart,
         plan.maxfail.map_or("none".to_string(), |m| m.to_string())
     );

@@ -15,6 +15,7 @@ pub const KEYS: &[(&str, bool)] = &[
     ("rsyncignore", true),
     ("pytest-args", true),
     ("timeout", false),
+    ("startup-timeout", false),
     ("max-worker-restart", false),
     ("maxfail", false),
     ("junitxml", false),

@@ -98,6 +98,8 @@ pub struct Config {
     pub pytest_args: Vec<Sourced<String>>,
     /// `timeout` seconds.
     pub timeout: Option<Sourced<f64>>,
+    /// `startup-timeout` seconds.
+    pub startup_timeout: Option<Sourced<f64>>,
     /// `max-worker-restart`.
     pub max_worker_restart: Option<Sourced<usize>>,
     /// `maxfail`.
@@ -126,6 +128,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("RTEST_RSYNCIGNORE", "rsyncignore"),
     ("RTEST_PYTEST_ARGS", "pytest-args"),
     ("RTEST_TIMEOUT", "timeout"),
+    ("RTEST_STARTUP_TIMEOUT", "startup-timeout"),
     ("RTEST_MAX_WORKER_RESTART", "max-worker-restart"),
     ("RTEST_MAXFAIL", "maxfail"),
     ("RTEST_JUNITXML", "junitxml"),
@@ -230,7 +233,7 @@ pub fn env_layer(env: &[(String, String)]) -> Layer {
                 .split_whitespace()
                 .map(|s| Value::String(s.into()))
                 .collect(),
-            "timeout" => vec![raw
+            "timeout" | "startup-timeout" => vec![raw
                 .parse::<f64>()
                 .map(Value::from)
                 .unwrap_or_else(|_| Value::String(raw.clone()))],
@@ -337,6 +340,7 @@ struct Raw {
     #[serde(default)]
     pytest_args: Vec<Tagged<String>>,
     timeout: Option<Tagged<f64>>,
+    startup_timeout: Option<Tagged<f64>>,
     max_worker_restart: Option<Tagged<u64>>,
     maxfail: Option<Tagged<u64>>,
     junitxml: Option<Tagged<RelativePathBuf>>,
@@ -537,6 +541,16 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
             )));
         }
         cfg.timeout = Some(Sourced::new(v, src));
+    }
+    if let Some(t) = raw.startup_timeout {
+        let src = find(&figment, t.tag(), "startup-timeout");
+        let v = t.into_inner();
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ConfigError(format!(
+                "{src}: startup-timeout: expected a number of seconds (0 for none), got {v}"
+            )));
+        }
+        cfg.startup_timeout = Some(Sourced::new(v, src));
     }
     if let Some(m) = raw.max_worker_restart {
         let src = find(&figment, m.tag(), "max-worker-restart");

@@ -47,6 +47,10 @@ macro_rules! config_struct {
             /// Seconds after which a test's worker is killed and the test
             /// fails (0: no timeout).
             timeout: Option<f64>,
+            /// Seconds a worker may take to start and report its collection
+            /// before it is killed, saying where it hung (0: none; default
+            /// 300).
+            startup_timeout: Option<f64>,
             /// How many crashed workers may be replaced (default: 4 per
             /// worker).
             max_worker_restart: Option<u32>,

@@ -69,6 +69,8 @@ pub struct Settings {
     pub basetemp: Option<String>,
     /// `--timeout` seconds.
     pub timeout: Option<f64>,
+    /// `--startup-timeout` seconds (`Some(0.0)`: none).
+    pub startup_timeout: Option<f64>,
     /// `--max-worker-restart`.
     pub max_worker_restart: Option<usize>,
     /// `-x`/`--maxfail`.
@@ -103,6 +105,11 @@ pub struct Setting {
     /// `file:line`, `RTEST_VAR`, `--flag` or `default`.
     pub source: String,
 }
+
+/// Seconds a worker may take to start and report its collection, unless
+/// configured: generous for large suites, finite so that a hung import
+/// cannot hold a CI job until its own limit.
+pub const DEFAULT_STARTUP_TIMEOUT: f64 = 300.0;
 
 /// Files that sync always leaves out.
 pub const DEFAULT_IGNORES: &[&str] = &[".git", "__pycache__", "*.pyc", ".rtest"];
@@ -167,6 +174,8 @@ pub struct Plan {
     pub basetemp: Option<String>,
     /// Per-test timeout, seconds.
     pub timeout: Option<f64>,
+    /// Seconds a worker may take to report its collection.
+    pub startup_timeout: Option<f64>,
     /// How many crashed workers may be replaced.
     pub max_worker_restart: usize,
     /// Stop after this many failures.
@@ -315,6 +324,14 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
                 source: "default (4 per worker)".into(),
             }),
     );
+    let startup_timeout = settings.startup_timeout.unwrap_or(DEFAULT_STARTUP_TIMEOUT);
+    all_settings
+        .entry("startup-timeout".into())
+        .or_insert(Setting {
+            value: startup_timeout.into(),
+            source: "default".into(),
+        });
+    let startup_timeout = (startup_timeout > 0.0).then_some(startup_timeout);
     all_settings.entry("dist".into()).or_insert(Setting {
         value: dist.name().into(),
         source: "default".into(),
@@ -326,6 +343,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         pytest_env: settings.pytest_env.clone(),
         basetemp: settings.basetemp.clone(),
         timeout: settings.timeout,
+        startup_timeout,
         max_worker_restart,
         maxfail: settings.maxfail,
         junitxml: settings.junitxml.clone(),

@@ -25,6 +25,8 @@ pub struct PlanView {
     pub pytest_args: Vec<String>,
     /// Per-test timeout in seconds.
     pub timeout: Option<f64>,
+    /// Seconds a worker may take to report its collection.
+    pub startup_timeout: Option<f64>,
     /// How many crashed workers may be replaced.
     pub max_worker_restart: usize,
     /// Stop after this many failures.
@@ -177,6 +179,7 @@ impl PlanView {
             dist: plan.dist,
             pytest_args: plan.pytest_args.clone(),
             timeout: plan.timeout,
+            startup_timeout: plan.startup_timeout,
             max_worker_restart: plan.max_worker_restart,
             maxfail: plan.maxfail,
             outputs: OutputsView {

@@ -275,6 +275,10 @@ pub struct StartArgs {
     /// Send every report in pytest's serialized form.
     #[serde(default)]
     pub stream: bool,
+    /// Seconds until the worker dumps its stack and exits unless it has
+    /// reported its collection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timeout: Option<f64>,
 }
 
 /// The arguments of [`ToAgent::Control`].

@@ -158,6 +158,8 @@ enum SlotState {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum KillReason {
     Timeout(f64),
+    /// It did not report its collection within `--startup-timeout`.
+    Startup(f64),
     Abort,
 }
 
@@ -178,6 +180,8 @@ struct Slot {
     collect_reports: Vec<CollectReport>,
     pending: VecDeque<usize>,
     started: Option<Instant>,
+    /// When its process was started.
+    spawned: Option<Instant>,
     tail: Vec<u8>,
     kill_reason: Option<KillReason>,
     reports: HashMap<usize, Vec<PhaseReport>>,
@@ -311,6 +315,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             collect_reports: Vec::new(),
             pending: VecDeque::new(),
             started: None,
+            spawned: None,
             tail: Vec::new(),
             kill_reason: None,
             reports: HashMap::new(),

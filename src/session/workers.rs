@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// How long past `--startup-timeout` the coordinator waits for the agent's
+/// own stack dump before it kills the worker itself.
+const STARTUP_GRACE: f64 = 10.0;
+
 impl Session<'_> {
     pub(super) fn spawn(&mut self, index: usize) {
         let plan = &self.plan.workers[self.slots[index].plan_index];
@@ -130,11 +134,13 @@ impl Session<'_> {
             groups: self.plan.dist == DistMode::LoadGroup,
             workerinput,
             stream,
+            startup_timeout: self.plan.startup_timeout,
         })));
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);
         slot.killer = Some(killer);
         slot.state = SlotState::Starting;
+        slot.spawned = Some(Instant::now());
         if self.ctl.state == CtlState::Active {
             self.configure_node(index);
         }
@@ -197,12 +203,25 @@ impl Session<'_> {
             // shown once.
             let said = if tail.is_empty() {
                 String::new()
-            } else if self.early_tails.insert(tail.clone()) {
+            } else if self.early_tails.insert(without_addresses(&tail)) {
                 format!("; its stderr:\n{tail}")
             } else {
                 "; its stderr is the same as above".to_string()
             };
-            let message = format!("worker {id} ({python}) exited {phase} ({how}){said}");
+            let hung = self.plan.startup_timeout.filter(|limit| {
+                kill_reason == Some(KillReason::Startup(*limit))
+                    || self.slots[i]
+                        .spawned
+                        .is_some_and(|t| t.elapsed().as_secs_f64() >= *limit)
+            });
+            let message = match hung {
+                Some(limit) => format!(
+                    "worker {id} ({python}) did not report its collection within {limit}s (--startup-timeout) and was stopped ({how}){}",
+                    said.replace("; its stderr:", "; where it was (its stderr):")
+                        .replace("; its stderr is the same as above", "; it was where the one above was")
+                ),
+                None => format!("worker {id} ({python}) exited {phase} ({how}){said}"),
+            };
             // Lost before it collected (a signal, an OOM kill, os._exit, a
             // dropped connection): another process in its place, unless
             // this is the same loss again.
@@ -352,6 +371,25 @@ impl Session<'_> {
     }
 
     pub(super) fn check_timeouts(&mut self) {
+        if let Some(limit) = self.plan.startup_timeout {
+            // The agent dumps its stack and exits at the limit itself; this
+            // is for a process too stuck to (or an interpreter that never
+            // ran the agent).
+            for slot in &mut self.slots {
+                let early = matches!(slot.state, SlotState::Starting | SlotState::Collecting);
+                if early
+                    && slot.kill_reason.is_none()
+                    && slot
+                        .spawned
+                        .is_some_and(|t| t.elapsed().as_secs_f64() > limit + STARTUP_GRACE)
+                {
+                    slot.kill_reason = Some(KillReason::Startup(limit));
+                    if let Some(k) = &slot.killer {
+                        k.kill();
+                    }
+                }
+            }
+        }
         let Some(limit) = self.plan.timeout else {
             return;
         };
@@ -398,5 +436,29 @@ impl Session<'_> {
         }
         self.sched.stop();
         self.kill_all();
+    }
+}
+
+/// `text` with hexadecimal addresses (`0x7fa9b6dbe6c0`) blanked: two
+/// processes' stack dumps of the same place differ only there.
+fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("0x") {
+        out.push_str(&rest[..at + 2]);
+        rest = rest[at + 2..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_are_blanked() {
+        assert_eq!(
+            super::without_addresses("Thread 0x00007fa9b6dbe6c0 (most)\nat 0x1f, 0x"),
+            "Thread 0x (most)\nat 0x, 0x"
+        );
     }
 }

@@ -147,13 +147,14 @@ fn sigterm_stops_everything_and_leaves_no_orphans() {
 }
 
 /// A conftest that kills the first worker process that imports it (and
-/// only that one) with `how`, before it can report its collection.
+/// only that one; not the controller) with `how`, before it can report its
+/// collection.
 fn dies_once_at_collection(how: &str) -> Project {
     Project::new()
         .file(
             "conftest.py",
             &format!(
-                "import os, signal\n\ntry:\n    fd = os.open('first.marker', os.O_CREAT | os.O_EXCL)\nexcept FileExistsError:\n    pass\nelse:\n    {how}\n"
+                "import os, signal\n\ndef first():\n    try:\n        os.close(os.open('first.marker', os.O_CREAT | os.O_EXCL))\n        return True\n    except FileExistsError:\n        return False\n\nif os.environ.get('PYTEST_XDIST_WORKER') and first():\n    {how}\n"
             ),
         )
         .file(
@@ -199,4 +200,28 @@ fn a_collection_that_crashes_every_time_stops_the_run_plainly() {
     assert!(!r.stdout.contains("rtest-agent"), "{}", r.stdout);
     assert!(!r.stderr.contains("rtest-agent"), "{}", r.stderr);
     assert!(!p.path().join("j.xml").exists());
+}
+
+#[test]
+fn a_hang_before_collection_is_bounded_and_says_where_it_hung() {
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import os, time\n\ndef wait_forever():\n    time.sleep(3600)\n\ndef first():\n    try:\n        os.close(os.open('first.marker', os.O_CREAT | os.O_EXCL))\n        return True\n    except FileExistsError:\n        return False\n\nif os.environ.get('PYTEST_XDIST_WORKER') and first():\n    wait_forever()\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n\ndef test_b():\n    pass\n");
+    let plan = p.rtest(&["plan", "--startup-timeout", "3"]);
+    plan.code(0).stdout_has("startup-timeout: 3s");
+    let r = p.rtest(&["-n", "2", "--startup-timeout", "3", "-p", "no:randomly"]);
+    r.code(0)
+        .stdout_has("did not report its collection within 3s (--startup-timeout)")
+        .stdout_has("conftest.py\", line 4 in wait_forever")
+        .stdout_has("replacing it (1 of 8 restarts)");
+    assert!(!r.stdout.contains("rtest-agent"), "{}", r.stdout);
+    assert_eq!(r.summary(), "2 passed");
+    // The default is shown where it comes from.
+    let j = p.rtest(&["plan", "--format", "json"]);
+    let j: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert_eq!(j["settings"]["startup-timeout"]["value"], 300.0);
+    assert_eq!(j["settings"]["startup-timeout"]["source"], "default");
 }
