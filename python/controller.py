@@ -229,6 +229,13 @@ class Controller:
         if not config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.add_hookspecs(_xdist_hookspecs())
 
+    def pytest_terminal_summary(self, terminalreporter):
+        # junitxml wrote its temp file in sessionfinish; its summary line
+        # names the file the coordinator moves it to.
+        xml = self.junit_xml()
+        if xml is not None and self.control.get("junitxml"):
+            xml.logfile = self.control["junitxml"]
+
     def pytest_sessionstart(self, session):
         self.session = session
         self._capture_terminal()
@@ -730,6 +737,7 @@ def run_controller(channel, inbox, control):
     )
     Controller.pytest_configure = pytest.hookimpl(tryfirst=True)(Controller.pytest_configure)
     Controller.pytest_sessionstart = pytest.hookimpl(tryfirst=True)(Controller.pytest_sessionstart)
+    Controller.pytest_terminal_summary = pytest.hookimpl(tryfirst=True)(Controller.pytest_terminal_summary)
     Controller.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Controller.pytest_sessionfinish)
     controller = Controller(channel, inbox, control)
 

@@ -299,6 +299,10 @@ pub struct ControlArgs {
     /// `--shard K/N`: the JUnit suite's name says which shard it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<(usize, usize)>,
+    /// The JUnit file the controller's temp file becomes (what pytest's
+    /// "generated xml file" line names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub junitxml: Option<String>,
 }
 
 /// One test's reports as the controller replays them.

@@ -107,7 +107,8 @@ impl Session<'_> {
             chdir: None,
         }));
         let mut args = self.plan.pytest_args.clone();
-        if let Some((_, tmp)) = self.junit_paths() {
+        let junit = self.junit_paths();
+        if let Some((_, tmp)) = &junit {
             args.push(format!("--junitxml={}", tmp.display()));
         }
         bytes.extend(encode(&ToAgent::Control(ControlArgs {
@@ -115,6 +116,7 @@ impl Session<'_> {
             env,
             numprocesses: self.plan.workers.len(),
             shard: self.plan.shard,
+            junitxml: junit.map(|(path, _)| path.display().to_string()),
             dist: self.plan.dist.name().to_string(),
             color: self.opts.color,
             width: self
@@ -209,7 +211,9 @@ impl Session<'_> {
     /// Ask the controller's `pytest_configure_node` for worker `i`'s input
     /// (a worker that started on a guess only becomes a node there).
     pub(super) fn configure_node(&mut self, i: usize) {
-        if self.slots[i].in_controller {
+        // A worker still connecting is configured once it is connected
+        // (its workerinput goes to that process, not to one before it).
+        if self.slots[i].in_controller || self.slots[i].writer.is_none() {
             return;
         }
         let w = &self.plan.workers[self.slots[i].plan_index];

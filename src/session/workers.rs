@@ -225,10 +225,15 @@ impl Session<'_> {
             // Lost before it collected (a signal, an OOM kill, os._exit, a
             // dropped connection): another process in its place, unless
             // this is the same loss again.
-            let same_again = self.slots[i].early_loss.as_deref() == Some(how.as_str());
+            // What identifies a loss as the same again: how it ended and
+            // what it said (a crash at import dumps the same stack). A loss
+            // that says nothing (a kill, a dropped connection) may well be
+            // passing: it is retried while restarts last.
+            let loss = (!tail.is_empty()).then(|| format!("{how}\n{}", without_addresses(&tail)));
+            let same_again = loss.is_some() && self.slots[i].early_loss == loss;
             let restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
             if !same_again && restarts < self.plan.max_worker_restart {
-                self.slots[i].early_loss = Some(how.clone());
+                self.slots[i].early_loss = loss;
                 self.slots[i].restarts += 1;
                 self.slots[i].renew();
                 self.reporter.on_event(&Event::Notice(format!(
@@ -265,6 +270,25 @@ impl Session<'_> {
 
         let pending: Vec<usize> = self.slots[i].pending.drain(..).collect();
         let ended_by_itself = self.slots[i].done.is_some();
+        if was == SlotState::Running
+            && pending.is_empty()
+            && !aborted
+            && !ending
+            && !ended_by_itself
+            && kill_reason.is_none()
+        {
+            // Between tests or after its last one: no result is lost, but
+            // its session did not finish (what plugins gather there).
+            let tail = self.tail_text(i);
+            self.reporter.on_event(&Event::Notice(format!(
+                "worker {id} exited between tests ({how}); its session did not finish, so what plugins gather in it (coverage, for one) may be missing{}",
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its stderr:\n{tail}")
+                }
+            )));
+        }
         if !pending.is_empty() && !aborted && !ended_by_itself {
             let crashed = pending[0];
             let rest = pending[1..].to_vec();

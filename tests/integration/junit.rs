@@ -109,6 +109,12 @@ fn compare_in(p: &Project, what: &str, extra: &[&str]) {
         "{}\n{}",
         rtest.stdout, rtest.stderr
     );
+    // pytest's own summary line names the file, not rtest's temp name.
+    let line = format!(
+        "generated xml file: {}",
+        p.path().join("rtest.xml").display()
+    );
+    assert!(rtest.stdout.contains(&line), "{}", rtest.stdout);
     let want = junit_structure(&p.path().join("serial.xml"));
     let got = junit_structure(&p.path().join("rtest.xml"));
     if want != got {

@@ -4,6 +4,7 @@
 //! `target/test-venv` unless `RTEST_TEST_VENV` names one, and runs every
 //! project in its own temp dir with that venv active.
 
+mod chaos;
 mod config;
 mod dropin;
 mod errors;

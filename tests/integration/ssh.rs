@@ -842,3 +842,18 @@ fn the_seeds_command_line_works_from_above_a_rootdir_with_its_own_ini() {
     assert!(copy.join("mypkg/pytest.ini").is_file());
     assert!(copy.join("plugins/seedplugin.py").is_file());
 }
+
+#[test]
+fn remote_workers_killed_or_dropped_anywhere_never_cost_a_result() {
+    let Some(sshd) = sshd() else { return };
+    let (seed, runs) = crate::chaos::chaos_settings(4);
+    let spec = sshd.venv_tx(2, "");
+    let args = ["--rsyncdir".to_string(), ".".to_string()];
+    crate::chaos::chaos_runs(
+        seed ^ 0x55,
+        runs,
+        &["kill", "segv", "exit", "drop"],
+        &args,
+        Some(&spec),
+    );
+}

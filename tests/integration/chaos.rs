@@ -1,0 +1,265 @@
+//! Chaos: workers killed at seeded random points of every phase of a run
+//! (start, collection, a test's call, its teardown, session shutdown) by
+//! SIGKILL, SIGSEGV with faulthandler off, or `os._exit`. Every run must
+//! report each test exactly once in a valid JUnit file and report log,
+//! fail only the tests that were running at a kill, exit 0 or 1, and
+//! leave no process behind.
+//!
+//! `RTEST_CHAOS_SEED` replays a run; `RTEST_CHAOS_RUNS` sets how many.
+
+use crate::harness::{junit_outcomes, Project};
+use std::collections::{BTreeMap, BTreeSet};
+
+const TESTS: usize = 40;
+
+/// Fires the kills the run's plan (`RTEST_CHAOS`) names, each once, in
+/// worker processes only.
+pub(crate) const CONFTEST: &str = r#"
+import faulthandler, os, signal
+
+PLAN = [e for e in os.environ.get("RTEST_CHAOS", "").split(",") if e]
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _once(tag):
+    try:
+        os.close(os.open(".chaos-%s" % tag, os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _fire(kind):
+    if kind == "drop":
+        # A remote worker's parent is sshd's process for its channel: the
+        # connection drops.
+        os.kill(os.getppid(), signal.SIGKILL)
+        os._exit(9)
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif kind == "segv":
+        faulthandler.disable()
+        os.kill(os.getpid(), signal.SIGSEGV)
+    else:
+        os._exit(7)
+
+
+def _maybe(phase, index=None):
+    if not WORKER:
+        return
+    for n, entry in enumerate(PLAN):
+        where, kind = entry.split(":")
+        name, _, at = where.partition("@")
+        if name == phase and (not at or int(at) == index) and _once(n):
+            _fire(kind)
+
+
+_maybe("start")
+
+
+def pytest_collection_modifyitems(items):
+    _maybe("collect")
+
+
+def pytest_runtest_call(item):
+    _maybe("call", item.callspec.params["i"])
+
+
+def pytest_runtest_teardown(item, nextitem):
+    _maybe("teardown", item.callspec.params["i"])
+
+
+def pytest_sessionfinish(session):
+    _maybe("shutdown")
+"#;
+
+pub(crate) struct Rng(pub u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A run's kills (of `kinds`), and the tests they must fail.
+fn plan(rng: &mut Rng, kinds: &[&str]) -> (Vec<String>, BTreeSet<usize>) {
+    let mut entries = Vec::new();
+    let mut fail = BTreeSet::new();
+    for _ in 0..1 + rng.below(3) {
+        let kind = kinds[rng.below(kinds.len())];
+        let phase = ["start", "collect", "call", "teardown", "shutdown"][rng.below(5)];
+        let entry = match phase {
+            "call" | "teardown" => {
+                let i = rng.below(TESTS);
+                fail.insert(i);
+                format!("{phase}@{i}:{kind}")
+            }
+            _ => format!("{phase}:{kind}"),
+        };
+        entries.push(entry);
+    }
+    (entries, fail)
+}
+
+/// Processes whose environment holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let environ = entry.path().join("environ");
+        if let Ok(bytes) = std::fs::read(&environ) {
+            if bytes.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                found.push(format!(
+                    "{}: {}",
+                    entry.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ));
+            }
+        }
+    }
+    found
+}
+
+/// `runs` seeded runs of `rtest <args>` on a fresh chaos project each,
+/// with kills of `kinds`; `tx_env` gives the plan to remote workers
+/// through their tx spec (`Some(spec prefix)`), local ones inherit it.
+pub(crate) fn chaos_runs(
+    seed: u64,
+    runs: usize,
+    kinds: &[&str],
+    args: &[String],
+    tx: Option<&str>,
+) {
+    let mut rng = Rng(seed.max(1));
+    for run in 0..runs {
+        let (entries, fail) = plan(&mut rng, kinds);
+        let what = format!("seed {seed}, run {run}: RTEST_CHAOS={}", entries.join(","));
+        let p = Project::new().file("conftest.py", CONFTEST).file(
+            "test_chaos.py",
+            &format!(
+                "import pytest, time\n\n@pytest.mark.parametrize('i', range({TESTS}))\ndef test_i(i):\n    time.sleep(0.01)\n"
+            ),
+        );
+        let marker = format!("RTEST_CHAOS_RUN={seed}-{run}-{}", std::process::id());
+        let (key, value) = marker.split_once('=').unwrap();
+        let mut all: Vec<String> = [
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "--junitxml",
+            "j.xml",
+            "--report-log",
+            "log.jsonl",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        all.extend(args.iter().cloned());
+        if let Some(spec) = tx {
+            all.push("--tx".into());
+            all.push(format!(
+                "{spec}//env:RTEST_CHAOS={}//env:{key}={value}",
+                entries.join(",")
+            ));
+        }
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
+        let out = p
+            .command(&refs)
+            .env("RTEST_CHAOS", entries.join(","))
+            .env(key, value)
+            .output()
+            .unwrap();
+        let r = crate::harness::Run::from(out);
+        eprintln!("{what}: {:.1}s", started.elapsed().as_secs_f64());
+        let context = format!("{what}\n--- stdout\n{}\n--- stderr\n{}", r.stdout, r.stderr);
+        // JUnit: every test once, only the killed ones failed.
+        let outcomes = junit_outcomes(&p.path().join("j.xml"));
+        assert_eq!(outcomes.len(), TESTS, "{context}");
+        let failed: BTreeSet<usize> = outcomes
+            .iter()
+            .filter(|(_, o)| o != "passed")
+            .map(|(n, _)| {
+                n.rsplit_once('[')
+                    .and_then(|(_, i)| i.trim_end_matches(']').parse().ok())
+                    .unwrap()
+            })
+            .collect();
+        let want_code = if failed.is_empty() { 0 } else { 1 };
+        assert_eq!(r.code, want_code, "{context}");
+        if entries.iter().any(|e| e.ends_with(":drop")) {
+            // A dropped connection takes every worker on it: the tests
+            // running on them fail too, each as a crash.
+            assert!(failed.is_superset(&fail), "{context}");
+            for i in &failed {
+                let id = format!("test_chaos.py::test_i[{i}]");
+                assert!(
+                    r.stdout.contains(&format!("crashed while running {id}")),
+                    "{id} failed, but not as a crash\n{context}"
+                );
+            }
+        } else {
+            assert_eq!(failed, fail, "{context}");
+        }
+        // Report log: each test's phases once each, every test there.
+        let mut phases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in p.read("log.jsonl").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["$report_type"] == "TestReport" {
+                phases
+                    .entry(v["nodeid"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(v["when"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(phases.len(), TESTS, "{context}");
+        for (nodeid, whens) in &phases {
+            let distinct: BTreeSet<&String> = whens.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                whens.len(),
+                "{nodeid}: {whens:?}\n{context}"
+            );
+        }
+        // Nothing left running (remote workers under the harness's sshd
+        // are processes here too).
+        let mut left = processes_with(&marker);
+        for _ in 0..30 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = processes_with(&marker);
+        }
+        assert!(left.is_empty(), "left running: {left:?}\n{context}");
+    }
+}
+
+/// The seed (`RTEST_CHAOS_SEED`) and number of runs (`RTEST_CHAOS_RUNS`).
+pub(crate) fn chaos_settings(default_runs: usize) -> (u64, usize) {
+    let seed = std::env::var("RTEST_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026);
+    let runs = std::env::var("RTEST_CHAOS_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_runs);
+    (seed, runs)
+}
+
+#[test]
+fn workers_killed_anywhere_never_cost_a_result() {
+    let (seed, runs) = chaos_settings(12);
+    let args = ["-n".to_string(), "2".to_string()];
+    chaos_runs(seed, runs, &["kill", "segv", "exit"], &args, None);
+}
