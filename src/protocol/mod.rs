@@ -798,9 +798,10 @@ pub enum FrameError {
     /// An I/O error.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
-    /// A frame larger than [`MAX_FRAME`].
-    #[error("frame of {0} bytes is larger than the limit")]
-    TooLarge(usize),
+    /// A length prefix larger than [`MAX_FRAME`] (with the four bytes, as
+    /// text: often the start of something that is not a frame at all).
+    #[error("a frame claims {0} bytes, more than the {MAX_FRAME}-byte limit; its first bytes were {1:?}")]
+    TooLarge(usize, String),
     /// A frame that is not a known message.
     #[error("malformed message: {0}")]
     Malformed(String),
@@ -820,13 +821,15 @@ where
     }
     let len = u32::from_be_bytes(header) as usize;
     if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
+        let text = String::from_utf8_lossy(&header).into_owned();
+        return Err(FrameError::TooLarge(len, text));
     }
-    let mut buf = vec![0u8; len];
-    match reader.read_exact(&mut buf).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
+    // Grown as bytes arrive: a bogus length below the limit costs no more
+    // memory than what was really sent.
+    let mut buf = Vec::with_capacity(len.min(64 * 1024));
+    let got = (&mut *reader).take(len as u64).read_to_end(&mut buf).await?;
+    if got < len {
+        return Err(FrameError::Closed);
     }
     decode(&buf).map_err(|e| {
         let preview: String = String::from_utf8_lossy(&buf).chars().take(200).collect();

@@ -416,6 +416,10 @@ impl Session<'_> {
                 self.reporter.on_event(&Event::Notice(format!(
                     "worker {id} sent a bad frame: {err}"
                 )));
+                // Part of what it said: the same garbage again is the same
+                // loss again.
+                let said = format!("\nrtest: bad frame: {err}\n");
+                self.slots[i].tail.extend_from_slice(said.as_bytes());
                 self.internal_error = true;
                 if let Some(k) = &self.slots[i].killer {
                     k.kill();

@@ -225,3 +225,42 @@ fn a_hang_before_collection_is_bounded_and_says_where_it_hung() {
     assert_eq!(j["settings"]["startup-timeout"]["value"], 300.0);
     assert_eq!(j["settings"]["startup-timeout"]["source"], "default");
 }
+
+#[test]
+fn a_worker_that_sends_garbage_is_reported_and_the_others_go_on() {
+    // The probe (`python -c ...`) is a real Python; the worker prints a
+    // login banner where frames belong, then waits.
+    let p = Project::new()
+        .file(
+            "bannerpy",
+            &format!(
+                "#!/bin/sh\nif [ \"$1\" = -c ]; then exec {py} \"$@\"; fi\necho 'Welcome to the build farm!'\nexec sleep 60\n",
+                py = crate::harness::venv_python().display()
+            ),
+        )
+        .file(
+            "test_a.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(10))\ndef test_i(i):\n    pass\n",
+        );
+    use std::os::unix::fs::PermissionsExt;
+    let fake = p.path().join("bannerpy");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let start = std::time::Instant::now();
+    let r = p.rtest(&[
+        "-n",
+        "1",
+        "--tx",
+        &format!("popen//python={}", fake.display()),
+        "--no-provision",
+        "--junitxml",
+        "j.xml",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(50), "{:?}", start.elapsed());
+    // A broken protocol is an internal error, but no result is lost.
+    r.code(3)
+        .stdout_has("worker gw1 sent a bad frame: a frame claims")
+        .stdout_has("its first bytes were \"Welc\"")
+        .stdout_has("going on without it");
+    assert_eq!(r.summary(), "10 passed");
+    assert_eq!(junit_outcomes(&p.path().join("j.xml")).len(), 10);
+}
