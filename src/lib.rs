@@ -22,3 +22,6 @@ pub mod sched;
 pub mod session;
 pub mod spec;
 pub mod sync;
+
+#[cfg(test)]
+mod properties;

@@ -827,7 +827,10 @@ where
     // Grown as bytes arrive: a bogus length below the limit costs no more
     // memory than what was really sent.
     let mut buf = Vec::with_capacity(len.min(64 * 1024));
-    let got = (&mut *reader).take(len as u64).read_to_end(&mut buf).await?;
+    let got = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut buf)
+        .await?;
     if got < len {
         return Err(FrameError::Closed);
     }

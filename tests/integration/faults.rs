@@ -255,7 +255,11 @@ fn a_worker_that_sends_garbage_is_reported_and_the_others_go_on() {
         "--junitxml",
         "j.xml",
     ]);
-    assert!(start.elapsed() < Duration::from_secs(50), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "{:?}",
+        start.elapsed()
+    );
     // A broken protocol is an internal error, but no result is lost.
     r.code(3)
         .stdout_has("worker gw1 sent a bad frame: a frame claims")
