@@ -912,6 +912,12 @@ class Sync:
         try:
             getattr(self, kind)(msg)
         except Exception as exc:  # refuse, report, carry on
+            if kind == "sync_list":
+                # No manifest without a base: the coordinator hears why
+                # instead of waiting for one.
+                where = msg.get("base") if isinstance(msg, dict) else None
+                self.channel.send({"t": "internal_error", "message": "cannot sync to %s: %s" % (where, exc)})
+                return
             self.errors.append("%s: %s" % (kind, exc))
 
     def _scan(self, path, prefix, files, links):

@@ -42,7 +42,7 @@ pub fn execute(mut plan: Plan, opts: RunOptions) -> Result<ExitCode, Error> {
         token: socket_token()?,
         ssh: Default::default(),
     });
-    notes.extend(sync_workers(&mut plan, &remotes)?);
+    notes.extend(sync_workers(&mut plan, &remotes, opts.require_all_hosts)?);
     run_session(&plan, opts, notes, remotes)
 }
 

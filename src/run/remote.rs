@@ -34,7 +34,15 @@ pub fn socket_token() -> Result<Option<Vec<u8>>, Error> {
 /// `popen//chdir=DIR` and remote workers (once per host and directory) and
 /// point them at their copy (same layout, so the same node ids); give a
 /// remote host without pytest the local one.
-pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, Error> {
+///
+/// A host lost during its sync (a dropped connection, a full disk) costs
+/// its workers, not the run, unless `require_all_hosts`: they are left out
+/// (never started on a copy that is not whole) and the others go on.
+pub fn sync_workers(
+    plan: &mut Plan,
+    remotes: &Remotes,
+    require_all_hosts: bool,
+) -> Result<Vec<String>, Error> {
     let remote = plan.workers.iter().any(|w| w.transport != Transport::Popen);
     if plan.sync.is_empty() && !remote {
         return Ok(Vec::new());
@@ -93,7 +101,7 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
         })
         .collect();
     // Each (host, python, copy) once, all hosts at the same time.
-    let keys: Vec<Option<(String, String, String)>> = plan
+    let mut keys: Vec<Option<(String, String, String)>> = plan
         .workers
         .iter()
         .zip(&bases)
@@ -161,6 +169,7 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
     };
     let mut done: BTreeMap<(String, String, String), rtest_sync::Outcome> = BTreeMap::new();
     let mut notes = Vec::new();
+    let mut lost: Vec<(String, String, String)> = Vec::new();
     for ((key, i), result) in jobs.into_iter().zip(results) {
         let w = &plan.workers[i];
         let (outcome, took) = match result {
@@ -171,7 +180,29 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
             Err(e) if e.0.contains(": cannot connect") || e.0.contains(": no answer within") => {
                 continue
             }
-            Err(e) => return Err(Error::usage(format!("worker {} ({}): {e}", w.id, w.spec))),
+            Err(e) if require_all_hosts => {
+                return Err(Error::usage(format!(
+                    "worker {} ({}): {e} (--require-all-hosts)",
+                    w.id, w.spec
+                )))
+            }
+            Err(e) => {
+                let ids: Vec<&str> = plan
+                    .workers
+                    .iter()
+                    .zip(&keys)
+                    .filter(|(_, k)| k.as_ref() == Some(&key))
+                    .map(|(w, _)| w.id.as_str())
+                    .collect();
+                notes.push(format!(
+                    "worker {} ({}): {e}; going on without {}",
+                    w.id,
+                    w.spec,
+                    ids.join(", ")
+                ));
+                lost.push(key);
+                continue;
+            }
         };
         if let Some(stats) = &outcome.tree {
             notes.push(format!(
@@ -201,7 +232,41 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
         }
         done.insert(key, outcome);
     }
-    for (w, key) in plan.workers.iter_mut().zip(&keys) {
+    if !lost.is_empty() {
+        let before = plan.workers.len();
+        let kept: Vec<(plan::WorkerPlan, Option<CopyKey>)> = plan
+            .workers
+            .drain(..)
+            .zip(keys)
+            .filter(|(_, k)| !k.as_ref().is_some_and(|k| lost.contains(k)))
+            .collect();
+        if kept.is_empty() {
+            return Err(Error::usage(format!(
+                "no worker is left: the sync failed for all {before} ({})",
+                notes.join("; ")
+            )));
+        }
+        let (workers, kept_keys): (Vec<_>, Vec<_>) = kept.into_iter().unzip();
+        plan.workers = workers;
+        keys = kept_keys;
+    }
+    finish_sync(plan, &keys, &done, &rel_cwd, &rel_rootdir, &root)?;
+    Ok(notes)
+}
+
+/// One copy of the tree: (host, Python, directory).
+type CopyKey = (String, String, String);
+
+/// Point each synced worker at its copy.
+fn finish_sync(
+    plan: &mut Plan,
+    keys: &[Option<CopyKey>],
+    done: &BTreeMap<CopyKey, rtest_sync::Outcome>,
+    rel_cwd: &Path,
+    rel_rootdir: &Path,
+    root: &Path,
+) -> Result<(), Error> {
+    for (w, key) in plan.workers.iter_mut().zip(keys) {
         let Some(outcome) = key.as_ref().and_then(|k| done.get(k)) else {
             continue;
         };
@@ -211,19 +276,19 @@ pub fn sync_workers(plan: &mut Plan, remotes: &Remotes) -> Result<Vec<String>, E
         }
         if let Some(stats) = tree {
             let abs_base = PathBuf::from(&stats.base);
-            let dir = abs_base.join(&rel_cwd);
+            let dir = abs_base.join(rel_cwd);
             if w.transport == Transport::Popen {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Error::usage(format!("cannot create {}: {e}", dir.display())))?;
             }
             w.chdir = Some(dir);
-            let copy_rootdir = abs_base.join(&rel_rootdir).display().to_string();
+            let copy_rootdir = abs_base.join(rel_rootdir).display().to_string();
             w.extra_args.push(format!("--rootdir={copy_rootdir}"));
             w.copy_rootdir = Some(copy_rootdir);
-            w.copy_root = Some((stats.base.clone(), root.clone()));
+            w.copy_root = Some((stats.base.clone(), root.to_path_buf()));
         }
     }
-    Ok(notes)
+    Ok(())
 }
 
 /// Await every future, all at once (on one thread), in their order.

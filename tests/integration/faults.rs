@@ -268,3 +268,31 @@ fn a_worker_that_sends_garbage_is_reported_and_the_others_go_on() {
     assert_eq!(r.summary(), "10 passed");
     assert_eq!(junit_outcomes(&p.path().join("j.xml")).len(), 10);
 }
+
+#[test]
+fn a_worker_whose_sync_fails_is_left_out_and_the_run_goes_on() {
+    // Nothing can be created under /proc: that copy's sync fails.
+    let p = Project::new().file(
+        "test_a.py",
+        "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_i(i):\n    pass\n",
+    );
+    let args = [
+        "-n",
+        "1",
+        "--tx",
+        "popen//chdir=/proc/rtest-nope",
+        "--rsyncdir",
+        ".",
+    ];
+    let r = p.rtest(&args);
+    r.code(0)
+        .stdout_has("worker gw1 (popen//chdir=/proc/rtest-nope): cannot sync to /proc/rtest-nope")
+        .stdout_has("going on without gw1")
+        .stdout_has("rtest 0.1.0: 1 worker [6 items]");
+    assert_eq!(r.summary(), "6 passed");
+    let strict = p.rtest(&[&args[..], &["--require-all-hosts"]].concat());
+    strict
+        .code(4)
+        .stderr_has("cannot sync to /proc/rtest-nope")
+        .stderr_has("(--require-all-hosts)");
+}
