@@ -47,10 +47,13 @@ impl Session<'_> {
             return;
         };
         let global = self.offset_of(coll) + f.i;
+        let Some(pos) = self.slots[i].pending.iter().position(|g| *g == global) else {
+            // Out of order or made up: not a test this worker was running.
+            self.broken(i, &format!("finished test {} it was not running", f.i));
+            return;
+        };
         let slot = &mut self.slots[i];
-        if let Some(pos) = slot.pending.iter().position(|g| *g == global) {
-            slot.pending.remove(pos);
-        }
+        slot.pending.remove(pos);
         let mut full = slot.reports.remove(&f.i).unwrap_or_default();
         slot.started = if slot.pending.is_empty() {
             None

@@ -408,23 +408,26 @@ impl Session<'_> {
         }
     }
 
+    /// Worker `i` broke the protocol: say what it did, and stop it (its
+    /// running test is reported as for any lost worker).
+    fn broken(&mut self, i: usize, what: &str) {
+        let id = self.slots[i].id.clone();
+        self.reporter
+            .on_event(&Event::Notice(format!("worker {id} {what}")));
+        // Part of what it said: the same garbage again is the same loss
+        // again.
+        let said = format!("\nrtest: {what}\n");
+        self.slots[i].tail.extend_from_slice(said.as_bytes());
+        self.internal_error = true;
+        if let Some(k) = &self.slots[i].killer {
+            k.kill();
+        }
+    }
+
     fn on_worker_input(&mut self, i: usize, input: Pumped) {
         match input {
             Pumped::Frame(msg) => self.on_frame(i, *msg),
-            Pumped::BadFrame(err) => {
-                let id = self.slots[i].id.clone();
-                self.reporter.on_event(&Event::Notice(format!(
-                    "worker {id} sent a bad frame: {err}"
-                )));
-                // Part of what it said: the same garbage again is the same
-                // loss again.
-                let said = format!("\nrtest: bad frame: {err}\n");
-                self.slots[i].tail.extend_from_slice(said.as_bytes());
-                self.internal_error = true;
-                if let Some(k) = &self.slots[i].killer {
-                    k.kill();
-                }
-            }
+            Pumped::BadFrame(err) => self.broken(i, &format!("sent a bad frame: {err}")),
             Pumped::Stderr(data) => {
                 let slot = &mut self.slots[i];
                 slot.tail.extend_from_slice(&data);

@@ -296,3 +296,20 @@ fn a_worker_whose_sync_fails_is_left_out_and_the_run_goes_on() {
         .stderr_has("cannot sync to /proc/rtest-nope")
         .stderr_has("(--require-all-hosts)");
 }
+
+#[test]
+fn a_worker_that_reports_out_of_order_is_stopped_and_the_run_goes_on() {
+    // A test that makes its worker send a result for a test it never ran.
+    let p = Project::new().file(
+        "test_a.py",
+        "import pytest\n\n@pytest.mark.parametrize('i', range(8))\ndef test_i(i, pytestconfig):\n    if i == 3:\n        worker = pytestconfig.pluginmanager.get_plugin('rtest-worker')\n        worker.channel.send({'t': 'finished', 'i': 999, 'd': 0.0, 'ph': []})\n        import time; time.sleep(5)\n",
+    );
+    let r = p.rtest(&["-n", "2", "-p", "no:randomly", "--junitxml", "j.xml"]);
+    r.code(3)
+        .stdout_has("finished test 999 it was not running")
+        .stdout_has("crashed while running test_a.py::test_i[3]");
+    let outcomes = junit_outcomes(&p.path().join("j.xml"));
+    assert_eq!(outcomes.len(), 8);
+    let failed: Vec<_> = outcomes.iter().filter(|(_, o)| o != "passed").collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+}
