@@ -313,3 +313,35 @@ fn a_worker_that_reports_out_of_order_is_stopped_and_the_run_goes_on() {
     let failed: Vec<_> = outcomes.iter().filter(|(_, o)| o != "passed").collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
 }
+
+#[test]
+fn a_connection_lost_during_sync_costs_that_host_only() {
+    // The first process on that "host" (the sync's) reads a little of what
+    // rtest sends and vanishes, as a dropped connection would.
+    let p = Project::new()
+        .file(
+            "droppy",
+            &format!(
+                "#!/bin/sh\nif [ \"$1\" = -c ]; then exec {py} \"$@\"; fi\nif mkdir \"$(dirname \"$0\")/.first\" 2>/dev/null; then head -c 300 >/dev/null; exit 0; fi\nexec {py} \"$@\"\n",
+                py = crate::harness::venv_python().display()
+            ),
+        )
+        .file(
+            "test_a.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_i(i):\n    pass\n",
+        );
+    use std::os::unix::fs::PermissionsExt;
+    let fake = p.path().join("droppy");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let tx = format!(
+        "2*popen//python={}//chdir={}",
+        fake.display(),
+        copy.path().join("c").display()
+    );
+    let r = p.rtest(&["-n", "1", "--tx", &tx, "--rsyncdir", ".", "--no-provision"]);
+    r.code(0)
+        .stdout_has("going on without gw1, gw2")
+        .stdout_has("rtest 0.1.0: 1 worker [6 items]");
+    assert_eq!(r.summary(), "6 passed");
+}
