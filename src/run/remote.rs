@@ -10,6 +10,7 @@ use crate::spec::Transport;
 use crate::sync as rtest_sync;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The socket servers' shared token: `RTEST_TOKEN_FILE`, else `RTEST_TOKEN`.
 pub fn socket_token() -> Result<Option<Vec<u8>>, Error> {
@@ -83,6 +84,7 @@ pub fn sync_workers(
     };
     let sync = plan.sync.clone();
     let rootdir = plan.rootdir.clone();
+    let limit = plan.startup_timeout;
     // Where each worker's copy goes: chdir= (relative to here for popen, to
     // the home directory remotely), else a per-rootdir cache remotely.
     let bases: Vec<Option<String>> = plan
@@ -138,7 +140,20 @@ pub fn sync_workers(
                 _ => remotes.connect(w, 0, w.env.clone()).await,
             }
             .map_err(|e| rtest_sync::SyncError(e.message))?;
-            let outcome = rtest_sync::push_over(conn, &w.python, job, Some(get_ship)).await?;
+            // A connection that stalls (open, but nothing moves) is bounded
+            // like a worker's start, and costs that host like any failed
+            // sync.
+            let push = rtest_sync::push_over(conn, &w.python, job, Some(get_ship));
+            let outcome = match limit {
+                Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs), push)
+                    .await
+                    .map_err(|_| {
+                        rtest_sync::SyncError(format!(
+                            "the sync made no progress within {secs}s (--startup-timeout)"
+                        ))
+                    })??,
+                None => push.await?,
+            };
             Ok::<_, rtest_sync::SyncError>((outcome, started.elapsed()))
         }
     });

@@ -345,3 +345,42 @@ fn a_connection_lost_during_sync_costs_that_host_only() {
         .stdout_has("rtest 0.1.0: 1 worker [6 items]");
     assert_eq!(r.summary(), "6 passed");
 }
+
+#[test]
+fn a_sync_that_stalls_is_bounded_and_costs_that_host_only() {
+    // The first process on that "host" takes everything rtest sends and
+    // never answers, as a stalled connection would.
+    let p = Project::new()
+        .file(
+            "stallpy",
+            &format!(
+                "#!/bin/sh\nif [ \"$1\" = -c ]; then exec {py} \"$@\"; fi\nif mkdir \"$(dirname \"$0\")/.first\" 2>/dev/null; then exec sleep 3600; fi\nexec {py} \"$@\"\n",
+                py = crate::harness::venv_python().display()
+            ),
+        )
+        .file("test_a.py", "def test_a():\n    pass\n");
+    use std::os::unix::fs::PermissionsExt;
+    let fake = p.path().join("stallpy");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let tx = format!(
+        "popen//python={}//chdir={}",
+        fake.display(),
+        copy.path().join("c").display()
+    );
+    let r = p.rtest(&[
+        "-n",
+        "1",
+        "--tx",
+        &tx,
+        "--rsyncdir",
+        ".",
+        "--no-provision",
+        "--startup-timeout",
+        "3",
+    ]);
+    r.code(0)
+        .stdout_has("the sync made no progress within 3s (--startup-timeout)")
+        .stdout_has("going on without gw1");
+    assert_eq!(r.summary(), "1 passed");
+}
