@@ -187,84 +187,12 @@ impl Session<'_> {
         self.slots[i].writer = None;
         self.sched.remove_worker(i);
         let id = self.slots[i].id.clone();
-        let python = self.plan.workers[self.slots[i].plan_index].python.clone();
         let kill_reason = self.slots[i].kill_reason;
         let aborted = kill_reason == Some(KillReason::Abort);
 
         let ending = self.error.is_some() || self.stop.is_some();
         if matches!(was, SlotState::Starting | SlotState::Collecting) && !aborted && !ending {
-            let tail = self.tail_text(i);
-            let phase = if was == SlotState::Starting {
-                "before it was ready"
-            } else {
-                "during collection"
-            };
-            // The same stderr from every worker (a crash at import) is
-            // shown once.
-            let said = if tail.is_empty() {
-                String::new()
-            } else if self.early_tails.insert(without_addresses(&tail)) {
-                format!("; its stderr:\n{tail}")
-            } else {
-                "; its stderr is the same as above".to_string()
-            };
-            let hung = self.plan.startup_timeout.filter(|limit| {
-                kill_reason == Some(KillReason::Startup(*limit))
-                    || self.slots[i]
-                        .spawned
-                        .is_some_and(|t| t.elapsed().as_secs_f64() >= *limit)
-            });
-            let message = match hung {
-                Some(limit) => format!(
-                    "worker {id} ({python}) did not report its collection within {limit}s (--startup-timeout) and was stopped ({how}){}",
-                    said.replace("; its stderr:", "; where it was (its stderr):")
-                        .replace("; its stderr is the same as above", "; it was where the one above was")
-                ),
-                None => format!("worker {id} ({python}) exited {phase} ({how}){said}"),
-            };
-            // Lost before it collected (a signal, an OOM kill, os._exit, a
-            // dropped connection): another process in its place, unless
-            // this is the same loss again.
-            // What identifies a loss as the same again: how it ended and
-            // what it said (a crash at import dumps the same stack). A loss
-            // that says nothing (a kill, a dropped connection) may well be
-            // passing: it is retried while restarts last.
-            let loss = (!tail.is_empty()).then(|| format!("{how}\n{}", without_addresses(&tail)));
-            let same_again = loss.is_some() && self.slots[i].early_loss == loss;
-            let restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
-            if !same_again && restarts < self.plan.max_worker_restart {
-                self.slots[i].early_loss = loss;
-                self.slots[i].restarts += 1;
-                self.slots[i].renew();
-                self.reporter.on_event(&Event::Notice(format!(
-                    "{message}\nreplacing it ({} of {} restarts)",
-                    restarts + 1,
-                    self.plan.max_worker_restart
-                )));
-                self.spawn(i);
-                return;
-            }
-            let others = self
-                .slots
-                .iter()
-                .enumerate()
-                .any(|(j, s)| j != i && s.state != SlotState::Exited);
-            if !others && !self.collected_event {
-                // No worker is left to collect: the run cannot go on.
-                let error = if was == SlotState::Starting {
-                    Error::worker(message)
-                } else {
-                    Error::internal(message)
-                };
-                self.fail(error);
-                return;
-            }
-            self.reporter
-                .on_event(&Event::Notice(format!("{message}\ngoing on without it")));
-            if !self.collected_event {
-                self.maybe_start_running();
-            }
-            self.dispatch_all();
+            self.lost_before_collection(i, was, &how);
             return;
         }
 
@@ -368,6 +296,91 @@ impl Session<'_> {
                 )));
             }
         }
+        if !self.collected_event {
+            self.maybe_start_running();
+        }
+        self.dispatch_all();
+    }
+
+    /// Worker `i` was lost before it reported its collection (a signal, an
+    /// OOM kill, `os._exit`, a dropped connection, `--startup-timeout`):
+    /// another process in its place, unless this is the same loss again;
+    /// the run stops only when no worker is left to collect.
+    fn lost_before_collection(&mut self, i: usize, was: SlotState, how: &str) {
+        let id = self.slots[i].id.clone();
+        let python = self.plan.workers[self.slots[i].plan_index].python.clone();
+        let kill_reason = self.slots[i].kill_reason;
+        let tail = self.tail_text(i);
+        let hung = self.plan.startup_timeout.filter(|limit| {
+            kill_reason == Some(KillReason::Startup(*limit))
+                || self.slots[i]
+                    .spawned
+                    .is_some_and(|t| t.elapsed().as_secs_f64() >= *limit)
+        });
+        // The same stderr from every worker (a crash at import) is shown
+        // once.
+        let said = if tail.is_empty() {
+            String::new()
+        } else if !self.early_tails.insert(without_addresses(&tail)) {
+            match hung {
+                Some(_) => "; it was where the one above was".to_string(),
+                None => "; its stderr is the same as above".to_string(),
+            }
+        } else {
+            match hung {
+                Some(_) => format!("; where it was (its stderr):\n{tail}"),
+                None => format!("; its stderr:\n{tail}"),
+            }
+        };
+        let message = match hung {
+            Some(limit) => format!(
+                "worker {id} ({python}) did not report its collection within {limit}s (--startup-timeout) and was stopped ({how}){said}"
+            ),
+            None => {
+                let phase = if was == SlotState::Starting {
+                    "before it was ready"
+                } else {
+                    "during collection"
+                };
+                format!("worker {id} ({python}) exited {phase} ({how}){said}")
+            }
+        };
+        // The same loss again is how it ended and what it said (a crash at
+        // import dumps the same stack). A loss that says nothing (a kill, a
+        // dropped connection) may well be passing: it is retried while
+        // restarts last.
+        let loss = (!tail.is_empty()).then(|| format!("{how}\n{}", without_addresses(&tail)));
+        let same_again = loss.is_some() && self.slots[i].early_loss == loss;
+        let restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
+        if !same_again && restarts < self.plan.max_worker_restart {
+            self.slots[i].early_loss = loss;
+            self.slots[i].restarts += 1;
+            self.slots[i].renew();
+            self.reporter.on_event(&Event::Notice(format!(
+                "{message}\nreplacing it ({} of {} restarts)",
+                restarts + 1,
+                self.plan.max_worker_restart
+            )));
+            self.spawn(i);
+            return;
+        }
+        let others = self
+            .slots
+            .iter()
+            .enumerate()
+            .any(|(j, s)| j != i && s.state != SlotState::Exited);
+        if !others && !self.collected_event {
+            // No worker is left to collect: the run cannot go on.
+            let error = if was == SlotState::Starting {
+                Error::worker(message)
+            } else {
+                Error::internal(message)
+            };
+            self.fail(error);
+            return;
+        }
+        self.reporter
+            .on_event(&Event::Notice(format!("{message}\ngoing on without it")));
         if !self.collected_event {
             self.maybe_start_running();
         }
