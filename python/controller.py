@@ -518,12 +518,10 @@ class Controller:
             if report is None:
                 continue
             report.node = node
-            if environment:
-                self.junit_properties_of(report, environment)
-                environment = None
             attrs = getattr(report, "_rtest_xml_attrs", None)
-            if attrs:
-                self.junit_attributes(report, attrs)
+            if environment or attrs:
+                self.junit_record(report, environment or (), attrs or ())
+                environment = None
             try:
                 hook.pytest_runtest_logreport(report=report)
             except Exception:
@@ -544,7 +542,7 @@ class Controller:
             report.node = node
             report.worker_id = node.gateway.id
             if environment:
-                self.junit_properties_of(report, environment)
+                self.junit_record(report, environment)
             try:
                 hook.pytest_runtest_logreport(report=report)
             except Exception:
@@ -569,23 +567,18 @@ class Controller:
         except Exception:
             return None
 
-    def junit_attributes(self, report, attrs):
-        """``record_xml_attribute`` calls made in a worker."""
-        xml = self.junit_xml()
-        if xml is None:
-            return
-        reporter = xml.node_reporter(report)
-        for name, value in attrs:
-            reporter.add_attribute(name, value)
-
-    def junit_properties_of(self, report, properties):
-        """Where the test ran, when the run has several such places."""
+    def junit_record(self, report, properties=(), attributes=()):
+        """What the JUnit testcase of ``report`` gets beyond pytest's own:
+        where it ran, when the run has several such places (properties),
+        and ``record_xml_attribute`` calls made in a worker (attributes)."""
         xml = self.junit_xml()
         if xml is None:
             return
         reporter = xml.node_reporter(report)
         for name, value in properties:
             reporter.add_property(name, value)
+        for name, value in attributes:
+            reporter.add_attribute(name, value)
 
     def junit_properties(self, node, properties):
         """``record_testsuite_property`` calls made in a worker. A pair
