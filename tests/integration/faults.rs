@@ -230,21 +230,14 @@ fn a_hang_before_collection_is_bounded_and_says_where_it_hung() {
 fn a_worker_that_sends_garbage_is_reported_and_the_others_go_on() {
     // The probe (`python -c ...`) is a real Python; the worker prints a
     // login banner where frames belong, then waits.
-    let p = Project::new()
-        .file(
-            "bannerpy",
-            &format!(
-                "#!/bin/sh\nif [ \"$1\" = -c ]; then exec {py} \"$@\"; fi\necho 'Welcome to the build farm!'\nexec sleep 60\n",
-                py = crate::harness::venv_python().display()
-            ),
-        )
-        .file(
+    let (p, fake) = fake_python(
+        Project::new().file(
             "test_a.py",
             "import pytest\n\n@pytest.mark.parametrize('i', range(10))\ndef test_i(i):\n    pass\n",
-        );
-    use std::os::unix::fs::PermissionsExt;
-    let fake = p.path().join("bannerpy");
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ),
+        "bannerpy",
+        "echo 'Welcome to the build farm!'\nexec sleep 60",
+    );
     let start = std::time::Instant::now();
     let r = p.rtest(&[
         "-n",
@@ -318,21 +311,14 @@ fn a_worker_that_reports_out_of_order_is_stopped_and_the_run_goes_on() {
 fn a_connection_lost_during_sync_costs_that_host_only() {
     // The first process on that "host" (the sync's) reads a little of what
     // rtest sends and vanishes, as a dropped connection would.
-    let p = Project::new()
-        .file(
-            "droppy",
-            &format!(
-                "#!/bin/sh\nif [ \"$1\" = -c ]; then exec {py} \"$@\"; fi\nif mkdir \"$(dirname \"$0\")/.first\" 2>/dev/null; then head -c 300 >/dev/null; exit 0; fi\nexec {py} \"$@\"\n",
-                py = crate::harness::venv_python().display()
-            ),
-        )
-        .file(
+    let (p, fake) = fake_python(
+        Project::new().file(
             "test_a.py",
             "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_i(i):\n    pass\n",
-        );
-    use std::os::unix::fs::PermissionsExt;
-    let fake = p.path().join("droppy");
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ),
+        "droppy",
+        "if mkdir \"$HERE/.first\" 2>/dev/null; then head -c 300 >/dev/null; exit 0; fi\nexec \"$PY\" \"$@\"",
+    );
     let copy = tempfile::tempdir().unwrap();
     let tx = format!(
         "2*popen//python={}//chdir={}",
@@ -350,18 +336,11 @@ fn a_connection_lost_during_sync_costs_that_host_only() {
 fn a_sync_that_stalls_is_bounded_and_costs_that_host_only() {
     // The first process on that "host" takes everything rtest sends and
     // never answers, as a stalled connection would.
-    let p = Project::new()
-        .file(
-            "stallpy",
-            &format!(
-                "#!/bin/sh\nif [ \"$1\" = -c ]; then exec {py} \"$@\"; fi\nif mkdir \"$(dirname \"$0\")/.first\" 2>/dev/null; then exec sleep 3600; fi\nexec {py} \"$@\"\n",
-                py = crate::harness::venv_python().display()
-            ),
-        )
-        .file("test_a.py", "def test_a():\n    pass\n");
-    use std::os::unix::fs::PermissionsExt;
-    let fake = p.path().join("stallpy");
-    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (p, fake) = fake_python(
+        Project::new().file("test_a.py", "def test_a():\n    pass\n"),
+        "stallpy",
+        "if mkdir \"$HERE/.first\" 2>/dev/null; then exec sleep 3600; fi\nexec \"$PY\" \"$@\"",
+    );
     let copy = tempfile::tempdir().unwrap();
     let tx = format!(
         "popen//python={}//chdir={}",
@@ -383,4 +362,20 @@ fn a_sync_that_stalls_is_bounded_and_costs_that_host_only() {
         .stdout_has("the sync made no progress within 3s (--startup-timeout)")
         .stdout_has("going on without gw1");
     assert_eq!(r.summary(), "1 passed");
+}
+
+/// A `python` for `--tx popen//python=`: rtest's probe (`python -c ...`)
+/// gets the venv's Python; the worker runs `behaviour` (sh; `$PY` is the
+/// real Python, `$HERE` the project).
+fn fake_python(p: Project, name: &str, behaviour: &str) -> (Project, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let py = crate::harness::venv_python();
+    let script = format!(
+        "#!/bin/sh\nPY={py}\nHERE=\"$(dirname \"$0\")\"\nif [ \"$1\" = -c ]; then exec \"$PY\" \"$@\"; fi\n{behaviour}\n",
+        py = py.display()
+    );
+    let p = p.file(name, &script);
+    let path = p.path().join(name);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (p, path)
 }
