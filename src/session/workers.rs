@@ -278,16 +278,7 @@ impl Session<'_> {
             || (!self.collected_event && self.stop.is_none() && self.error.is_none());
         let crashed = !ended_by_itself && !aborted && was != SlotState::Exited;
         if crashed && needs_worker && self.stop.is_none() && self.error.is_none() {
-            let total_restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
-            if total_restarts < self.plan.max_worker_restart {
-                self.slots[i].restarts += 1;
-                self.slots[i].renew();
-                self.reporter.on_event(&Event::Notice(format!(
-                    "replacing crashed worker {id} ({} of {} restarts)",
-                    total_restarts + 1,
-                    self.plan.max_worker_restart
-                )));
-                self.spawn(i);
+            if self.replace(i, &format!("replacing crashed worker {id}")) {
                 return;
             } else {
                 self.reporter.on_event(&Event::Notice(format!(
@@ -351,17 +342,8 @@ impl Session<'_> {
         // restarts last.
         let loss = (!tail.is_empty()).then(|| format!("{how}\n{}", without_addresses(&tail)));
         let same_again = loss.is_some() && self.slots[i].early_loss == loss;
-        let restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
-        if !same_again && restarts < self.plan.max_worker_restart {
+        if !same_again && self.replace(i, &format!("{message}\nreplacing it")) {
             self.slots[i].early_loss = loss;
-            self.slots[i].restarts += 1;
-            self.slots[i].renew();
-            self.reporter.on_event(&Event::Notice(format!(
-                "{message}\nreplacing it ({} of {} restarts)",
-                restarts + 1,
-                self.plan.max_worker_restart
-            )));
-            self.spawn(i);
             return;
         }
         let others = self
@@ -385,6 +367,24 @@ impl Session<'_> {
             self.maybe_start_running();
         }
         self.dispatch_all();
+    }
+
+    /// Start another process in slot `i` if `--max-worker-restart` allows
+    /// (counted over all slots), saying `what` with the count.
+    fn replace(&mut self, i: usize, what: &str) -> bool {
+        let restarts: usize = self.slots.iter().map(|s| s.restarts).sum();
+        if restarts >= self.plan.max_worker_restart {
+            return false;
+        }
+        self.slots[i].restarts += 1;
+        self.slots[i].renew();
+        self.reporter.on_event(&Event::Notice(format!(
+            "{what} ({} of {} restarts)",
+            restarts + 1,
+            self.plan.max_worker_restart
+        )));
+        self.spawn(i);
+        true
     }
 
     pub(super) fn tail_text(&self, i: usize) -> String {
