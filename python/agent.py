@@ -929,6 +929,8 @@ class Sync:
         with it:
             for e in it:
                 rel = prefix + e.name
+                if rel == PLACE_MARKER:
+                    continue  # the copy's own, never the tree's
                 try:
                     if e.is_symlink():
                         links.append([rel, os.readlink(e.path)])
@@ -1034,6 +1036,17 @@ class Sync:
             self.safe_dirs.discard(directory)
             directory = os.path.dirname(directory)
 
+    def sync_place(self, msg):
+        ids = []
+        for d in msg.get("dirs") or []:
+            try:
+                ids.append(_place_id(d, bool(msg.get("create"))))
+            except Exception as exc:
+                # Unknown: a place of its own (synced separately, never
+                # assumed shared).
+                ids.append("unknown %s %s" % (os.urandom(8).hex(), exc))
+        self.channel.send({"t": "places", "ids": ids})
+
     def sync_end(self, msg):
         for tmp in self.partial.values():
             try:
@@ -1042,6 +1055,54 @@ class Sync:
                 pass
         self.partial = {}
         self.channel.send({"t": "synced", "files": self.files, "bytes": self.bytes, "errors": self.errors})
+
+
+PLACE_MARKER = ".rtest-place"
+
+
+def _place_id(directory, create):
+    """An id of the files at ``directory``: the same for every process that
+    sees the same files there (one container, a volume two containers
+    mount), different otherwise. A marker with a random id, made once
+    atomically; without ``create``, a place that has none yet is named by
+    this machine's boot, mount namespace and the directory's real path."""
+    base = os.path.abspath(os.path.expanduser(directory))
+    marker = os.path.join(base, PLACE_MARKER)
+    if create and not os.path.isfile(marker):
+        os.makedirs(base, exist_ok=True)
+        tmp = "%s.%d.tmp" % (marker, os.getpid())
+        with open(tmp, "w") as fh:
+            fh.write(os.urandom(16).hex())
+        try:
+            os.link(tmp, marker)  # fails if another process was first
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    try:
+        with open(marker) as fh:
+            text = fh.read().strip()
+        if text:
+            return "marker " + text
+    except OSError:
+        pass
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id",):
+        try:
+            with open(path) as fh:
+                parts.append(fh.read().strip())
+        except OSError:
+            import socket
+
+            parts.append(socket.gethostname())
+    try:
+        parts.append(str(os.stat("/proc/self/ns/mnt").st_ino))
+    except OSError:
+        pass
+    root = os.stat("/")
+    parts.append("%d:%d" % (root.st_dev, root.st_ino))
+    parts.append(os.path.realpath(base))
+    return "path " + " ".join(parts)
 
 
 def _report_crashes():
@@ -1099,28 +1160,38 @@ def main():
     # Sync messages are handled as they are read, in order, by the reader
     # thread (no hand-over per file), from the first frame on.
     sync = Sync(channel)
-    kinds = ("sync_list", "sync_put", "sync_link", "sync_delete", "sync_end")
+    kinds = ("sync_list", "sync_put", "sync_link", "sync_delete", "sync_end", "sync_place")
     inbox = Inbox(channel, {kind: sync.handle for kind in kinds})
 
     hello = inbox.get()
     if hello.get("t") != "hello":
         channel.send({"t": "internal_error", "message": "expected hello, got %r" % hello.get("t")})
         return 3
-    for entry in reversed(hello.get("sys_path") or []):
-        sys.path.insert(0, entry)
-    if hello.get("chdir"):
-        target = os.path.expanduser(hello["chdir"])
-        os.makedirs(target, exist_ok=True)
-        os.chdir(target)
-    channel.send(python_info())
-    if hello.get("protocol") != PROTOCOL_VERSION:
-        return 3
-
     while True:
+        # A second hello (an exec= worker is synced on its own connection
+        # first) says where to run, now that the copy is there.
+        if hello is not None:
+            import importlib
+
+            importlib.invalidate_caches()  # files may have just been synced
+            for entry in reversed(hello.get("sys_path") or []):
+                if entry not in sys.path:
+                    sys.path.insert(0, entry)
+            if hello.get("chdir"):
+                target = os.path.expanduser(hello["chdir"])
+                os.makedirs(target, exist_ok=True)
+                os.chdir(target)
+            channel.send(python_info())
+            if hello.get("protocol") != PROTOCOL_VERSION:
+                return 3
+            hello = None
         msg = inbox.get()
         kind = msg.get("t")
         if kind == "shutdown":
             return 0
+        if kind == "hello":
+            hello = msg
+            continue
         if kind in ROLES:
             break
     status = 3

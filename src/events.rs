@@ -21,6 +21,23 @@ pub struct WorkerDesc {
 }
 
 impl WorkerDesc {
+    /// The host to name beside the worker: none for a local one, nor for
+    /// an exec= one (its spec is the command that reaches it).
+    pub fn named_host(&self) -> Option<&str> {
+        (self.host != "localhost" && !self.spec.starts_with("exec=")).then_some(self.host.as_str())
+    }
+
+    /// ` on HOST` (`localhost` included) to follow the worker's name, or
+    /// nothing for an exec= worker (its spec is the command that reaches
+    /// it).
+    pub fn on_host(&self) -> String {
+        if self.spec.starts_with("exec=") {
+            String::new()
+        } else {
+            format!(" on {}", self.host)
+        }
+    }
+
     /// `linux -- Python 3.11.7 /usr/bin/python3`, as xdist prints it.
     pub fn platform_line(&self) -> String {
         format!(

@@ -26,6 +26,11 @@ fn spec_part() -> impl Strategy<Value = String> {
         Just("nice=-99999999999".to_string()),
         Just("dont_write_bytecode".to_string()),
         Just("ssh_config=cfg".to_string()),
+        Just("exec=kubectl exec -i runner-0 --".to_string()),
+        Just("exec=sh -c 'cd //srv && exec \"$@\"' sh".to_string()),
+        Just("exec='unclosed".to_string()),
+        Just("exec=".to_string()),
+        "exec=[a-z '\"/\\\\-]{0,16}",
         "[0-9]{0,3}\\*popen",
         "\\PC{0,12}",
     ]
@@ -65,6 +70,18 @@ proptest! {
             Ok(parsed) => prop_assert!(parsed.count >= 1),
             Err(e) => prop_assert!(e.to_string().contains(&format!("\"{spec}\"")), "{e}"),
         }
+    }
+
+    #[test]
+    fn exec_commands_round_trip(argv in prop::collection::vec("[a-z/ '\"=:.$-]{1,10}", 1..5)) {
+        // Whatever words the command has, the spec rtest prints parses
+        // back to the same words.
+        let spec = TxSpec {
+            transport: crate::spec::Transport::Exec { argv },
+            ..TxSpec::popen(Some("python3".into()))
+        };
+        let again: TxSpec = spec.to_string().parse().map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        prop_assert_eq!(again, spec);
     }
 
     #[test]

@@ -45,9 +45,12 @@ distribution:
                         [//env:NAME=VALUE][//id=ID][//nice=N]
                         [//dont_write_bytecode]; ssh=[USER@]HOST[:PORT]
                         [//ssh_config=FILE] (your ssh config and keys; the
-                        host needs only Python 3.8+); or socket=HOST:PORT
+                        host needs only Python 3.8+); socket=HOST:PORT
                         (a host running `rtest socketserver`; the token
-                        comes from RTEST_TOKEN or RTEST_TOKEN_FILE).
+                        comes from RTEST_TOKEN or RTEST_TOKEN_FILE); or
+                        exec=COMMAND, any command that gives a pipe to a
+                        Python (`docker exec -i C`, `kubectl exec -i POD
+                        --`, `srun`): the Python invocation is appended.
                         Repeatable.
   --rsyncdir DIR        mirror DIR to remote workers and popen//chdir=
                         workers before they start (only changes travel;
@@ -391,21 +394,21 @@ fn plan_command(argv: &[String]) -> Result<ExitCode, Error> {
 fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
     let remotes = Remotes {
         token: run::socket_token()?,
-        ssh: Default::default(),
+        ..Default::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
-    // One probe per (transport, interpreter); the workers sharing it listed.
+    // One probe per (transport, interpreter), or per exec= place; the
+    // workers sharing it listed.
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
+    let bases = run::copy_bases(plan, &cwd);
     let mut out: Vec<(String, plan::view::ProbeView)> = Vec::new();
-    for w in &plan.workers {
+    for (w, base) in plan.workers.iter().zip(bases) {
         let host = w.transport.host();
         let key = format!("{:?} {}", w.transport, w.python);
-        if let Some((_, p)) = out.iter_mut().find(|(k, _)| *k == key) {
-            p.workers.push(w.id.clone());
-            continue;
-        }
         let mut view = plan::view::ProbeView {
             workers: vec![w.id.clone()],
             host: host.clone(),
@@ -413,7 +416,39 @@ fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
             python_version: None,
             pytest: None,
             error: None,
+            place: None,
         };
+        if let Transport::Exec { argv } = &w.transport {
+            // Each exec= worker is asked, without writing anything, which
+            // place its copy would go to.
+            let result = runtime.block_on(async {
+                let conn = crate::gateway::exec::spawn(argv, &w.python, &w.env, w.nice)
+                    .map_err(|e| rtest_sync::SyncError(e.message))?;
+                let dirs = base.into_iter().collect();
+                rtest_sync::probe_places(conn, &w.python, dirs).await
+            });
+            let key = match result {
+                Ok((ready, places)) => {
+                    view.python_version = Some(ready.python_version);
+                    view.pytest = ready.pytest;
+                    view.place = places.into_iter().next();
+                    format!("{key} {:?}", view.place)
+                }
+                Err(e) => {
+                    view.error = Some(e.0);
+                    format!("{key} {}", w.id)
+                }
+            };
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, p)) => p.workers.push(w.id.clone()),
+                None => out.push((key, view)),
+            }
+            continue;
+        }
+        if let Some((_, p)) = out.iter_mut().find(|(k, _)| *k == key) {
+            p.workers.push(w.id.clone());
+            continue;
+        }
         match &w.transport {
             Transport::Popen => match provision::probe(&w.python) {
                 Ok(p) => {
@@ -563,6 +598,19 @@ fn settings(
         if let (Some(c), Some(dir)) = (&spec.ssh_config, config_dir_of(&s.source)) {
             if Path::new(c).is_relative() && !c.starts_with('~') {
                 spec.ssh_config = Some(dir.join(c).display().to_string());
+            }
+        }
+        // So is an exec= command given as a path (`./ci/enter-pod`); a bare
+        // name (`kubectl`) is looked up on PATH.
+        if let (Transport::Exec { argv }, Some(dir)) =
+            (&mut spec.transport, config_dir_of(&s.source))
+        {
+            if let Some(program) = argv.first_mut() {
+                if program.contains('/') && Path::new(program.as_str()).is_relative() {
+                    *program = config::rootdir::normalize(&dir.join(&*program))
+                        .display()
+                        .to_string();
+                }
             }
         }
         tx.push(spec);

@@ -377,9 +377,15 @@ pub fn probe_text(probes: &[crate::plan::view::ProbeView]) -> String {
             ),
             (None, None) => "no answer".to_string(),
         };
+        // exec= workers: which of them see the same files (one sync).
+        let place = match (&p.place, p.workers.len()) {
+            (None, _) => String::new(),
+            (Some(_), 1) => "; a place of its own (synced on its own)".to_string(),
+            (Some(_), n) => format!("; one place: these {n} share their files (synced once)"),
+        };
         let _ = writeln!(
             out,
-            "  {} on {} ({}): {what}",
+            "  {} on {} ({}): {what}{place}",
             p.python,
             p.host,
             p.workers.join(", ")

@@ -136,7 +136,8 @@ fn node_values(name: &str, text: &str, node: &KdlNode) -> Result<Vec<Value>, Syn
 }
 
 /// `tx "ssh" host="build1" user="ci" port=22 python="python3" count=2
-/// chdir="w" id="x" nice=5 dont_write_bytecode=#true ssh_config="f" { env FOO="1" }`
+/// chdir="w" id="x" nice=5 dont_write_bytecode=#true ssh_config="f" { env FOO="1" }`,
+/// `tx "exec" command="docker exec -i ci" ...`
 fn structured_tx(name: &str, text: &str, node: &KdlNode) -> Result<String, SyntaxError> {
     let at = |off: usize, msg: &str| render_at(name, text, off, msg, None);
     let transport = node
@@ -144,7 +145,7 @@ fn structured_tx(name: &str, text: &str, node: &KdlNode) -> Result<String, Synta
         .iter()
         .find(|e| e.name().is_none())
         .and_then(|e| e.value().as_string())
-        .ok_or_else(|| at(node.span().offset(), "structured tx needs the transport first: tx \"popen\" ..., tx \"ssh\" host=..., tx \"socket\" host=... port=..."))?
+        .ok_or_else(|| at(node.span().offset(), "structured tx needs the transport first: tx \"popen\" ..., tx \"ssh\" host=..., tx \"socket\" host=... port=..., tx \"exec\" command=..."))?
         .to_string();
     let mut props = std::collections::BTreeMap::new();
     for e in node.entries().iter().filter(|e| e.name().is_some()) {
@@ -166,10 +167,11 @@ fn structured_tx(name: &str, text: &str, node: &KdlNode) -> Result<String, Synta
             "count",
             "dont_write_bytecode",
             "ssh_config",
+            "command",
         ]
         .contains(&key.as_str())
         {
-            return Err(at(e.span().offset(), &format!("unknown tx property \"{key}\" (known: host, user, port, python, chdir, id, nice, count, dont_write_bytecode, ssh_config)")));
+            return Err(at(e.span().offset(), &format!("unknown tx property \"{key}\" (known: host, user, port, command, python, chdir, id, nice, count, dont_write_bytecode, ssh_config)")));
         }
         props.insert(key, (val, e.span().offset()));
     }
@@ -199,10 +201,19 @@ fn structured_tx(name: &str, text: &str, node: &KdlNode) -> Result<String, Synta
                 .ok_or_else(|| at(node.span().offset(), "tx \"socket\" needs port=..."))?;
             spec.push_str(&format!("socket={host}:{port}"));
         }
+        "exec" => {
+            let command = get("command").ok_or_else(|| {
+                at(
+                    node.span().offset(),
+                    "tx \"exec\" needs command=\"...\" (as in command=\"kubectl exec -i runner-0 --\")",
+                )
+            })?;
+            spec.push_str(&format!("exec={command}"));
+        }
         other => {
             return Err(at(
                 node.span().offset(),
-                &format!("unknown transport \"{other}\" (expected popen, ssh or socket)"),
+                &format!("unknown transport \"{other}\" (expected popen, ssh, socket or exec)"),
             ))
         }
     }
@@ -265,6 +276,24 @@ mod tests {
                 "popen//python=python3"
             ])
         );
+    }
+
+    #[test]
+    fn structured_exec_tx_becomes_a_spec() {
+        let l = p("tx \"exec\" command=\"kubectl exec -i runner-0 --\" python=\"python3\" id=\"pod\"\ntx \"exec=docker exec -i ci//chdir=/w\"\n");
+        assert_eq!(
+            l.base.values["tx"],
+            serde_json::json!([
+                "exec=kubectl exec -i runner-0 --//python=python3//id=pod",
+                "exec=docker exec -i ci//chdir=/w"
+            ])
+        );
+        let e = parse(
+            Path::new("/r/conftest.kdl"),
+            "tx \"exec\" python=\"python3\"\n",
+        )
+        .unwrap_err();
+        assert!(e.rendered.contains("needs command="), "{}", e.rendered);
     }
 
     #[test]

@@ -264,7 +264,10 @@ pub fn join(words: &[String]) -> String {
     words
         .iter()
         .map(|w| {
+            // `//` is quoted too: inside an exec= tx spec it would
+            // otherwise end the command.
             let safe = !w.is_empty()
+                && !w.contains("//")
                 && w.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
             if safe {

@@ -5,6 +5,7 @@
 //! one it talks to. `popen` starts a local child process in its own process
 //! group, so that killing a worker also kills whatever its tests started.
 
+pub mod exec;
 pub mod popen;
 pub mod provision;
 pub mod serve;
@@ -31,6 +32,9 @@ pub struct Connection {
     pub exit: ExitFuture,
     /// Kills the worker and everything it started.
     pub killer: Killer,
+    /// The agent already runs (an exec= worker synced over this
+    /// connection): the session sends no bootstrap, only a new hello.
+    pub agent_started: bool,
 }
 
 /// How to kill a worker.
@@ -90,14 +94,17 @@ pub fn describe_exit(status: &std::process::ExitStatus) -> String {
     "ended".to_string()
 }
 
-/// How one run reaches its remote workers: the socket servers' token and
-/// the ssh master connections (closed when this is dropped).
+/// How one run reaches its remote workers: the socket servers' token, the
+/// ssh master connections (closed when this is dropped) and what exec=
+/// workers are synced with.
 #[derive(Debug, Default)]
 pub struct Remotes {
     /// The socket servers' shared token.
     pub token: Option<Vec<u8>>,
     /// ssh masters, by host.
     pub ssh: ssh::Pool,
+    /// exec= workers.
+    pub exec: exec::Syncs,
 }
 
 impl Remotes {
@@ -133,6 +140,10 @@ impl Remotes {
                     .spawn(&dest, ordinal, &w.python, &env, w.nice)
                     .await
             }
+            crate::spec::Transport::Exec { .. } => match self.exec.take_ready(&w.id) {
+                Some(conn) => Ok(conn),
+                None => Ok(self.exec.connect(w, &env).await?.0),
+            },
             crate::spec::Transport::Popen => Err(crate::error::Error::internal(
                 "a local worker is not a remote one",
             )),

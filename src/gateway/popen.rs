@@ -67,5 +67,6 @@ pub fn spawn(
         stderr: Some(Box::new(stderr)),
         exit,
         killer: Killer::ProcessGroup(pid as i32),
+        agent_started: false,
     })
 }

@@ -169,6 +169,7 @@ pub async fn connect(
                 .unwrap_or_else(|_| "connection lost".to_string())
         }),
         killer: Killer::Socket(fd),
+        agent_started: false,
     })
 }
 

@@ -574,6 +574,7 @@ async fn spawn_on(
         stderr: Some(Box::new(err_rx)),
         exit,
         killer: Killer::Ssh(kill),
+        agent_started: false,
     })
 }
 

@@ -58,6 +58,10 @@ pub struct ProbeView {
     pub pytest: Option<String>,
     /// Why it could not be probed.
     pub error: Option<String>,
+    /// exec= workers: the place their copy goes to, as the agent named it.
+    /// Workers listed together see the same files there and share one
+    /// sync; each other place is synced on its own.
+    pub place: Option<String>,
 }
 
 /// One worker.
@@ -65,7 +69,7 @@ pub struct ProbeView {
 pub struct WorkerView {
     /// `gw0`, ...
     pub id: String,
-    /// `popen`, `ssh` or `socket`.
+    /// `popen`, `ssh`, `socket` or `exec`.
     pub transport: String,
     /// `localhost` or the remote host.
     pub host: String,

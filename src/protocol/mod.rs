@@ -246,6 +246,16 @@ pub enum ToAgent {
     },
     /// Sync: done (answered by `synced`).
     SyncEnd,
+    /// Sync: which place each of `dirs` is (answered by `places`). Two
+    /// workers that get the same id for a directory see the same files
+    /// there (one container, one shared volume), so one sync serves both.
+    SyncPlace {
+        /// Directories (`~` expanded remotely).
+        dirs: Vec<String>,
+        /// Create each directory and its place marker if missing (a run);
+        /// without it nothing is written (`rtest plan --probe`).
+        create: bool,
+    },
     /// No more tests: finish the queue, tear down, and exit.
     Shutdown,
 }
@@ -420,6 +430,11 @@ pub enum FromAgent {
         /// Its symlinks: path, target.
         #[serde(default)]
         links: Vec<(String, String)>,
+    },
+    /// Answer to `sync_place`: one id per directory asked about.
+    Places {
+        /// The ids, in the order asked.
+        ids: Vec<String>,
     },
     /// A sync finished.
     Synced {

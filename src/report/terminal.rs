@@ -424,9 +424,9 @@ impl Terminal {
         self.workers
             .iter()
             .find(|w| w.id == worker)
-            .map(|w| match w.host.as_str() {
-                "localhost" => format!("[{}] {}", w.id, w.platform_line()),
-                host => format!("[{} on {host}] {}", w.id, w.platform_line()),
+            .map(|w| match w.named_host() {
+                None => format!("[{}] {}", w.id, w.platform_line()),
+                Some(host) => format!("[{} on {host}] {}", w.id, w.platform_line()),
             })
     }
 
@@ -657,7 +657,7 @@ impl Terminal {
                 } else {
                     format!(", Python {}", w.info.python_version)
                 };
-                (w.id.clone(), format!("{} on {}{python}", w.id, w.host))
+                (w.id.clone(), format!("{}{}{python}", w.id, w.on_host()))
             })
             .collect();
         let label = |r: &TestResult| -> String {
@@ -925,7 +925,7 @@ impl Terminal {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for w in workers {
             let desc = format!(
-                "{} on {}, {} {} ({})",
+                "{}{}, {} {} ({})",
                 // The spec tells environments apart; the interpreter is
                 // shown as it reported itself.
                 w.spec
@@ -933,7 +933,7 @@ impl Terminal {
                     .filter(|part| !part.starts_with("python="))
                     .collect::<Vec<_>>()
                     .join("//"),
-                w.host,
+                w.on_host(),
                 if w.info.implementation.is_empty() {
                     "Python"
                 } else {

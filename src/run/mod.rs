@@ -8,7 +8,7 @@ mod interpreters;
 mod remote;
 
 pub use interpreters::{controller_python, default_python, prepare_interpreters};
-pub use remote::{socket_token, sync_workers};
+pub use remote::{copy_bases, socket_token, sync_workers};
 
 use crate::error::{Error, ExitCode};
 use crate::events::Reporter;
@@ -40,10 +40,21 @@ pub fn execute(mut plan: Plan, opts: RunOptions) -> Result<ExitCode, Error> {
     // Dropped on every way out of here: closes the ssh masters.
     let remotes = Arc::new(Remotes {
         token: socket_token()?,
-        ssh: Default::default(),
+        ..Default::default()
     });
-    notes.extend(sync_workers(&mut plan, &remotes, opts.require_all_hosts)?);
-    run_session(&plan, opts, notes, remotes)
+    // One runtime for the sync and the session: exec= workers synced
+    // before the session are handed over to it, their pipes still open.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
+    notes.extend(sync_workers(
+        &mut plan,
+        &remotes,
+        opts.require_all_hosts,
+        &runtime,
+    )?);
+    run_session(&plan, opts, notes, remotes, &runtime)
 }
 
 /// A fresh `PYTEST_XDIST_TESTRUNUID`.
@@ -63,6 +74,7 @@ fn run_session(
     opts: RunOptions,
     header_notes: Vec<String>,
     remotes: Arc<Remotes>,
+    runtime: &tokio::runtime::Runtime,
 ) -> Result<ExitCode, Error> {
     let errors: report::WriteErrors = Default::default();
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
@@ -101,10 +113,6 @@ fn run_session(
         color,
         mainargv: std::env::args().collect(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
     let mut fanout = report::Fanout { reporters };
     let outcome = runtime.block_on(session::run(plan, &session_opts, &mut fanout));
     drop(fanout);

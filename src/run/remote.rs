@@ -43,6 +43,7 @@ pub fn sync_workers(
     plan: &mut Plan,
     remotes: &Remotes,
     require_all_hosts: bool,
+    runtime: &tokio::runtime::Runtime,
 ) -> Result<Vec<String>, Error> {
     let remote = plan.workers.iter().any(|w| w.transport != Transport::Popen);
     if plan.sync.is_empty() && !remote {
@@ -60,56 +61,45 @@ pub fn sync_workers(
         .strip_prefix(&root)
         .unwrap_or(Path::new(""))
         .to_path_buf();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal(format!("could not start the async runtime: {e}")))?;
-    let short_hash = |text: &str| {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(text.as_bytes())
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    let cache_key = short_hash(&plan.rootdir.display().to_string());
-    // Only a remote without pytest needs the local one: found when one
-    // does, once.
-    let ship_cell: std::sync::OnceLock<Result<rtest_sync::Ship, String>> = Default::default();
-    let get_ship = || {
-        ship_cell
-            .get_or_init(|| local_pytest(&default_python(), &short_hash).map_err(|e| e.message))
-            .as_ref()
-            .map_err(Clone::clone)
-    };
     let sync = plan.sync.clone();
     let rootdir = plan.rootdir.clone();
     let limit = plan.startup_timeout;
-    // Where each worker's copy goes: chdir= (relative to here for popen, to
-    // the home directory remotely), else a per-rootdir cache remotely.
-    let bases: Vec<Option<String>> = plan
-        .workers
-        .iter()
-        .map(|w| match (&w.transport, &w.chdir) {
-            (Transport::Popen, None) => None,
-            (Transport::Popen, Some(_)) if sync.is_empty() => None,
-            (Transport::Popen, Some(c)) => Some(
-                config::rootdir::normalize(&cwd.join(c))
-                    .display()
-                    .to_string(),
-            ),
-            (_, Some(c)) => Some(c.display().to_string()),
-            (_, None) => Some(format!("~/.cache/rtest/{cache_key}")),
-        })
-        .collect();
-    // Each (host, python, copy) once, all hosts at the same time.
+    let bases = copy_bases(plan, &cwd);
+    // exec= workers are synced over their own connections (their files
+    // may live no longer than their process), once per place.
+    let tree = (!sync.is_empty()).then(|| rtest_sync::Job {
+        base: String::new(),
+        root: root.clone(),
+        rootdir: rootdir.clone(),
+        sets: sync.clone(),
+        files: Vec::new(),
+    });
+    let shared = remotes.exec.set_plan(crate::gateway::exec::SyncPlan {
+        tree: tree.clone(),
+        bases: plan
+            .workers
+            .iter()
+            .zip(&bases)
+            .filter_map(|(w, b)| Some((w.id.clone(), b.clone()?)))
+            .collect(),
+        ship: Default::default(),
+        // Only a remote without pytest needs the local one: found when one
+        // does, once.
+        find_ship: Box::new(|| local_pytest(&default_python()).map_err(|e| e.message)),
+    });
+    let get_ship = || shared.ship();
+    // Each (host, python, copy) once, all hosts at the same time; each
+    // exec= worker on its own.
     let mut keys: Vec<Option<(String, String, String)>> = plan
         .workers
         .iter()
         .zip(&bases)
         .map(|(w, base)| {
             let b = base.as_ref()?;
-            let host = format!("{:?} {:?}", w.transport, w.ssh_config);
+            let host = match &w.transport {
+                Transport::Exec { .. } => format!("exec {}", w.id),
+                _ => format!("{:?} {:?}", w.transport, w.ssh_config),
+            };
             Some((host, w.python.clone(), b.clone()))
         })
         .collect();
@@ -122,28 +112,37 @@ pub fn sync_workers(
     let jobs: Vec<((String, String, String), usize)> = firsts.into_iter().collect();
     let syncs = jobs.iter().map(|(key, i)| {
         let w = &plan.workers[*i];
-        let job = (!sync.is_empty()).then(|| rtest_sync::Job {
-            base: key.2.clone(),
-            root: root.clone(),
-            rootdir: rootdir.clone(),
-            sets: sync.clone(),
-            files: Vec::new(),
+        let job = tree.clone().map(|mut j| {
+            j.base = key.2.clone();
+            j
         });
         let get_ship = &get_ship;
         async move {
             let started = std::time::Instant::now();
-            let conn = match &w.transport {
-                Transport::Popen => {
-                    crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
+            let push = async {
+                let conn = match &w.transport {
+                    Transport::Popen => {
+                        crate::gateway::popen::spawn(&w.python, None, &Default::default(), None)
+                    }
+                    Transport::Exec { .. } => {
+                        // The worker itself, synced: it waits for the session.
+                        let (conn, outcome) = remotes
+                            .exec
+                            .connect(w, &w.env)
+                            .await
+                            .map_err(|e| rtest_sync::SyncError(e.message))?;
+                        remotes.exec.keep_ready(&w.id, conn);
+                        return Ok(outcome);
+                    }
+                    // The spec's env: it may matter to the interpreter itself.
+                    _ => remotes.connect(w, 0, w.env.clone()).await,
                 }
-                // The spec's env: it may matter to the interpreter itself.
-                _ => remotes.connect(w, 0, w.env.clone()).await,
-            }
-            .map_err(|e| rtest_sync::SyncError(e.message))?;
+                .map_err(|e| rtest_sync::SyncError(e.message))?;
+                rtest_sync::push_over(conn, &w.python, job, Some(get_ship)).await
+            };
             // A connection that stalls (open, but nothing moves) is bounded
             // like a worker's start, and costs that host like any failed
             // sync.
-            let push = rtest_sync::push_over(conn, &w.python, job, Some(get_ship));
             let outcome = match limit {
                 Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs), push)
                     .await
@@ -219,11 +218,19 @@ pub fn sync_workers(
                 continue;
             }
         };
-        if let Some(stats) = &outcome.tree {
+        let host = match &w.transport {
+            Transport::Exec { .. } => format!("exec worker {}", w.id),
+            other => other.host(),
+        };
+        if let (Some(stats), Some(by)) = (&outcome.tree, &outcome.shared_from) {
             notes.push(format!(
-                "synced to {} on {}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
+                "{} shares {by}'s copy in {} (the same files there)",
+                w.id, stats.base
+            ));
+        } else if let Some(stats) = &outcome.tree {
+            notes.push(format!(
+                "synced to {} on {host}: {} of {} files sent ({} bytes), {} deleted in {:.2}s",
                 stats.base,
-                w.transport.host(),
                 stats.files,
                 stats.total,
                 stats.bytes,
@@ -231,18 +238,15 @@ pub fn sync_workers(
                 took.as_secs_f64()
             ));
         }
-        if let (Some(stats), Some(Ok(ship))) = (&outcome.shipped, ship_cell.get()) {
+        if let (Some(stats), Some(Ok(ship))) = (&outcome.shipped, shared.ship.get()) {
             let how = if stats.files == 0 {
                 "uses the copy already in".to_string()
             } else {
                 format!("shipped {} files to", stats.files)
             };
             notes.push(format!(
-                "{} on {} has no pytest: pytest {}, {how} {}",
-                w.python,
-                w.transport.host(),
-                ship.version,
-                stats.base,
+                "{} on {host} has no pytest: pytest {}, {how} {}",
+                w.python, ship.version, stats.base,
             ));
         }
         done.insert(key, outcome);
@@ -267,6 +271,28 @@ pub fn sync_workers(
     }
     finish_sync(plan, &keys, &done, &rel_cwd, &rel_rootdir, &root)?;
     Ok(notes)
+}
+
+/// Where each worker's copy goes: chdir= (relative to here for popen, as
+/// given remotely: to the home directory over ssh, to where the command
+/// starts for exec=), else a per-rootdir cache remotely; `None` for a
+/// worker that runs in this tree.
+pub fn copy_bases(plan: &Plan, cwd: &Path) -> Vec<Option<String>> {
+    let cache_key = short_hash(&plan.rootdir.display().to_string());
+    plan.workers
+        .iter()
+        .map(|w| match (&w.transport, &w.chdir) {
+            (Transport::Popen, None) => None,
+            (Transport::Popen, Some(_)) if plan.sync.is_empty() => None,
+            (Transport::Popen, Some(c)) => Some(
+                config::rootdir::normalize(&cwd.join(c))
+                    .display()
+                    .to_string(),
+            ),
+            (_, Some(c)) => Some(c.display().to_string()),
+            (_, None) => Some(format!("~/.cache/rtest/{cache_key}")),
+        })
+        .collect()
 }
 
 /// One copy of the tree: (host, Python, directory).
@@ -306,6 +332,16 @@ fn finish_sync(
     Ok(())
 }
 
+/// The first 8 bytes of a text's SHA-256, in hex (cache directory names).
+fn short_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}
+
 /// Await every future, all at once (on one thread), in their order.
 async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     use std::task::Poll;
@@ -334,10 +370,7 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 /// The local pure-Python pytest and what it requires (pluggy, iniconfig,
 /// packaging, pygments, and tomli/exceptiongroup where installed), as a
 /// tree to ship.
-fn local_pytest(
-    python: &str,
-    short_hash: &dyn Fn(&str) -> String,
-) -> Result<rtest_sync::Ship, Error> {
+fn local_pytest(python: &str) -> Result<rtest_sync::Ship, Error> {
     const SCRIPT: &str = r#"
 import json, re, importlib.metadata as m
 out = {"site": None, "dirs": [], "files": [], "version": None, "requires": None}

@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::sched::{self, history, unit_key, Action, ItemInfo, Scheduler};
 use crate::spec::Transport;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -98,6 +98,7 @@ fn pump(
         stderr,
         exit,
         killer,
+        ..
     } = conn;
     let (wtx, mut wrx) = mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
@@ -535,7 +536,9 @@ impl Session<'_> {
             }
             // Sync happens before a session starts; a worker has no reason
             // to send these here.
-            FromAgent::SyncManifest { .. } | FromAgent::Synced { .. } => {}
+            FromAgent::SyncManifest { .. }
+            | FromAgent::Synced { .. }
+            | FromAgent::Places { .. } => {}
             FromAgent::Done { status } => {
                 let slot = &mut self.slots[i];
                 slot.done = Some(status);

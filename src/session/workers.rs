@@ -9,7 +9,9 @@ use super::*;
 const STARTUP_GRACE: f64 = 10.0;
 
 impl Session<'_> {
-    pub(super) fn spawn(&mut self, index: usize) {
+    /// The environment worker `index` gets: its spec's, the run's, and a
+    /// coverage data file of its own where workers share a directory.
+    fn worker_env(&self, index: usize) -> BTreeMap<String, String> {
         let plan = &self.plan.workers[self.slots[index].plan_index];
         let mut env = plan.env.clone();
         for (k, v) in &self.opts.env {
@@ -33,13 +35,19 @@ impl Session<'_> {
             env.entry("COVERAGE_FILE".into())
                 .or_insert_with(|| format!("{base}.{id}"));
         }
+        env
+    }
+
+    pub(super) fn spawn(&mut self, index: usize) {
+        let plan = &self.plan.workers[self.slots[index].plan_index];
+        let env = self.worker_env(index);
         match &plan.transport {
             Transport::Popen => {
                 let conn =
                     gateway::popen::spawn(&plan.python, plan.chdir.as_deref(), &env, plan.nice);
                 self.connected(index, conn);
             }
-            Transport::Socket { .. } | Transport::Ssh { .. } => {
+            Transport::Socket { .. } | Transport::Ssh { .. } | Transport::Exec { .. } => {
                 // Connecting takes a round trip or a timeout: do it off the
                 // dispatcher, which hears back through `Input::Connected`.
                 let plan_index = self.slots[index].plan_index;
@@ -86,6 +94,8 @@ impl Session<'_> {
             return;
         }
         let gen = self.slots[index].gen;
+        let agent_started = conn.agent_started;
+        let env = self.worker_env(index);
         let (wtx, killer) = pump(conn, &self.tx, move |p| Input::Worker(index, gen, p));
         // Without a controller to ask, the worker gets its workerinput at
         // once; else it parses its arguments while the controller's
@@ -113,7 +123,13 @@ impl Session<'_> {
             let dir = PathBuf::from(base).join(&slot.id);
             args.push(format!("--basetemp={}", dir.display()));
         }
-        let mut bytes = bootstrap_payload();
+        // An agent that runs already (synced over this connection) only
+        // hears where to run now.
+        let mut bytes = if agent_started {
+            Vec::new()
+        } else {
+            bootstrap_payload()
+        };
         // A local worker starts in its directory; a remote one is told.
         let chdir = match w.transport {
             Transport::Popen => None,
@@ -126,7 +142,9 @@ impl Session<'_> {
         }));
         bytes.extend(encode(&ToAgent::Start(StartArgs {
             args,
-            env: w.env.clone(),
+            // Also set by the gateway where it can; an exec= worker synced
+            // before the session started was started without the run's.
+            env,
             worker_id: slot.id.clone(),
             worker_count: self.plan.workers.len(),
             testrun_uid: self.opts.testrun_uid.clone(),

@@ -3,7 +3,7 @@
 //! Compatible with execnet/pytest-xdist specs: an optional `N*` prefix, then
 //! `//`-separated parts, exactly one of which names the transport
 //! (`popen`, `ssh=[user@]host[:port]`, `ssh=-p PORT [user@]host`,
-//! `socket=host:port`); the others are `python=`, `chdir=`, `env:NAME=value`,
+//! `socket=host:port`, `exec=COMMAND`); the others are `python=`, `chdir=`, `env:NAME=value`,
 //! `id=`, `nice=`, `dont_write_bytecode` and `ssh_config=`. [`TxSpec`] is the
 //! parsed form; its `Display` writes a spec that parses back to the same value.
 
@@ -32,23 +32,33 @@ pub enum Transport {
         /// Port.
         port: u16,
     },
+    /// A command that gives a pipe to a Python somewhere (`docker exec -i
+    /// C`, `kubectl exec -i POD --`, `srun`, `bwrap ...`): the Python
+    /// invocation is appended to it.
+    Exec {
+        /// The command, split by shell word rules.
+        argv: Vec<String>,
+    },
 }
 
 impl Transport {
-    /// The transport's name: `popen`, `ssh` or `socket`.
+    /// The transport's name: `popen`, `ssh`, `socket` or `exec`.
     pub fn name(&self) -> &'static str {
         match self {
             Transport::Popen => "popen",
             Transport::Ssh { .. } => "ssh",
             Transport::Socket { .. } => "socket",
+            Transport::Exec { .. } => "exec",
         }
     }
 
-    /// The host this transport reaches (`localhost` for popen).
+    /// The host this transport reaches (`localhost` for popen; for exec,
+    /// the command that reaches it).
     pub fn host(&self) -> String {
         match self {
             Transport::Popen => "localhost".to_string(),
             Transport::Ssh { host, .. } | Transport::Socket { host, .. } => host.clone(),
+            Transport::Exec { argv } => crate::config::pytest_ini::join(argv),
         }
     }
 }
@@ -112,14 +122,14 @@ pub enum SpecErrorKind {
     /// `N*` with a bad N.
     #[error("bad count \"{0}\" before '*': expected a whole number of at least 1")]
     BadCount(String),
-    /// No `popen`/`ssh=`/`socket=` part.
-    #[error("no transport: add one of \"popen\", \"ssh=HOST\" or \"socket=HOST:PORT\"")]
+    /// No `popen`/`ssh=`/`socket=`/`exec=` part.
+    #[error("no transport: add one of \"popen\", \"ssh=HOST\", \"socket=HOST:PORT\" or \"exec=COMMAND\"")]
     NoTransport,
     /// More than one transport.
     #[error("more than one transport (\"{0}\" and \"{1}\")")]
     TwoTransports(String, String),
     /// A part rtest does not know.
-    #[error("unknown part \"{0}\" (known: popen, ssh=, socket=, python=, chdir=, env:NAME=, id=, nice=, dont_write_bytecode, ssh_config=)")]
+    #[error("unknown part \"{0}\" (known: popen, ssh=, socket=, exec=, python=, chdir=, env:NAME=, id=, nice=, dont_write_bytecode, ssh_config=)")]
     UnknownKey(String),
     /// A part given twice.
     #[error("\"{0}\" is given more than once")]
@@ -153,6 +163,14 @@ pub enum SpecErrorKind {
     /// An empty part (`popen////python=x`).
     #[error("empty part between '//' separators")]
     EmptyPart,
+    /// `exec=` whose command does not split into words.
+    #[error("bad command in \"{part}\": {why} (quote as in a shell: exec=sh -c 'cd /w && exec \"$@\"' sh)")]
+    BadCommand {
+        /// The part.
+        part: String,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl FromStr for TxSpec {
@@ -176,7 +194,7 @@ fn parse(spec: &str) -> Result<TxSpec, SpecErrorKind> {
     out.count = count;
     let mut transport: Option<(String, Transport)> = None;
     let mut seen: Vec<String> = Vec::new();
-    for part in rest.split("//") {
+    for part in split_parts(rest) {
         if part.is_empty() {
             return Err(SpecErrorKind::EmptyPart);
         }
@@ -192,7 +210,7 @@ fn parse(spec: &str) -> Result<TxSpec, SpecErrorKind> {
             out.env.push((name.to_string(), value.to_string()));
             continue;
         }
-        let is_transport = matches!(key, "popen" | "ssh" | "socket");
+        let is_transport = matches!(key, "popen" | "ssh" | "socket" | "exec");
         if !is_transport {
             if seen.iter().any(|s| s == key) {
                 return Err(SpecErrorKind::Duplicate(key.to_string()));
@@ -206,7 +224,7 @@ fn parse(spec: &str) -> Result<TxSpec, SpecErrorKind> {
             }
         };
         match key {
-            "popen" | "ssh" | "socket" => {
+            "popen" | "ssh" | "socket" | "exec" => {
                 let parsed = match key {
                     "popen" => {
                         if value.is_some() {
@@ -215,6 +233,7 @@ fn parse(spec: &str) -> Result<TxSpec, SpecErrorKind> {
                         Transport::Popen
                     }
                     "ssh" => parse_ssh(part, value.unwrap_or(""))?,
+                    "exec" => parse_exec(part, value.unwrap_or(""))?,
                     _ => parse_socket(part, value.unwrap_or(""))?,
                 };
                 if let Some((first, _)) = &transport {
@@ -244,6 +263,50 @@ fn parse(spec: &str) -> Result<TxSpec, SpecErrorKind> {
     }
     out.transport = transport.ok_or(SpecErrorKind::NoTransport)?.1;
     Ok(out)
+}
+
+/// The `//`-separated parts. Inside an `exec=` part, `//` within shell
+/// quotes does not separate (`exec=sh -c 'cd //srv && exec "$@"' sh`).
+fn split_parts(rest: &str) -> Vec<&str> {
+    let bytes = rest.as_bytes();
+    let (mut parts, mut start, mut i) = (Vec::new(), 0, 0);
+    // Quote state, kept only while the current part is an exec= command.
+    let (mut single, mut double) = (false, false);
+    while i < bytes.len() {
+        let quoting = rest[start..].starts_with("exec=");
+        let b = bytes[i];
+        if quoting && single {
+            single = b != b'\'';
+        } else if quoting && b == b'\\' {
+            i += 1;
+        } else if quoting && double {
+            double = b != b'"';
+        } else if quoting && b == b'\'' {
+            single = true;
+        } else if quoting && b == b'"' {
+            double = true;
+        } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            parts.push(&rest[start..i]);
+            i += 2;
+            start = i;
+            continue;
+        }
+        i += 1;
+    }
+    parts.push(&rest[start.min(rest.len())..]);
+    parts
+}
+
+fn parse_exec(part: &str, value: &str) -> Result<Transport, SpecErrorKind> {
+    let argv =
+        crate::config::pytest_ini::split(value).map_err(|why| SpecErrorKind::BadCommand {
+            part: part.to_string(),
+            why,
+        })?;
+    if argv.is_empty() {
+        return Err(SpecErrorKind::MissingValue("exec".into()));
+    }
+    Ok(Transport::Exec { argv })
 }
 
 fn split_count(spec: &str) -> Result<(usize, &str), SpecErrorKind> {
@@ -363,6 +426,16 @@ impl fmt::Display for TxSpec {
                 } else {
                     write!(f, "socket={host}:{port}")?;
                 }
+            }
+            Transport::Exec { argv } => {
+                let mut text = crate::config::pytest_ini::join(argv);
+                // A last word ending in `/` would run into the `//` after it.
+                if text.ends_with('/') {
+                    let last = argv.last().map(String::as_str).unwrap_or_default();
+                    text.truncate(text.len() - last.len());
+                    text.push_str(&format!("'{last}'"));
+                }
+                write!(f, "exec={text}")?;
             }
         }
         if let Some(v) = &self.id {
@@ -489,9 +562,9 @@ mod tests {
             ("", "failed to parse tx spec \"\": the spec is empty (expected e.g. \"popen\", \"ssh=host\" or \"socket=host:port\")"),
             ("0*popen", "failed to parse tx spec \"0*popen\": bad count \"0\" before '*': expected a whole number of at least 1"),
             ("x*popen", "failed to parse tx spec \"x*popen\": bad count \"x\" before '*': expected a whole number of at least 1"),
-            ("python=python3", "failed to parse tx spec \"python=python3\": no transport: add one of \"popen\", \"ssh=HOST\" or \"socket=HOST:PORT\""),
+            ("python=python3", "failed to parse tx spec \"python=python3\": no transport: add one of \"popen\", \"ssh=HOST\", \"socket=HOST:PORT\" or \"exec=COMMAND\""),
             ("popen//ssh=h", "failed to parse tx spec \"popen//ssh=h\": more than one transport (\"popen\" and \"ssh=h\")"),
-            ("popen//pyhton=x", "failed to parse tx spec \"popen//pyhton=x\": unknown part \"pyhton=x\" (known: popen, ssh=, socket=, python=, chdir=, env:NAME=, id=, nice=, dont_write_bytecode, ssh_config=)"),
+            ("popen//pyhton=x", "failed to parse tx spec \"popen//pyhton=x\": unknown part \"pyhton=x\" (known: popen, ssh=, socket=, exec=, python=, chdir=, env:NAME=, id=, nice=, dont_write_bytecode, ssh_config=)"),
             ("popen//python=", "failed to parse tx spec \"popen//python=\": \"python\" needs a value, as in \"python=VALUE\""),
             ("popen//python", "failed to parse tx spec \"popen//python\": \"python\" needs a value, as in \"python=VALUE\""),
             ("ssh=", "failed to parse tx spec \"ssh=\": \"ssh=\": missing host"),
@@ -510,6 +583,45 @@ mod tests {
     }
 
     #[test]
+    fn exec_commands_split_like_a_shell() {
+        let s = ok("2*exec=kubectl exec -i runner-0 --//python=python3//chdir=/w");
+        assert_eq!(s.count, 2);
+        assert_eq!(
+            s.transport,
+            Transport::Exec {
+                argv: ["kubectl", "exec", "-i", "runner-0", "--"]
+                    .map(String::from)
+                    .to_vec()
+            }
+        );
+        assert_eq!(s.python.as_deref(), Some("python3"));
+        // `//` inside quotes belongs to the command
+        let s = ok("exec=sh -c 'cd //srv && exec \"$@\"' sh//env:A=1");
+        assert_eq!(
+            s.transport,
+            Transport::Exec {
+                argv: ["sh", "-c", "cd //srv && exec \"$@\"", "sh"]
+                    .map(String::from)
+                    .to_vec()
+            }
+        );
+        assert_eq!(s.env, [("A".to_string(), "1".to_string())]);
+        assert_eq!(s.transport.host(), "sh -c 'cd //srv && exec \"$@\"' sh");
+        assert_eq!(
+            err("exec=sh -c 'x"),
+            "failed to parse tx spec \"exec=sh -c 'x\": bad command in \"exec=sh -c 'x\": no closing quotation (quote as in a shell: exec=sh -c 'cd /w && exec \"$@\"' sh)"
+        );
+        assert_eq!(
+            err("exec=  //python=x"),
+            "failed to parse tx spec \"exec=  //python=x\": \"exec\" needs a value, as in \"exec=VALUE\""
+        );
+        assert_eq!(
+            err("exec=a//popen"),
+            "failed to parse tx spec \"exec=a//popen\": more than one transport (\"exec=a\" and \"popen\")"
+        );
+    }
+
+    #[test]
     fn display_round_trips() {
         for spec in [
             "popen",
@@ -517,6 +629,8 @@ mod tests {
             "ssh=ci@build1:2222//python=python3//chdir=work",
             "socket=[::1]:8888//id=x//env:A=b",
             "popen//nice=-3//dont_write_bytecode//ssh_config=cfg",
+            "4*exec=docker exec -i ci-runner//python=/usr/bin/python3//chdir=/work",
+            "exec=curl 'http://x' 'a b' 'x/'//id=c",
         ] {
             let parsed = ok(spec);
             let again = ok(&parsed.to_string());

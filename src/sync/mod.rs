@@ -699,6 +699,253 @@ pub struct Outcome {
     pub tree: Option<Stats>,
     /// The shipped pytest, if the host lacked one.
     pub shipped: Option<Stats>,
+    /// The tree was already synced into this place by another worker of
+    /// this run (named here): nothing was sent.
+    pub shared_from: Option<String>,
+}
+
+/// Start the agent on a fresh connection (a hello without a directory) and
+/// read what its Python is. Something other than a frame on its stdout (a
+/// login banner, a wrapper's output) is named, with what it printed.
+async fn handshake<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    stderr: &mut Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+    python: &str,
+) -> Result<crate::protocol::ReadyInfo, SyncError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use crate::protocol::{
+        bootstrap_payload, encode, read_frame, FrameError, FromAgent, ToAgent, PROTOCOL_VERSION,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut hello = bootstrap_payload();
+    hello.extend(encode(&ToAgent::Hello {
+        protocol: PROTOCOL_VERSION,
+        sys_path: Vec::new(),
+        chdir: None,
+    }));
+    // A command that exits at once closes its stdin: its output says why.
+    let wrote = async {
+        writer.write_all(&hello).await?;
+        writer.flush().await
+    }
+    .await;
+    let frame = match wrote {
+        Ok(()) => read_frame(reader).await,
+        // It closed its input: it ended, or never read it.
+        Err(_) => Err(FrameError::Closed),
+    };
+    match frame {
+        Ok(FromAgent::Ready(info)) => Ok(info),
+        Ok(other) => Err(SyncError(format!("agent ({python}) answered {other:?}"))),
+        Err(FrameError::TooLarge(_, first)) => {
+            let mut more = vec![0u8; 256];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(1), reader.read(&mut more))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let printed = format!("{first}{}", String::from_utf8_lossy(&more[..n]));
+            let printed: String = printed.trim().chars().take(200).collect();
+            Err(SyncError(format!(
+                "something printed {printed:?} before {python} started the agent (a login banner, a wrapper's output): the command must pass Python's stdin and stdout through untouched"
+            )))
+        }
+        Err(e) => {
+            let said = match stderr.take() {
+                Some(err) => stderr_tail(err).await,
+                None => String::new(),
+            };
+            Err(SyncError(format!(
+                "{python} did not start the agent ({e}): is it a Python 3.8+ there?{said}"
+            )))
+        }
+    }
+}
+
+/// Syncs into places that several workers may share (exec= workers in one
+/// container, or on one volume): one sync per place, never two at once.
+#[derive(Default)]
+pub struct Places {
+    slots: std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<Option<Done>>>>>,
+}
+
+/// A place synced in this run, and by whom.
+#[derive(Clone)]
+struct Done {
+    stats: Stats,
+    by: String,
+}
+
+impl std::fmt::Debug for Places {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Places").finish_non_exhaustive()
+    }
+}
+
+impl Places {
+    fn slot(&self, id: &str) -> std::sync::Arc<tokio::sync::Mutex<Option<Done>>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// The ids of the places `dirs` are in, as the agent sees them (made if
+/// `create`).
+async fn place_ids<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    dirs: Vec<String>,
+    create: bool,
+) -> Result<Vec<String>, SyncError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use crate::protocol::{encode, read_frame, FromAgent, ToAgent};
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| SyncError(format!("sync connection failed: {e}"));
+    let asked = dirs.len();
+    writer
+        .write_all(&encode(&ToAgent::SyncPlace { dirs, create }))
+        .await
+        .map_err(io)?;
+    writer.flush().await.map_err(io)?;
+    loop {
+        match read_frame(reader).await {
+            Ok(FromAgent::Places { ids }) if ids.len() == asked => return Ok(ids),
+            Ok(FromAgent::Places { ids }) => {
+                return Err(SyncError(format!(
+                    "the agent named {} places for {asked} directories",
+                    ids.len()
+                )))
+            }
+            Ok(FromAgent::InternalError { message }) => return Err(SyncError(message)),
+            Ok(_) => continue,
+            Err(e) => return Err(SyncError(format!("sync connection failed: {e}"))),
+        }
+    }
+}
+
+/// What to mirror over one connection, and where the places are tracked.
+struct Pushes<'a, 's> {
+    python: &'a str,
+    job: Option<&'a Job>,
+    ship: Option<ShipSource<'s>>,
+    /// Shared places (exec= workers), with this worker's name; without
+    /// it every push goes ahead.
+    places: Option<(&'a Places, &'a str)>,
+}
+
+impl Pushes<'_, '_> {
+    /// Mirror the tree, then ship pytest if the Python has none.
+    async fn run<R, W>(
+        &self,
+        reader: &mut R,
+        writer: &mut W,
+        ready: &crate::protocol::ReadyInfo,
+        pending: Option<tokio::task::JoinHandle<Result<Vec<Entry>, SyncError>>>,
+    ) -> Result<Outcome, SyncError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let python = self.python;
+        let mut out = Outcome {
+            ready: ready.clone(),
+            ..Outcome::default()
+        };
+        let ship = match (&ready.pytest, self.ship) {
+            (None, Some(get)) => {
+                let ship = get().map_err(|why| {
+                    SyncError(format!(
+                        "{python} there has no pytest, and rtest has none to ship: {why}"
+                    ))
+                })?;
+                let parts: Vec<u32> = ready
+                    .python_version
+                    .split('.')
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                let have = (
+                    parts.first().copied().unwrap_or(0),
+                    parts.get(1).copied().unwrap_or(0),
+                );
+                if let Some(min) = ship.min_python.filter(|m| have < *m) {
+                    return Err(SyncError(format!(
+                        "{python} there is Python {} and has no pytest; the local pytest {} needs Python >={}.{}: install pytest on that host ({python} -m pip install pytest) or choose another python=",
+                        ready.python_version, ship.version, min.0, min.1
+                    )));
+                }
+                Some(ship)
+            }
+            _ => None,
+        };
+        let mut jobs: Vec<(&Job, bool)> = Vec::new();
+        if let Some(j) = self.job {
+            jobs.push((j, true));
+        }
+        if let Some(s) = ship {
+            jobs.push((&s.job, false));
+        }
+        let ids = match self.places {
+            Some(_) if !jobs.is_empty() => {
+                let dirs = jobs.iter().map(|(j, _)| j.base.clone()).collect();
+                Some(place_ids(reader, writer, dirs, true).await?)
+            }
+            _ => None,
+        };
+        let mut pending = pending;
+        for (k, (job, is_tree)) in jobs.into_iter().enumerate() {
+            let local = async {
+                match (is_tree, pending.take()) {
+                    (true, Some(p)) => joined(p).await,
+                    _ => joined(spawn_manifest(job)).await,
+                }
+            };
+            let stats = match (self.places, ids.as_ref().and_then(|ids| ids.get(k))) {
+                (Some((places, who)), Some(id)) => {
+                    let slot = places.slot(id);
+                    let mut done = slot.lock().await;
+                    match done.as_ref() {
+                        Some(d) => {
+                            if is_tree {
+                                out.shared_from = Some(d.by.clone());
+                            }
+                            Stats {
+                                files: 0,
+                                bytes: 0,
+                                deleted: 0,
+                                ..d.stats.clone()
+                            }
+                        }
+                        None => {
+                            let stats = push(reader, writer, job, local.await?).await?;
+                            *done = Some(Done {
+                                stats: stats.clone(),
+                                by: who.to_string(),
+                            });
+                            stats
+                        }
+                    }
+                }
+                _ => push(reader, writer, job, local.await?).await?,
+            };
+            if is_tree {
+                out.tree = Some(stats);
+            } else {
+                out.shipped = Some(stats);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// On an established connection: start an agent, mirror `job`, and when
@@ -711,67 +958,115 @@ pub async fn push_over(
     job: Option<Job>,
     ship: Option<ShipSource<'_>>,
 ) -> Result<Outcome, SyncError> {
-    use crate::protocol::{
-        bootstrap_payload, encode, read_frame, FromAgent, ToAgent, PROTOCOL_VERSION,
-    };
+    use crate::protocol::{encode, ToAgent};
     use tokio::io::AsyncWriteExt;
     let crate::gateway::Connection {
         mut reader,
         mut writer,
         killer,
-        stderr,
+        mut stderr,
         ..
     } = conn;
-    let io = |e: std::io::Error| SyncError(format!("agent ({python}) failed: {e}"));
     let pending = job.as_ref().map(spawn_manifest);
-    let mut hello = bootstrap_payload();
-    hello.extend(encode(&ToAgent::Hello {
-        protocol: PROTOCOL_VERSION,
-        sys_path: Vec::new(),
-        chdir: None,
-    }));
-    writer.write_all(&hello).await.map_err(io)?;
-    writer.flush().await.map_err(io)?;
-    let ready = match read_frame(&mut reader).await {
-        Ok(FromAgent::Ready(info)) => info,
-        Ok(other) => return Err(SyncError(format!("agent ({python}) answered {other:?}"))),
-        Err(e) => {
-            let said = match stderr {
-                Some(err) => stderr_tail(err).await,
-                None => String::new(),
-            };
-            return Err(SyncError(format!(
-                "{python} did not start the agent ({e}): is it a Python 3.8+ on that host?{said}"
-            )));
-        }
-    };
+    let ready = handshake(&mut reader, &mut writer, &mut stderr, python).await?;
     if ready.too_old() {
         killer.kill();
         return Err(SyncError(ready.too_old_message(python, "that host")));
     }
+    let pushes = Pushes {
+        python,
+        job: job.as_ref(),
+        ship,
+        places: None,
+    };
+    let result = pushes.run(&mut reader, &mut writer, &ready, pending).await;
+    let _ = writer.write_all(&encode(&ToAgent::Shutdown)).await;
+    let _ = writer.flush().await;
+    drop(writer);
+    if result.is_err() {
+        killer.kill();
+    }
+    result
+}
+
+/// On a worker's own connection (an exec= worker, whose files may vanish
+/// with its process): start the agent, mirror `job` and ship pytest if
+/// needed, once per place (`places`: workers that see the same files there
+/// share one sync, and wait for it), and hand the connection back with its
+/// agent running, for the worker to start on.
+pub async fn prepare_in_place(
+    conn: crate::gateway::Connection,
+    who: &str,
+    python: &str,
+    job: Option<&Job>,
+    ship: Option<ShipSource<'_>>,
+    places: &Places,
+) -> Result<(crate::gateway::Connection, Outcome), SyncError> {
+    let crate::gateway::Connection {
+        mut reader,
+        mut writer,
+        killer,
+        mut stderr,
+        exit,
+        ..
+    } = conn;
     let result = async {
-        let mut out = Outcome { ready: ready.clone(), ..Outcome::default() };
-        if let (Some(j), Some(pending)) = (&job, pending) {
-            let local = joined(pending).await?;
-            out.tree = Some(push(&mut reader, &mut writer, j, local).await?);
+        let ready = handshake(&mut reader, &mut writer, &mut stderr, python).await?;
+        if ready.too_old() {
+            return Err(SyncError(ready.too_old_message(python, "there")));
         }
-        if let (None, Some(get)) = (&ready.pytest, ship) {
-            let ship = get().map_err(|why| {
-                SyncError(format!("{python} there has no pytest, and rtest has none to ship: {why}"))
-            })?;
-            let parts: Vec<u32> = ready.python_version.split('.').filter_map(|p| p.parse().ok()).collect();
-            let have = (parts.first().copied().unwrap_or(0), parts.get(1).copied().unwrap_or(0));
-            if let Some(min) = ship.min_python.filter(|m| have < *m) {
-                return Err(SyncError(format!(
-                    "{python} there is Python {} and has no pytest; the local pytest {} needs Python >={}.{}: install pytest on that host ({python} -m pip install pytest) or choose another python=",
-                    ready.python_version, ship.version, min.0, min.1
-                )));
+        let pushes = Pushes {
+            python,
+            job,
+            ship,
+            places: Some((places, who)),
+        };
+        pushes.run(&mut reader, &mut writer, &ready, None).await
+    }
+    .await;
+    match result {
+        Ok(outcome) => Ok((
+            crate::gateway::Connection {
+                reader,
+                writer,
+                stderr,
+                exit,
+                killer,
+                agent_started: true,
+            },
+            outcome,
+        )),
+        Err(mut e) => {
+            // A command that ended by itself says how (`exit code 127`).
+            if let Ok(how) = tokio::time::timeout(std::time::Duration::from_secs(1), exit).await {
+                e.0.push_str(&format!(" (the command ended: {how})"));
             }
-            let j = &ship.job;
-            let local = joined(spawn_manifest(j)).await?;
-            out.shipped = Some(push(&mut reader, &mut writer, j, local).await?);
+            killer.kill();
+            Err(e)
         }
-        Ok(out)
+    }
+}
+
+/// Ask a fresh agent which place each of `dirs` is in, writing nothing
+/// (`rtest plan --probe`); the agent exits afterwards.
+pub async fn probe_places(
+    conn: crate::gateway::Connection,
+    python: &str,
+    dirs: Vec<String>,
+) -> Result<(crate::protocol::ReadyInfo, Vec<String>), SyncError> {
+    use crate::protocol::{encode, ToAgent};
+    use tokio::io::AsyncWriteExt;
+    let crate::gateway::Connection {
+        mut reader,
+        mut writer,
+        killer,
+        mut stderr,
+        ..
+    } = conn;
+    let result = async {
+        let ready = handshake(&mut reader, &mut writer, &mut stderr, python).await?;
+        let ids = place_ids(&mut reader, &mut writer, dirs, false).await?;
+        Ok((ready, ids))
     }
     .await;
     let _ = writer.write_all(&encode(&ToAgent::Shutdown)).await;

@@ -321,3 +321,22 @@ pub fn own_niceness() -> i32 {
 pub fn niceness_after(by: i32) -> i32 {
     (own_niceness() + by).min(19)
 }
+
+/// Whether a process whose command line contains `marker` runs.
+pub fn running(marker: &str) -> bool {
+    !Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+}
+
+/// Poll `cond` until it holds; panic naming `what` after `within`.
+pub fn wait_until(what: &str, within: std::time::Duration, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

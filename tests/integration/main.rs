@@ -8,6 +8,7 @@ mod chaos;
 mod config;
 mod dropin;
 mod errors;
+mod exec;
 mod faults;
 mod harness;
 mod junit;

@@ -6,7 +6,7 @@
 //! Without `/usr/sbin/sshd` the tests are skipped, unless
 //! `RTEST_REQUIRE_SSHD` is set (as `.ci/run` does): then they fail.
 
-use crate::harness::{junit_outcomes, venv_python, Project, Run};
+use crate::harness::{junit_outcomes, running, venv_python, wait_until, Project, Run};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -184,24 +184,6 @@ fn assert_no_master_left(sshd: &Sshd) {
 }
 
 /// Whether a process whose command line has `marker` runs.
-fn running(marker: &str) -> bool {
-    !Command::new("pgrep")
-        .args(["-f", marker])
-        .output()
-        .unwrap()
-        .stdout
-        .is_empty()
-}
-
-/// Poll `cond` until it holds; panic naming `what` after `within`.
-fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "waited {within:?} for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A Python without pytest (a venv made without pip from the test venv's
 /// interpreter).
 fn bare_python(under: &Path) -> PathBuf {
