@@ -19,7 +19,7 @@ use crate::session::{self, SessionOptions};
 use crate::spec::{Transport, TxSpec};
 use crate::sync as rtest_sync;
 use args::{NumProcesses, RawArgs};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -405,8 +405,44 @@ fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::usage(format!("the current directory is unusable: {e}")))?;
     let bases = run::copy_bases(plan, &cwd);
+    // exec= workers are asked all at once, without writing anything, which
+    // place their copy would go to; each stays up until all have answered
+    // (a place named by a process that is gone could be taken for
+    // another's: the kernel reuses namespace ids).
+    let execs: Vec<(&plan::WorkerPlan, &Vec<String>, Vec<String>)> = plan
+        .workers
+        .iter()
+        .zip(&bases)
+        .filter_map(|(w, base)| match &w.transport {
+            Transport::Exec { argv } => Some((w, argv, base.iter().cloned().collect())),
+            _ => None,
+        })
+        .collect();
+    let everyone = tokio::sync::Barrier::new(execs.len());
+    let answers = runtime.block_on(run::join_all(
+        execs
+            .into_iter()
+            .map(|(w, argv, dirs)| {
+                let everyone = &everyone;
+                async move {
+                    let answer = async {
+                        let conn = crate::gateway::exec::spawn(argv, &w.python, &w.env, w.nice)
+                            .map_err(|e| rtest_sync::SyncError(e.message))?;
+                        rtest_sync::probe_places(conn, &w.python, dirs).await
+                    }
+                    .await;
+                    everyone.wait().await;
+                    (
+                        w.id.clone(),
+                        answer.map(|(ready, ids, _ended)| (ready, ids)),
+                    )
+                }
+            })
+            .collect(),
+    ));
+    let mut answers: HashMap<String, _> = answers.into_iter().collect();
     let mut out: Vec<(String, plan::view::ProbeView)> = Vec::new();
-    for (w, base) in plan.workers.iter().zip(bases) {
+    for w in &plan.workers {
         let host = w.transport.host();
         let key = format!("{:?} {}", w.transport, w.python);
         let mut view = plan::view::ProbeView {
@@ -418,16 +454,8 @@ fn probe_workers(plan: &Plan) -> Result<Vec<plan::view::ProbeView>, Error> {
             error: None,
             place: None,
         };
-        if let Transport::Exec { argv } = &w.transport {
-            // Each exec= worker is asked, without writing anything, which
-            // place its copy would go to.
-            let result = runtime.block_on(async {
-                let conn = crate::gateway::exec::spawn(argv, &w.python, &w.env, w.nice)
-                    .map_err(|e| rtest_sync::SyncError(e.message))?;
-                let dirs = base.into_iter().collect();
-                rtest_sync::probe_places(conn, &w.python, dirs).await
-            });
-            let key = match result {
+        if let Some(answer) = answers.remove(&w.id) {
+            let key = match answer {
                 Ok((ready, places)) => {
                     view.python_version = Some(ready.python_version);
                     view.pytest = ready.pytest;

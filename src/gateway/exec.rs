@@ -121,6 +121,9 @@ pub struct SyncPlan {
     pub ship: std::sync::OnceLock<Result<crate::sync::Ship, String>>,
     /// How to find it.
     pub find_ship: Box<dyn Fn() -> Result<crate::sync::Ship, String> + Send + Sync>,
+    /// `--startup-timeout`: a command, agent or sync that makes no
+    /// progress for this long costs that worker (it is killed).
+    pub limit: Option<f64>,
 }
 
 impl SyncPlan {
@@ -183,9 +186,28 @@ impl Syncs {
         });
         let ship = plan.map(|p| move || p.ship());
         let ship_ref: Option<crate::sync::ShipSource<'_>> = ship.as_ref().map(|f| f as _);
-        crate::sync::prepare_in_place(conn, &w.id, &w.python, job.as_ref(), ship_ref, &self.places)
-            .await
-            .map_err(|e| Error::worker(e.0))
+        let killer = conn.killer.clone();
+        let prepare = crate::sync::prepare_in_place(
+            conn,
+            &w.id,
+            &w.python,
+            job.as_ref(),
+            ship_ref,
+            &self.places,
+        );
+        let limit = plan.and_then(|p| p.limit);
+        let result = match limit {
+            Some(secs) => tokio::time::timeout(std::time::Duration::from_secs_f64(secs), prepare)
+                .await
+                .unwrap_or_else(|_| {
+                    killer.kill();
+                    Err(crate::sync::SyncError(format!(
+                        "the command, its Python or the sync made no progress within {secs}s (--startup-timeout)"
+                    )))
+                }),
+            None => prepare.await,
+        };
+        result.map_err(|e| Error::worker(e.0))
     }
 }
 

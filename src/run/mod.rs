@@ -8,7 +8,7 @@ mod interpreters;
 mod remote;
 
 pub use interpreters::{controller_python, default_python, prepare_interpreters};
-pub use remote::{copy_bases, socket_token, sync_workers};
+pub use remote::{copy_bases, join_all, socket_token, sync_workers};
 
 use crate::error::{Error, ExitCode};
 use crate::events::Reporter;

@@ -86,6 +86,7 @@ pub fn sync_workers(
         // Only a remote without pytest needs the local one: found when one
         // does, once.
         find_ship: Box::new(|| local_pytest(&default_python()).map_err(|e| e.message)),
+        limit,
     });
     let get_ship = || shared.ship();
     // Each (host, python, copy) once, all hosts at the same time; each
@@ -142,8 +143,9 @@ pub fn sync_workers(
             };
             // A connection that stalls (open, but nothing moves) is bounded
             // like a worker's start, and costs that host like any failed
-            // sync.
-            let outcome = match limit {
+            // sync (an exec= worker bounds itself, killing what it started).
+            let bounded = limit.filter(|_| !matches!(w.transport, Transport::Exec { .. }));
+            let outcome = match bounded {
                 Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs), push)
                     .await
                     .map_err(|_| {
@@ -343,7 +345,7 @@ fn short_hash(text: &str) -> String {
 }
 
 /// Await every future, all at once (on one thread), in their order.
-async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+pub async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
     use std::task::Poll;
     let mut futs: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();

@@ -1048,20 +1048,29 @@ pub async fn prepare_in_place(
 }
 
 /// Ask a fresh agent which place each of `dirs` is in, writing nothing
-/// (`rtest plan --probe`); the agent exits afterwards.
+/// (`rtest plan --probe`). The connection comes back still open: dropping it
+/// ends the agent. (Keep probes of several workers open until all have
+/// answered: a place named by a process that is gone could be taken for
+/// another's, as the kernel reuses namespace ids.)
 pub async fn probe_places(
     conn: crate::gateway::Connection,
     python: &str,
     dirs: Vec<String>,
-) -> Result<(crate::protocol::ReadyInfo, Vec<String>), SyncError> {
-    use crate::protocol::{encode, ToAgent};
-    use tokio::io::AsyncWriteExt;
+) -> Result<
+    (
+        crate::protocol::ReadyInfo,
+        Vec<String>,
+        crate::gateway::Connection,
+    ),
+    SyncError,
+> {
     let crate::gateway::Connection {
         mut reader,
         mut writer,
         killer,
         mut stderr,
-        ..
+        exit,
+        agent_started,
     } = conn;
     let result = async {
         let ready = handshake(&mut reader, &mut writer, &mut stderr, python).await?;
@@ -1069,11 +1078,22 @@ pub async fn probe_places(
         Ok((ready, ids))
     }
     .await;
-    let _ = writer.write_all(&encode(&ToAgent::Shutdown)).await;
-    let _ = writer.flush().await;
-    drop(writer);
-    if result.is_err() {
-        killer.kill();
+    match result {
+        Ok((ready, ids)) => Ok((
+            ready,
+            ids,
+            crate::gateway::Connection {
+                reader,
+                writer,
+                stderr,
+                exit,
+                killer,
+                agent_started,
+            },
+        )),
+        Err(e) => {
+            killer.kill();
+            Err(e)
+        }
     }
-    result
 }

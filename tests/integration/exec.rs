@@ -377,3 +377,22 @@ fn an_exec_command_in_a_config_file_is_relative_to_it() {
     let plan = p.rtest(&["plan"]);
     plan.stdout_has(&format!("exec on {}", script.display()));
 }
+
+#[test]
+fn a_command_that_never_starts_python_is_bounded_and_killed() {
+    let marker = format!("rtest-stall-{}", std::process::id());
+    let p = suite();
+    let tx = format!("exec=sh -c 'sleep 300; echo {marker}'");
+    let r = p.rtest(&["--tx", &tx, "-n", "1", "--startup-timeout", "2"]);
+    r.code(1);
+    assert_eq!(
+        r.summary(),
+        "1 failed, 13 passed, 1 skipped, 1 xfailed, 1 error"
+    );
+    r.stdout_has("made no progress within 2s (--startup-timeout); going on without gw1");
+    wait_until(
+        "the stalled command to be killed",
+        Duration::from_secs(10),
+        || !running(&marker),
+    );
+}
