@@ -93,7 +93,7 @@ pub struct RawArgs {
 pub struct ArgError(pub String);
 
 /// Options rtest owns and that take a value.
-const OWN_WITH_VALUE: &[&str] = &[
+pub(crate) const OWN_WITH_VALUE: &[&str] = &[
     "--numprocesses",
     "--maxprocesses",
     "--tx",
@@ -174,7 +174,7 @@ const PYTEST_WITH_VALUE: &[&str] = &[
 /// Short options that take a value (the rest of the cluster or the next arg).
 const SHORT_WITH_VALUE: &[char] = &['k', 'm', 'p', 'c', 'o', 'W', 'r', 'n', 'P'];
 
-fn own_long(name: &str) -> bool {
+pub(crate) fn own_long(name: &str) -> bool {
     OWN_WITH_VALUE.contains(&name)
         || matches!(
             name,

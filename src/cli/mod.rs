@@ -7,6 +7,7 @@
 
 pub mod addopts;
 pub mod args;
+pub mod options;
 pub mod plan_cmd;
 
 use crate::config::{self, Config, Sourced};
@@ -22,90 +23,6 @@ use args::{NumProcesses, RawArgs};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-
-const HELP: &str = "\
-rtest: run a pytest suite on many workers.
-
-usage: rtest [RTEST OPTIONS] [PYTEST OPTIONS] [FILE_OR_DIR ...]
-
-rtest takes pytest's command line: every option below is rtest's, every
-other option goes to pytest unchanged and in order (also options that a
-conftest.py adds). `--` is optional; everything after it goes to pytest.
-rtest's options are also read from the ini file's addopts and from
-PYTEST_ADDOPTS (below rtest's config files and the command line), as an
-existing pytest-xdist setup has them; pytest gets the rest.
-
-distribution:
-  -n, --numprocesses N|auto|logical
-                        N local workers (auto: one per physical core,
-                        logical: one per logical CPU; 0: no distribution).
-                        Default without -n and --tx: auto.
-  --maxprocesses N      at most N local workers, whatever -n says.
-  --tx SPEC             add workers: [N*]popen[//python=PY][//chdir=DIR]
-                        [//env:NAME=VALUE][//id=ID][//nice=N]
-                        [//dont_write_bytecode]; ssh=[USER@]HOST[:PORT]
-                        [//ssh_config=FILE] (your ssh config and keys; the
-                        host needs only Python 3.8+); socket=HOST:PORT
-                        (a host running `rtest socketserver`; the token
-                        comes from RTEST_TOKEN or RTEST_TOKEN_FILE); or
-                        exec=COMMAND, any command that gives a pipe to a
-                        Python (`docker exec -i C`, `kubectl exec -i POD
-                        --`, `srun`): the Python invocation is appended.
-                        Repeatable.
-  --rsyncdir DIR        mirror DIR to remote workers and popen//chdir=
-                        workers before they start (only changes travel;
-                        remote workers get the rootdir without one).
-  --rsyncignore GLOB    leave matching files out of the sync.
-  --require-all-hosts   fail when a remote worker cannot be reached
-                        (default: go on with the others).
-  --dist MODE           load (default), loadscope, loadfile, loadgroup,
-                        worksteal, each, no.
-  -d                    the same as --dist load.
-  --max-worker-restart N
-                        replace at most N crashed workers (default 4 per
-                        worker).
-  --timeout SECS        kill a test's worker after SECS and report the
-                        test failed (0: no timeout).
-  --startup-timeout SECS
-                        kill a worker that has not reported its collection
-                        after SECS, saying where it hung (default 300; 0:
-                        none).
-  --no-provision        do not create a venv with pytest when the chosen
-                        interpreter lacks it; fail instead.
-  --shard K/N           run only shard K of N: a deterministic split of the
-                        collected suite balanced by the duration history
-                        (.rtest/durations.json), for CI job matrices.
-
-config:
-  --profile NAME        apply profile NAME from the config files.
-  --no-config           ignore conftest.kdl/conftest.toml/[tool.rtest].
-  --strict-config       unknown config keys are errors (also given to pytest).
-  rtest plan [ARGS] [--format text|json|dot] [--collect] [--probe]
-                        show what a run would do, and where each setting
-                        came from, without running anything.
-  rtest schema config|plan
-                        print the JSON Schema of the config or plan format.
-  rtest serve [--listen HOST:PORT] [--token-file F] [--insecure-no-token]
-                        run workers on this host for remote rtest runs.
-  rtest socketserver    print the single-file, stdlib-only Python socket
-                        server: `python3 socketserver.py --listen HOST:PORT`
-                        on a host with only Python.
-
-outputs:
-  --junitxml PATH       write JUnit XML (pytest's xunit2 layout).
-  --report-log PATH     write pytest-reportlog JSON lines.
-
-read by rtest and passed to pytest:
-  -x, --maxfail N, -v, -q, --tb, -r, -s/--capture, --collect-only,
-  --show-capture, --durations, --color, --basetemp (one subdir per worker),
-  --continue-on-collection-errors.
-
-  -h, --help            this help; `pytest --help` lists pytest's options.
-  -V, --version         rtest's version.
-
-exit codes: 0 all passed, 1 tests failed, 2 interrupted or collection
-errors, 3 internal error, 4 usage error, 5 no tests collected.
-";
 
 /// Entry point of the `rtest` binary.
 pub fn main() -> ! {
@@ -137,15 +54,22 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
         Some("serve") => return serve_command(&argv[1..]),
         Some("plan") => return plan_command(&argv[1..]),
         Some("schema") => return schema_command(&argv[1..]),
+        Some("completions") => return completions_command(&argv[1..]),
+        Some("__complete") => return complete_command(&argv[1..]),
         _ => {}
     }
     let raw = args::parse(argv).map_err(|e| Error::usage(e.0))?;
     if raw.help {
-        print!("{HELP}");
+        print!("{}", options::help());
         return Ok(ExitCode::Ok);
     }
     if raw.version {
-        println!("rtest {}", env!("CARGO_PKG_VERSION"));
+        // `rtest 0.1.0 (bb66aeb01 2026-11-30)`: the commit when known.
+        println!(
+            "rtest {}{}",
+            env!("CARGO_PKG_VERSION"),
+            env!("RTEST_BUILD_COMMIT")
+        );
         return Ok(ExitCode::Ok);
     }
     let plan = resolve(&raw)?;
@@ -204,11 +128,39 @@ fn config_dir_of(source: &str) -> Option<PathBuf> {
 fn resolve(raw: &RawArgs) -> Result<Plan, Error> {
     let (cfg, pytest) = load_config(raw)?;
     let settings = settings(raw, &cfg, &pytest)?;
+    let (default_python, rule) = run::choose_default_python(Some(&settings.rootdir));
     let machine = Machine {
-        default_python: run::default_python(),
+        default_python,
+        default_python_rule: rule.to_string(),
         default_workers: auto_workers(false),
     };
     plan::build(&settings, &machine)
+}
+
+/// `rtest completions bash|zsh|fish`: a completion script.
+fn completions_command(argv: &[String]) -> Result<ExitCode, Error> {
+    let shell = argv.first().map(String::as_str).unwrap_or_default();
+    let script = options::completions(shell).ok_or_else(|| {
+        Error::usage(format!(
+            "rtest completions: expected bash, zsh or fish, got {shell:?} (e.g. `source <(rtest completions bash)`)"
+        ))
+    })?;
+    print!("{script}");
+    Ok(ExitCode::Ok)
+}
+
+/// `rtest __complete profiles`: what the completion scripts ask while
+/// completing (the profiles the config files here define); prints nothing
+/// when the config cannot be read.
+fn complete_command(argv: &[String]) -> Result<ExitCode, Error> {
+    if argv.first().map(String::as_str) == Some("profiles") {
+        if let Ok((cfg, _)) = load_config(&RawArgs::default()) {
+            for name in cfg.profiles {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(ExitCode::Ok)
 }
 
 /// `rtest serve [--listen HOST:PORT] [--token-file F] [--insecure-no-token]`.
@@ -520,7 +472,7 @@ fn collect_locally(plan: &Plan, raw: &RawArgs) -> Result<plan_cmd::Collection, E
         .unwrap_or_else(|| plan::WorkerPlan {
             id: "gw0".into(),
             transport: Transport::Popen,
-            python: run::default_python(),
+            python: plan.default_python.0.clone(),
             chdir: None,
             env: Default::default(),
             nice: None,

@@ -247,6 +247,11 @@ pub fn to_text(plan: &Plan) -> String {
             }
         }
     }
+    let _ = writeln!(
+        out,
+        "default python: {}  ({})",
+        plan.default_python.0, plan.default_python.1
+    );
     let _ = writeln!(out, "dist: {}", plan.dist);
     let _ = writeln!(out, "workers ({}):", plan.workers.len());
     for (i, w) in plan.workers.iter().enumerate() {

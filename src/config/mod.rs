@@ -82,6 +82,8 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// The selected profile.
     pub profile: Option<String>,
+    /// Every profile the config files define, sorted.
+    pub profiles: Vec<String>,
     /// `tx` specs (not yet parsed).
     pub tx: Vec<Sourced<String>>,
     /// `numprocesses`.
@@ -467,6 +469,15 @@ pub fn load(input: &Input) -> Result<Config, ConfigError> {
                 files
             }),
         profile: profile.clone(),
+        profiles: {
+            let mut names: Vec<String> = layers
+                .iter()
+                .flat_map(|l| l.profiles.keys().cloned())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        },
         ..Config::default()
     };
     for t in raw.tx {

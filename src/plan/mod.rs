@@ -153,8 +153,10 @@ pub struct SyncIgnore {
 /// stays pure).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
-    /// The default interpreter: the active virtualenv's, else `python3`.
+    /// The default interpreter (see `run::choose_default_python`).
     pub default_python: String,
+    /// The rule that chose it.
+    pub default_python_rule: String,
     /// Workers for `-n auto` when no `-n`/`--tx` is given.
     pub default_workers: usize,
 }
@@ -198,6 +200,9 @@ pub struct Plan {
     pub sync: Vec<SyncSet>,
     /// Every effective setting with its origin.
     pub settings: BTreeMap<String, Setting>,
+    /// The interpreter local workers and the controller use when none is
+    /// named, and the rule that chose it.
+    pub default_python: (String, String),
 }
 
 /// Resolve settings into a plan.
@@ -355,6 +360,10 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         profile: settings.profile.clone(),
         sync,
         settings: all_settings,
+        default_python: (
+            machine.default_python.clone(),
+            machine.default_python_rule.clone(),
+        ),
     })
 }
 
@@ -365,6 +374,7 @@ mod tests {
     fn machine() -> Machine {
         Machine {
             default_python: "python3".into(),
+            default_python_rule: "python3 on the PATH".into(),
             default_workers: 2,
         }
     }

@@ -35,12 +35,25 @@ pub struct PlanView {
     pub outputs: OutputsView,
     /// Every effective setting with its origin.
     pub settings: BTreeMap<String, SettingView>,
+    /// The interpreter local workers and the controller use when no spec
+    /// or config names one.
+    pub default_python: DefaultPythonView,
     /// With `--collect`: what collection found and how it would be split.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collect: Option<CollectView>,
     /// With `--probe`: what each worker's interpreter is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<Vec<ProbeView>>,
+}
+
+/// The default interpreter, and why.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DefaultPythonView {
+    /// The interpreter.
+    pub python: String,
+    /// The rule that chose it: the virtualenv rtest is installed in, the
+    /// active virtualenv, the rootdir's `.venv`, or `python3` on the PATH.
+    pub rule: String,
 }
 
 /// One interpreter as `rtest plan --probe` found it.
@@ -189,6 +202,10 @@ impl PlanView {
             outputs: OutputsView {
                 junitxml: plan.junitxml.as_deref().map(path),
                 report_log: plan.report_log.as_deref().map(path),
+            },
+            default_python: DefaultPythonView {
+                python: plan.default_python.0.clone(),
+                rule: plan.default_python.1.clone(),
             },
             settings: plan
                 .settings

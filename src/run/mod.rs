@@ -7,7 +7,7 @@
 mod interpreters;
 mod remote;
 
-pub use interpreters::{controller_python, default_python, prepare_interpreters};
+pub use interpreters::{choose_default_python, controller_python, prepare_interpreters};
 pub use remote::{copy_bases, join_all, socket_token, sync_workers};
 
 use crate::error::{Error, ExitCode};

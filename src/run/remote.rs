@@ -1,7 +1,6 @@
 //! Before workers start: mirror the rsyncdirs to the hosts and copies
 //! that need them, and ship pytest to remote Pythons without it.
 
-use super::interpreters::default_python;
 use crate::config;
 use crate::error::Error;
 use crate::gateway::Remotes;
@@ -74,6 +73,7 @@ pub fn sync_workers(
         sets: sync.clone(),
         files: Vec::new(),
     });
+    let local_python = plan.default_python.0.clone();
     let shared = remotes.exec.set_plan(crate::gateway::exec::SyncPlan {
         tree: tree.clone(),
         bases: plan
@@ -85,7 +85,7 @@ pub fn sync_workers(
         ship: Default::default(),
         // Only a remote without pytest needs the local one: found when one
         // does, once.
-        find_ship: Box::new(|| local_pytest(&default_python()).map_err(|e| e.message)),
+        find_ship: Box::new(move || local_pytest(&local_python).map_err(|e| e.message)),
         limit,
     });
     let get_ship = || shared.ship();

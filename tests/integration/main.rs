@@ -11,6 +11,7 @@ mod errors;
 mod exec;
 mod faults;
 mod harness;
+mod install;
 mod junit;
 mod outputs;
 mod plugins;
