@@ -263,3 +263,132 @@ fn workers_killed_anywhere_never_cost_a_result() {
     let args = ["-n".to_string(), "2".to_string()];
     chaos_runs(seed, runs, &["kill", "segv", "exit"], &args, None);
 }
+
+/// exec= workers killed from outside at a seeded random moment of their
+/// first second or so: while the agent starts, while their tree is synced
+/// (a few megabytes, so the sync takes a while), while another worker syncs
+/// the place they share, during collection or a test. A worker lost in its
+/// sync is left out (the run goes on without it), a later loss is replaced;
+/// either way every test is reported once, only tests that were running
+/// fail (as crashes), and nothing is left running.
+#[test]
+fn exec_workers_killed_during_start_and_sync_never_cost_a_result() {
+    let (seed, runs) = chaos_settings(6);
+    let mut rng = Rng(seed.max(1) ^ 0x5a5a);
+    let python = crate::harness::venv_python().display().to_string();
+    let mut landed: BTreeMap<&str, usize> = BTreeMap::new();
+    for run in 0..runs {
+        let mut p = Project::new().file(
+            "test_chaos.py",
+            &format!(
+                "import pytest, time\n\n@pytest.mark.parametrize('i', range({TESTS}))\ndef test_i(i):\n    time.sleep(0.01)\n"
+            ),
+        );
+        // Incompressible data, so that the sync takes a while.
+        for k in 0..48 {
+            let bytes: Vec<u8> = (0..64 * 1024).map(|_| rng.next() as u8).collect();
+            std::fs::create_dir_all(p.path().join("data")).unwrap();
+            std::fs::write(p.path().join(format!("data/blob{k}.bin")), bytes).unwrap();
+        }
+        p = p.file(
+            "pytest.ini",
+            "[pytest]\naddopts = -p no:randomly -p no:cacheprovider\n",
+        );
+        let marker = format!("RTEST_CHAOS_RUN=exec-{seed}-{run}-{}", std::process::id());
+        let (key, value) = marker.split_once('=').unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        // Two workers sharing one place (the default copy), one with a
+        // place of its own (chdir=); each first process is killed after
+        // its delay, replacements are left alone.
+        let mut delays = Vec::new();
+        let mut tx = Vec::new();
+        for (k, extra) in [(0, ""), (1, ""), (2, "//chdir=")].iter() {
+            let delay = rng.below(1500);
+            delays.push(delay);
+            let once = scratch.path().join(format!("once-{k}"));
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!("{extra}{}", scratch.path().join("own").display())
+            };
+            tx.push("--tx".to_string());
+            tx.push(format!(
+                "exec=sh -c 'if mkdir {} 2>/dev/null; then (sleep {}.{:03}; kill -9 $$) & fi; exec \"$@\"' sh env//python={python}{extra}",
+                once.display(),
+                delay / 1000,
+                delay % 1000
+            ));
+        }
+        let what = format!("seed {seed}, exec run {run}: kills after {delays:?} ms");
+        let mut args: Vec<String> = [
+            "-n",
+            "1",
+            "--junitxml",
+            "j.xml",
+            "--report-log",
+            "log.jsonl",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(tx);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = p.command(&refs).env(key, value).output().unwrap();
+        let r = crate::harness::Run::from(out);
+        let context = format!("{what}\n--- stdout\n{}\n--- stderr\n{}", r.stdout, r.stderr);
+        for (phase, seen) in [
+            ("sync", r.stdout.contains("going on without gw")),
+            ("start", r.stdout.contains("exited before it was ready")),
+            ("collection", r.stdout.contains("exited during collection")),
+            ("a test", r.stdout.contains("crashed while running")),
+        ] {
+            if seen {
+                *landed.entry(phase).or_default() += 1;
+            }
+        }
+        let outcomes = junit_outcomes(&p.path().join("j.xml"));
+        assert_eq!(outcomes.len(), TESTS, "{context}");
+        let failed: Vec<&String> = outcomes
+            .iter()
+            .filter(|(_, o)| o != "passed")
+            .map(|(n, _)| n)
+            .collect();
+        for n in &failed {
+            let id = n.replace("test_chaos::", "test_chaos.py::");
+            assert!(
+                r.stdout.contains(&format!("crashed while running {id}")),
+                "{id} failed, but not as a crash\n{context}"
+            );
+        }
+        assert_eq!(r.code, if failed.is_empty() { 0 } else { 1 }, "{context}");
+        let mut phases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in p.read("log.jsonl").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["$report_type"] == "TestReport" {
+                phases
+                    .entry(v["nodeid"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(v["when"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(phases.len(), TESTS, "{context}");
+        for (nodeid, whens) in &phases {
+            let distinct: BTreeSet<&String> = whens.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                whens.len(),
+                "{nodeid}: {whens:?}\n{context}"
+            );
+        }
+        let mut left = processes_with(&marker);
+        for _ in 0..30 {
+            if left.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = processes_with(&marker);
+        }
+        assert!(left.is_empty(), "left running: {left:?}\n{context}");
+    }
+    eprintln!("exec chaos: kills landed in {landed:?}");
+}
