@@ -9,7 +9,7 @@
 //! the container's exec session ended), so nothing outlives the worker on
 //! either side.
 
-use super::{describe_exit, Connection, Killer};
+use super::Connection;
 use crate::error::Error;
 use crate::protocol::BOOTSTRAP;
 use std::collections::BTreeMap;
@@ -64,7 +64,7 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (not found: give a path, or put it on PATH)"
         } else {
@@ -72,28 +72,7 @@ pub fn spawn(
         };
         Error::worker(format!("cannot run {:?}: {e}{hint}", full[0]))
     })?;
-    let pid = child
-        .id()
-        .ok_or_else(|| Error::worker(format!("{shown}: the command exited at once")))?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return Err(Error::internal("exec child streams missing"));
-    };
-    let exit = Box::pin(async move {
-        match child.wait().await {
-            Ok(status) => describe_exit(&status),
-            Err(e) => format!("lost track of the process: {e}"),
-        }
-    });
-    Ok(Connection {
-        reader: Box::new(stdout),
-        writer: Box::new(stdin),
-        stderr: Some(Box::new(stderr)),
-        exit,
-        killer: Killer::ProcessGroup(pid as i32),
-        agent_started: false,
-    })
+    super::child_connection(child, &shown)
 }
 
 /// What exec= workers are synced with. Their files may live only as long

@@ -12,6 +12,7 @@ pub mod serve;
 pub mod socket;
 pub mod ssh;
 
+use crate::error::Error;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -70,6 +71,34 @@ impl Killer {
             Killer::Ssh(remote) => remote.kill(),
         }
     }
+}
+
+/// A local child started in a process group of its own, as a connection:
+/// its pipes, how it ends, and its group to kill. `what` names it in the
+/// error when it is gone at once.
+fn child_connection(mut child: tokio::process::Child, what: &str) -> Result<Connection, Error> {
+    let pid = child
+        .id()
+        .ok_or_else(|| Error::worker(format!("{what} exited at once")))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(Error::internal("child streams missing"));
+    };
+    let exit = Box::pin(async move {
+        match child.wait().await {
+            Ok(status) => describe_exit(&status),
+            Err(e) => format!("lost track of the process: {e}"),
+        }
+    });
+    Ok(Connection {
+        reader: Box::new(stdout),
+        writer: Box::new(stdin),
+        stderr: Some(Box::new(stderr)),
+        exit,
+        killer: Killer::ProcessGroup(pid as i32),
+        agent_started: false,
+    })
 }
 
 /// Describe how a process ended, as users read it.

@@ -1,6 +1,6 @@
 //! The `popen` gateway: a local Python child process.
 
-use super::{describe_exit, Connection, Killer};
+use super::Connection;
 use crate::error::Error;
 use crate::protocol::BOOTSTRAP;
 use std::collections::BTreeMap;
@@ -37,36 +37,8 @@ pub fn spawn(
             });
         }
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| Error::worker(format!("failed to start python {python:?}: {e}")))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| Error::worker(format!("python {python:?} exited at once")))?;
-    let stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| Error::internal("child stdin missing"))?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| Error::internal("child stdout missing"))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| Error::internal("child stderr missing"))?;
-    let exit = Box::pin(async move {
-        match child.wait().await {
-            Ok(status) => describe_exit(&status),
-            Err(e) => format!("lost track of the process: {e}"),
-        }
-    });
-    Ok(Connection {
-        reader: Box::new(stdout),
-        writer: Box::new(stdin),
-        stderr: Some(Box::new(stderr)),
-        exit,
-        killer: Killer::ProcessGroup(pid as i32),
-        agent_started: false,
-    })
+    super::child_connection(child, &format!("python {python:?}"))
 }

@@ -995,23 +995,16 @@ pub async fn push_over(
 /// share one sync, and wait for it), and hand the connection back with its
 /// agent running, for the worker to start on.
 pub async fn prepare_in_place(
-    conn: crate::gateway::Connection,
+    mut conn: crate::gateway::Connection,
     who: &str,
     python: &str,
     job: Option<&Job>,
     ship: Option<ShipSource<'_>>,
     places: &Places,
 ) -> Result<(crate::gateway::Connection, Outcome), SyncError> {
-    let crate::gateway::Connection {
-        mut reader,
-        mut writer,
-        killer,
-        mut stderr,
-        exit,
-        ..
-    } = conn;
+    let c = &mut conn;
     let result = async {
-        let ready = handshake(&mut reader, &mut writer, &mut stderr, python).await?;
+        let ready = handshake(&mut c.reader, &mut c.writer, &mut c.stderr, python).await?;
         if ready.too_old() {
             return Err(SyncError(ready.too_old_message(python, "there")));
         }
@@ -1021,30 +1014,26 @@ pub async fn prepare_in_place(
             ship,
             places: Some((places, who)),
         };
-        pushes.run(&mut reader, &mut writer, &ready, None).await
+        pushes.run(&mut c.reader, &mut c.writer, &ready, None).await
     }
     .await;
     match result {
-        Ok(outcome) => Ok((
-            crate::gateway::Connection {
-                reader,
-                writer,
-                stderr,
-                exit,
-                killer,
-                agent_started: true,
-            },
-            outcome,
-        )),
-        Err(mut e) => {
-            // A command that ended by itself says how (`exit code 127`).
-            if let Ok(how) = tokio::time::timeout(std::time::Duration::from_secs(1), exit).await {
-                e.0.push_str(&format!(" (the command ended: {how})"));
-            }
-            killer.kill();
-            Err(e)
+        Ok(outcome) => {
+            conn.agent_started = true;
+            Ok((conn, outcome))
         }
+        Err(e) => Err(given_up(conn, e).await),
     }
+}
+
+/// Kill a connection whose agent failed us; a command that ended by itself
+/// first says how (`exit code 127`).
+async fn given_up(conn: crate::gateway::Connection, mut e: SyncError) -> SyncError {
+    if let Ok(how) = tokio::time::timeout(std::time::Duration::from_secs(1), conn.exit).await {
+        e.0.push_str(&format!(" (the command ended: {how})"));
+    }
+    conn.killer.kill();
+    e
 }
 
 /// Ask a fresh agent which place each of `dirs` is in, writing nothing
@@ -1053,7 +1042,7 @@ pub async fn prepare_in_place(
 /// answered: a place named by a process that is gone could be taken for
 /// another's, as the kernel reuses namespace ids.)
 pub async fn probe_places(
-    conn: crate::gateway::Connection,
+    mut conn: crate::gateway::Connection,
     python: &str,
     dirs: Vec<String>,
 ) -> Result<
@@ -1064,36 +1053,15 @@ pub async fn probe_places(
     ),
     SyncError,
 > {
-    let crate::gateway::Connection {
-        mut reader,
-        mut writer,
-        killer,
-        mut stderr,
-        exit,
-        agent_started,
-    } = conn;
+    let c = &mut conn;
     let result = async {
-        let ready = handshake(&mut reader, &mut writer, &mut stderr, python).await?;
-        let ids = place_ids(&mut reader, &mut writer, dirs, false).await?;
+        let ready = handshake(&mut c.reader, &mut c.writer, &mut c.stderr, python).await?;
+        let ids = place_ids(&mut c.reader, &mut c.writer, dirs, false).await?;
         Ok((ready, ids))
     }
     .await;
     match result {
-        Ok((ready, ids)) => Ok((
-            ready,
-            ids,
-            crate::gateway::Connection {
-                reader,
-                writer,
-                stderr,
-                exit,
-                killer,
-                agent_started,
-            },
-        )),
-        Err(e) => {
-            killer.kill();
-            Err(e)
-        }
+        Ok((ready, ids)) => Ok((ready, ids, conn)),
+        Err(e) => Err(given_up(conn, e).await),
     }
 }

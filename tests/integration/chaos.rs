@@ -210,38 +210,48 @@ pub(crate) fn chaos_runs(
         } else {
             assert_eq!(failed, fail, "{context}");
         }
-        // Report log: each test's phases once each, every test there.
-        let mut phases: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in p.read("log.jsonl").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["$report_type"] == "TestReport" {
-                phases
-                    .entry(v["nodeid"].as_str().unwrap().to_string())
-                    .or_default()
-                    .push(v["when"].as_str().unwrap().to_string());
-            }
-        }
-        assert_eq!(phases.len(), TESTS, "{context}");
-        for (nodeid, whens) in &phases {
-            let distinct: BTreeSet<&String> = whens.iter().collect();
-            assert_eq!(
-                distinct.len(),
-                whens.len(),
-                "{nodeid}: {whens:?}\n{context}"
-            );
-        }
+        each_test_logged_once(&p, &context);
         // Nothing left running (remote workers under the harness's sshd
         // are processes here too).
-        let mut left = processes_with(&marker);
-        for _ in 0..30 {
-            if left.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            left = processes_with(&marker);
-        }
-        assert!(left.is_empty(), "left running: {left:?}\n{context}");
+        nothing_left(&marker, &context);
     }
+}
+
+/// The report log has every test, each phase of it once.
+fn each_test_logged_once(p: &Project, context: &str) {
+    let mut phases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in p.read("log.jsonl").lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["$report_type"] == "TestReport" {
+            phases
+                .entry(v["nodeid"].as_str().unwrap().to_string())
+                .or_default()
+                .push(v["when"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(phases.len(), TESTS, "{context}");
+    for (nodeid, whens) in &phases {
+        let distinct: BTreeSet<&String> = whens.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            whens.len(),
+            "{nodeid}: {whens:?}\n{context}"
+        );
+    }
+}
+
+/// No process of the run (its environment holds `marker`) is left, after
+/// a few seconds' grace.
+fn nothing_left(marker: &str, context: &str) {
+    let mut left = processes_with(marker);
+    for _ in 0..30 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = processes_with(marker);
+    }
+    assert!(left.is_empty(), "left running: {left:?}\n{context}");
 }
 
 /// The seed (`RTEST_CHAOS_SEED`) and number of runs (`RTEST_CHAOS_RUNS`).
@@ -361,34 +371,8 @@ fn exec_workers_killed_during_start_and_sync_never_cost_a_result() {
             );
         }
         assert_eq!(r.code, if failed.is_empty() { 0 } else { 1 }, "{context}");
-        let mut phases: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for line in p.read("log.jsonl").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["$report_type"] == "TestReport" {
-                phases
-                    .entry(v["nodeid"].as_str().unwrap().to_string())
-                    .or_default()
-                    .push(v["when"].as_str().unwrap().to_string());
-            }
-        }
-        assert_eq!(phases.len(), TESTS, "{context}");
-        for (nodeid, whens) in &phases {
-            let distinct: BTreeSet<&String> = whens.iter().collect();
-            assert_eq!(
-                distinct.len(),
-                whens.len(),
-                "{nodeid}: {whens:?}\n{context}"
-            );
-        }
-        let mut left = processes_with(&marker);
-        for _ in 0..30 {
-            if left.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            left = processes_with(&marker);
-        }
-        assert!(left.is_empty(), "left running: {left:?}\n{context}");
+        each_test_logged_once(&p, &context);
+        nothing_left(&marker, &context);
     }
     eprintln!("exec chaos: kills landed in {landed:?}");
 }
