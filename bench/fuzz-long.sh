@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The long property run (outside CI): every property in src/properties.rs
-# for about SECS seconds each (default 600), one after the other, at low
-# priority. Each property is first timed on a short run; its case count is
-# then set so that the long run lasts about SECS. Prints one line per
-# property: cases, seconds, result.
+# for at least SECS seconds each (default 600), one after the other, at low
+# priority. Each property is first timed on a short run to size its
+# batches; batches (each with a fresh random seed) run until SECS have
+# passed. Prints one line per property: cases, seconds, result.
 #
 #   bench/fuzz-long.sh [SECS] [PATTERN]   (PATTERN: a grep -E on the names)
 set -euo pipefail
@@ -18,16 +18,25 @@ for l in sys.stdin:
         print(m["executable"])' | head -1)
 props=$(grep -oE '^    fn [a-z_]+\(' src/properties.rs | sed -E 's/^    fn ([a-z_]+)\(/\1/' \
   | grep -E "${2:-.}")
+now() { date +%s.%N; }
 for p in $props; do
-  start=$(date +%s.%N)
+  start=$(now)
   PROPTEST_CASES=2000 nice -n 10 "$bin" --exact "properties::$p" -q >/dev/null
-  took=$(python3 -c "print(max($(date +%s.%N) - $start, 0.05))")
-  cases=$(python3 -c "print(int(2000 * $secs / $took))")
-  start=$(date +%s.%N)
-  if PROPTEST_CASES=$cases nice -n 10 "$bin" --exact "properties::$p" -q >/tmp/fuzz-$p.log 2>&1; then
-    result=ok
-  else
-    result="FAILED (see /tmp/fuzz-$p.log)"
-  fi
-  echo "$p: $cases cases in $(python3 -c "print(round($(date +%s.%N) - $start))") s: $result"
+  rate=$(python3 -c "print(2000 / max($(now) - $start, 0.05))")
+  total=0
+  result=ok
+  start=$(now)
+  while :; do
+    left=$(python3 -c "print(int($secs - ($(now) - $start)))")
+    [ "$left" -gt 0 ] || break
+    cases=$(python3 -c "print(max(int($rate * $left), 1000))")
+    if ! PROPTEST_CASES=$cases nice -n 10 "$bin" --exact "properties::$p" -q >/tmp/fuzz-$p.log 2>&1; then
+      result="FAILED (see /tmp/fuzz-$p.log)"
+      break
+    fi
+    total=$((total + cases))
+    # the next batch is sized by what this one really took
+    rate=$(python3 -c "print($total / max($(now) - $start, 0.05))")
+  done
+  echo "$p: $total cases in $(python3 -c "print(round($(now) - $start))") s: $result"
 done

@@ -165,7 +165,9 @@ impl Syncs {
         });
         let ship = plan.map(|p| move || p.ship());
         let ship_ref: Option<crate::sync::ShipSource<'_>> = ship.as_ref().map(|f| f as _);
-        let killer = conn.killer.clone();
+        // Whatever stops this before the worker is handed on (a timeout,
+        // the run interrupted mid-sync) kills what the command started.
+        let mut guard = KillUnlessKept(Some(conn.killer.clone()));
         let prepare = crate::sync::prepare_in_place(
             conn,
             &w.id,
@@ -179,14 +181,27 @@ impl Syncs {
             Some(secs) => tokio::time::timeout(std::time::Duration::from_secs_f64(secs), prepare)
                 .await
                 .unwrap_or_else(|_| {
-                    killer.kill();
                     Err(crate::sync::SyncError(format!(
                         "the command, its Python or the sync made no progress within {secs}s (--startup-timeout)"
                     )))
                 }),
             None => prepare.await,
         };
+        if result.is_ok() {
+            guard.0 = None;
+        }
         result.map_err(|e| Error::worker(e.0))
+    }
+}
+
+/// Kills a worker when dropped, unless it was kept (`.0` taken).
+struct KillUnlessKept(Option<super::Killer>);
+
+impl Drop for KillUnlessKept {
+    fn drop(&mut self) {
+        if let Some(k) = self.0.take() {
+            k.kill();
+        }
     }
 }
 
