@@ -471,7 +471,8 @@ class Controller:
             self.told_missing.add(tuple(names))
             sys.stderr.write(
                 "rtest: %s (%s) lacks plugins this run has: %s; what they gather "
-                "from workers comes from the others only\n"
+                "from workers comes from the workers that have them (said once for "
+                "every worker that lacks the same)\n"
                 % (node.gateway.id, node.gateway.spec, ", ".join(sorted(names)))
             )
             sys.stderr.flush()
