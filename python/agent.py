@@ -1070,7 +1070,9 @@ def _place_id(directory, create):
     marker = os.path.join(base, PLACE_MARKER)
     if create and not os.path.isfile(marker):
         os.makedirs(base, exist_ok=True)
-        tmp = "%s.%d.tmp" % (marker, os.getpid())
+        # A random name: processes of two containers sharing a volume may
+        # have the same pid.
+        tmp = "%s.%s.tmp" % (marker, os.urandom(8).hex())
         with open(tmp, "w") as fh:
             fh.write(os.urandom(16).hex())
         try:
@@ -1086,15 +1088,13 @@ def _place_id(directory, create):
             return "marker " + text
     except OSError:
         pass
-    parts = []
-    for path in ("/proc/sys/kernel/random/boot_id",):
-        try:
-            with open(path) as fh:
-                parts.append(fh.read().strip())
-        except OSError:
-            import socket
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            parts = [fh.read().strip()]
+    except OSError:
+        import socket
 
-            parts.append(socket.gethostname())
+        parts = [socket.gethostname()]
     try:
         parts.append(str(os.stat("/proc/self/ns/mnt").st_ino))
     except OSError:
