@@ -158,10 +158,7 @@ impl Syncs {
         let plan = self.plan.get();
         let job = plan.and_then(|p| {
             let base = p.bases.get(&w.id)?;
-            p.tree.clone().map(|mut j| {
-                j.base = base.clone();
-                j
-            })
+            p.tree.as_ref().map(|j| j.at(base))
         });
         let ship = plan.map(|p| move || p.ship());
         let ship_ref: Option<crate::sync::ShipSource<'_>> = ship.as_ref().map(|f| f as _);

@@ -113,10 +113,7 @@ pub fn sync_workers(
     let jobs: Vec<((String, String, String), usize)> = firsts.into_iter().collect();
     let syncs = jobs.iter().map(|(key, i)| {
         let w = &plan.workers[*i];
-        let job = tree.clone().map(|mut j| {
-            j.base = key.2.clone();
-            j
-        });
+        let job = tree.as_ref().map(|j| j.at(&key.2));
         let get_ship = &get_ship;
         async move {
             let started = std::time::Instant::now();

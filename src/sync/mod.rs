@@ -679,6 +679,16 @@ pub struct Job {
     pub files: Vec<PathBuf>,
 }
 
+impl Job {
+    /// The same job, mirrored into `base`.
+    pub fn at(&self, base: &str) -> Job {
+        Job {
+            base: base.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
 /// The local pure-Python pytest, to ship to a host that lacks it.
 #[derive(Debug, Clone)]
 pub struct Ship {
