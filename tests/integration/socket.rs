@@ -252,15 +252,41 @@ fn no_token_means_no_server_unless_insecure_on_loopback() {
     assert_eq!(r.summary(), "1 failed, 8 passed, 1 skipped");
 }
 
+/// A local port that refuses connections, bound (never listening) for as
+/// long as the returned descriptor lives, so no one else can take it.
+fn refusing_port() -> (u16, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // address structs are zeroed and sized as the calls expect.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let sa = &addr as *const libc::sockaddr_in as *const libc::sockaddr;
+        assert_eq!(
+            libc::bind(fd, sa, len),
+            0,
+            "bind: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut got_len = len;
+        let out = &mut got as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        assert_eq!(libc::getsockname(fd, out, &mut got_len), 0);
+        (u16::from_be(got.sin_port), owned)
+    }
+}
+
 #[test]
 fn an_unreachable_host_is_skipped_unless_all_hosts_are_required() {
     let p = project();
-    // a port nothing listens on
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // a port nothing listens on, held for the test (a port merely found
+    // free could be taken by another test's server meanwhile)
+    let (port, _held) = refusing_port();
     let tx = format!("socket=127.0.0.1:{port}");
     let r = rtest(
         &p,
