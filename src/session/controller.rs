@@ -64,6 +64,8 @@ pub(super) struct Controller {
     memo: Option<(std::path::PathBuf, String)>,
     /// pytest rejected the command line in the controller.
     usage_error: Option<String>,
+    /// It was told to finish its session (with this status).
+    told_finish: Option<ExitCode>,
 }
 
 impl Controller {
@@ -267,7 +269,8 @@ impl Session<'_> {
         }
         let slot = &mut self.slots[i];
         let output = slot.workeroutput.take();
-        let error = (slot.done.is_none()).then(|| format!("{} went down: {how}", slot.id));
+        let error = (slot.done.is_none() && !slot.session_over)
+            .then(|| format!("{} went down: {how}", slot.id));
         let id = slot.id.clone();
         self.tell_controller(&ToAgent::NodeDown { id, output, error });
     }
@@ -532,7 +535,50 @@ impl Session<'_> {
         let _ = std::fs::remove_file(&tmp);
     }
 
-    /// Finish the controller's session with the run's exit status and wait
+    /// Every worker's session is over (or its process gone) and every test
+    /// has its outcome: the controller can finish its session (pytest-cov
+    /// combines, reports are written) while the workers unconfigure and
+    /// exit, as xdist's controller does once every worker finished.
+    pub(super) fn maybe_finish_controller(&mut self) {
+        if self.ctl.state != CtlState::Active || self.ctl.told_finish.is_some() {
+            return;
+        }
+        let over = self
+            .slots
+            .iter()
+            .all(|s| s.state == SlotState::Exited || s.session_over);
+        if !over
+            || self.stop.is_some()
+            || self.error.is_some()
+            || !self.collected_event
+            || self.items.iter().any(|item| !item.done)
+        {
+            return;
+        }
+        // Nothing is stranded, so this decides nothing but the status.
+        let exit = self.conclude();
+        self.tell_finish(exit);
+    }
+
+    fn tell_finish(&mut self, exit: ExitCode) {
+        let failed = self.failures
+            + self
+                .slots
+                .iter()
+                .flat_map(|s| s.collect_reports.iter())
+                .filter(|r| r.outcome == "failed")
+                .count();
+        self.tell_controller(&ToAgent::Finish {
+            exitstatus: exit.code(),
+            collected: self.items.len(),
+            failed,
+        });
+        self.ctl.told_finish = Some(exit);
+    }
+
+    /// Finish the controller's session with the run's exit status (unless
+    /// it was told already, with the same tests' outcomes: only an error
+    /// while the workers exited can differ, and that error stands) and wait
     /// for what its plugins make of it (Ctrl-C or SIGTERM stop waiting).
     pub(super) async fn finish_controller(
         &mut self,
@@ -543,18 +589,9 @@ impl Session<'_> {
     ) -> ExitCode {
         let mut exit = exit;
         if self.ctl.state == CtlState::Active {
-            let failed = self.failures
-                + self
-                    .slots
-                    .iter()
-                    .flat_map(|s| s.collect_reports.iter())
-                    .filter(|r| r.outcome == "failed")
-                    .count();
-            self.tell_controller(&ToAgent::Finish {
-                exitstatus: exit.code(),
-                collected: self.items.len(),
-                failed,
-            });
+            if self.ctl.told_finish.is_none() {
+                self.tell_finish(exit);
+            }
             let signal = async {
                 tokio::select! {
                     _ = super::recv_signal(sigint) => {}

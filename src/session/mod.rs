@@ -195,6 +195,9 @@ struct Slot {
     in_controller: bool,
     /// Its `config.workeroutput`, once its session finished.
     workeroutput: Option<protocol::RawJson>,
+    /// Its session finished (it sent its workeroutput): no result can come
+    /// from it any more, whatever it does while exiting.
+    session_over: bool,
     /// Its pytest is configured (with its `workerinfo`, when it sent one).
     configured: Option<Option<protocol::RawJson>>,
 }
@@ -214,6 +217,7 @@ impl Slot {
         self.awaiting_input = false;
         self.in_controller = false;
         self.workeroutput = None;
+        self.session_over = false;
         self.configured = None;
     }
 }
@@ -325,6 +329,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             awaiting_input: false,
             in_controller: false,
             workeroutput: None,
+            session_over: false,
             configured: None,
         });
     }
@@ -353,7 +358,10 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
     while s.slots.iter().any(|slot| slot.state != SlotState::Exited) {
         tokio::select! {
             input = rx.recv() => match input {
-                Some(input) => s.handle(input),
+                Some(input) => {
+                    s.handle(input);
+                    s.maybe_finish_controller();
+                }
                 None => break,
             },
             _ = ticker.tick() => {
@@ -508,7 +516,14 @@ impl Session<'_> {
                     self.reporter.on_event(&Event::Warning { nodeid, text });
                 }
             }
-            FromAgent::WorkerOutput { output } => self.slots[i].workeroutput = Some(output),
+            FromAgent::WorkerOutput { output } => {
+                // As under xdist (workerfinished): the node is down for
+                // the controller's plugins now, not when its process has
+                // unconfigured and exited.
+                self.slots[i].workeroutput = Some(output);
+                self.slots[i].session_over = true;
+                self.node_down(i, "");
+            }
             // Only the controller says these.
             FromAgent::ControllerReady(_)
             | FromAgent::NodeConfigured { .. }

@@ -405,3 +405,73 @@ def marker(request):
     run.code(1);
     assert_eq!(run.summary(), "1 failed, 9 passed");
 }
+
+#[test]
+fn a_node_is_down_for_the_controller_once_its_session_finished() {
+    // As under xdist (workerfinished): pytest_testnodedown comes when a
+    // worker's session is over, not when its process has unconfigured and
+    // exited (the controller then combines coverage and writes reports
+    // while the workers exit). Each worker waits in pytest_unconfigure to
+    // see its node brought down, and notes whether it was.
+    let p = Project::new()
+        .file(
+            "tests/test_x.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_x(i):\n    pass\n",
+        )
+        .file(
+            "conftest.py",
+            r#"
+import os
+import time
+
+
+def pytest_testnodedown(node, error):
+    with open("down.log", "a") as f:
+        f.write("%s error=%s\n" % (node.gateway.id, error))
+
+
+def _down(worker):
+    try:
+        with open("down.log") as f:
+            return worker in f.read().split()
+    except OSError:
+        return False
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "workerinput"):
+        worker = config.workerinput["workerid"]
+        deadline = time.monotonic() + 20
+        while not _down(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open("workers.log", "a") as f:
+            f.write("%s down=%s\n" % (worker, _down(worker)))
+"#,
+        );
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    for tool in ["xdist", "rtest"] {
+        let run = if tool == "xdist" {
+            p.pytest(&["-n", "2"])
+        } else {
+            p.rtest(&["-n", "2"])
+        };
+        run.code(0);
+        assert_eq!(
+            sorted(p.read("workers.log")),
+            "gw0 down=True\ngw1 down=True",
+            "{tool}"
+        );
+        assert_eq!(
+            sorted(p.read("down.log")),
+            "gw0 error=None\ngw1 error=None",
+            "{tool}"
+        );
+        for f in ["workers.log", "down.log"] {
+            std::fs::remove_file(p.path().join(f)).unwrap();
+        }
+    }
+}
