@@ -302,6 +302,7 @@ class Controller:
             # gets the seed this session chose.
             common["randomly_seed"] = config.getoption("randomly_seed")
         self.ready_sent = True
+        watch, absent = _watch(config)
         self.channel.send(
             {
                 "t": "controller_ready",
@@ -311,7 +312,8 @@ class Controller:
                 "hooked": hooked,
                 "configure_node": any(h.startswith("pytest_configure_node ") for h in hooked),
                 "workerinput": common,
-                "watch": _watch(config),
+                "watch": watch,
+                "absent": absent,
             }
         )
 
@@ -637,11 +639,13 @@ def _cov_paths_for_combining(config):
 
 
 def _watch(config):
-    """What decided this session's plugins, with mtime and size: the
-    directories packages are installed in, every plugin's and conftest's
-    file, the ini file, the rootdir. While none changes, the next run can
-    start its workers without waiting for pytest_configure_node answers it
-    knows will not come."""
+    """What decided this session's plugins: files with their mtime and
+    size (the directories packages are installed in, every plugin's and
+    conftest's file, the ini file), and the initial conftest.py files that
+    do not exist (one in the rootdir, the invocation directory, or a
+    directory the arguments name or lie in, up to the rootdir). While none
+    changes or appears, the next run can start its workers on what this
+    one's controller said."""
     import types
 
     paths = set()
@@ -661,9 +665,8 @@ def _watch(config):
         path = getattr(module, "__file__", None)
         if path:
             paths.add(path)
-    for path in (config.inipath, config.rootpath, config.invocation_params.dir):
-        if path is not None:
-            paths.add(str(path))
+    if config.inipath is not None:
+        paths.add(str(config.inipath))
     out = []
     for path in sorted(paths):
         try:
@@ -671,7 +674,25 @@ def _watch(config):
         except OSError:
             continue
         out.append([path, st.st_mtime_ns, st.st_size])
-    return out
+    return out, _absent_conftests(config)
+
+
+def _absent_conftests(config):
+    root = str(config.rootpath)
+    dirs = {root, str(config.invocation_params.dir)}
+    for arg in config.args:
+        path = os.path.join(str(config.invocation_params.dir), arg.split("::")[0])
+        path = os.path.abspath(path)
+        if not os.path.isdir(path):
+            path = os.path.dirname(path)
+        while path.startswith(root + os.sep):
+            dirs.add(path)
+            path = os.path.dirname(path)
+    return sorted(
+        os.path.join(d, "conftest.py")
+        for d in dirs
+        if not os.path.exists(os.path.join(d, "conftest.py"))
+    )
 
 
 def _nothing(*args, **kwargs):

@@ -494,6 +494,10 @@ pub struct ControllerReady {
     /// What decided its plugins: path, mtime (ns), size.
     #[serde(default)]
     pub watch: Vec<(String, i64, u64)>,
+    /// Initial conftest.py files that would change its plugins if they
+    /// appeared.
+    #[serde(default)]
+    pub absent: Vec<String>,
 }
 
 /// How the controller's session ended.

@@ -56,16 +56,31 @@ pub(super) struct Controller {
     exited: bool,
     /// When it was started (it must be ready within [`START_LIMIT`]).
     started: Option<std::time::Instant>,
-    /// Workers start without waiting for it: the last run with the same
-    /// plugins had no `pytest_configure_node` (and wanted reports: the
-    /// value).
-    pub(super) speculative: Option<bool>,
+    /// Workers start without waiting for it, on what the last runs with
+    /// the same plugins did.
+    pub(super) speculative: Option<Guess>,
+    /// What `pytest_configure_node` added to each worker's input in this
+    /// run (by worker id), and in the last run it was remembered for.
+    parts: std::collections::BTreeMap<String, serde_json::Value>,
+    last_parts: Option<serde_json::Value>,
+    /// The memo of this run, once every worker's input is known.
+    pending_memo: Option<serde_json::Value>,
     /// Where what decided its plugins is remembered, and under which key.
     memo: Option<(std::path::PathBuf, String)>,
     /// pytest rejected the command line in the controller.
     usage_error: Option<String>,
     /// It was told to finish its session (with this status).
     told_finish: Option<ExitCode>,
+}
+
+/// What the last runs with the same interpreter, arguments and plugin
+/// files said of the controller: whether it wanted reports, and, if its
+/// plugins implement `pytest_configure_node`, what they added to each
+/// worker's `workerinput` (the same in the last two runs).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Guess {
+    pub(super) needed: bool,
+    pub(super) inputs: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Controller {
@@ -137,7 +152,13 @@ impl Session<'_> {
                 args.push("--junitxml".into());
             }
             let key = memo_key(&python, &args);
-            self.ctl.speculative = memo_says(&path, &key);
+            let (guess, last_parts) = memo_says(&path, &key);
+            self.ctl.speculative = guess.filter(|g| {
+                g.inputs
+                    .as_ref()
+                    .is_none_or(|inputs| self.slots.iter().all(|s| inputs.contains_key(&s.id)))
+            });
+            self.ctl.last_parts = last_parts;
             self.ctl.memo = Some((path, key));
         }
         self.ctl.writer = Some(writer);
@@ -184,6 +205,10 @@ impl Session<'_> {
     /// Workers waiting for the controller get rtest's own workerinput.
     fn release_workers(&mut self) {
         for i in 0..self.slots.len() {
+            // A guessed input stands: nothing is left to check it.
+            if self.slots[i].guessed_input.take().is_some() {
+                self.dispatch(i);
+            }
             if self.slots[i].awaiting_input && self.slots[i].state != SlotState::Exited {
                 let input = self.base_workerinput(i);
                 self.slots[i].awaiting_input = false;
@@ -208,6 +233,52 @@ impl Session<'_> {
         input.insert("testrunuid".into(), self.opts.testrun_uid.clone().into());
         input.insert("mainargv".into(), self.opts.mainargv.clone().into());
         RawJson::from_value(&serde_json::Value::Object(input))
+    }
+
+    /// The workerinput worker `i` starts with before the controller is
+    /// ready, if the last runs say what it will be.
+    pub(super) fn guessed_workerinput(&self, i: usize) -> Option<RawJson> {
+        let guess = self.ctl.speculative.as_ref()?;
+        let mut input = self.base_workerinput(i).parse();
+        if let (Some(inputs), Some(map)) = (&guess.inputs, input.as_object_mut()) {
+            if let Some(serde_json::Value::Object(part)) = inputs.get(&self.slots[i].id) {
+                for (k, v) in part {
+                    map.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Some(RawJson::from_value(&input))
+    }
+
+    /// What the controller's `pytest_configure_node` added to worker `i`'s
+    /// input: every key but rtest's own with their values unchanged.
+    fn plugins_part(&self, i: usize, input: &RawJson) -> serde_json::Value {
+        let base = self.base_workerinput(i).parse();
+        let mut part = serde_json::Map::new();
+        if let serde_json::Value::Object(map) = input.parse() {
+            for (k, v) in map {
+                let rtest_own = matches!(
+                    k.as_str(),
+                    "workerid" | "workercount" | "testrunuid" | "mainargv"
+                ) && base.get(&k) == Some(&v);
+                if !rtest_own {
+                    part.insert(k, v);
+                }
+            }
+        }
+        serde_json::Value::Object(part)
+    }
+
+    /// Worker `i` is a node the controller knows: what it did meanwhile
+    /// (configured, collected) is told now.
+    pub(super) fn become_node(&mut self, i: usize) {
+        if let Some(info) = self.slots[i].configured.clone() {
+            self.node_ready(i, info);
+        }
+        if let Some(coll) = self.slots[i].collection {
+            let count = self.collections[coll].as_ref().map_or(0, |c| c.ids.len());
+            self.node_collected(i, count);
+        }
     }
 
     /// Ask the controller's `pytest_configure_node` for worker `i`'s input
@@ -236,7 +307,7 @@ impl Session<'_> {
 
     /// Worker `i`'s pytest is configured: `pytest_testnodeready`.
     pub(super) fn node_ready(&mut self, i: usize, info: Option<RawJson>) {
-        if !self.slots[i].in_controller {
+        if !self.slots[i].in_controller || self.slots[i].guessed_input.is_some() {
             return;
         }
         let id = self.slots[i].id.clone();
@@ -245,7 +316,7 @@ impl Session<'_> {
 
     /// Worker `i` collected `count` items.
     pub(super) fn node_collected(&mut self, i: usize, count: usize) {
-        if !self.slots[i].in_controller {
+        if !self.slots[i].in_controller || self.slots[i].guessed_input.is_some() {
             return;
         }
         let ids = if self.ctl.wants_ids {
@@ -396,7 +467,14 @@ impl Session<'_> {
                 self.ctl.header = ready.header;
                 self.ctl.common = ready.workerinput;
                 self.ctl.wants_ids = ready.wants_ids;
-                if guessed.is_some() && (ready.configure_node || !self.ctl.common.is_empty()) {
+                let configure_node = ready.configure_node || !self.ctl.common.is_empty();
+                let wrong = match &guessed {
+                    None => false,
+                    // Checked node by node when the controller answers.
+                    Some(g) if g.inputs.is_some() => !configure_node,
+                    Some(_) => configure_node,
+                };
+                if wrong {
                     // The workers started on a guess that no longer holds:
                     // start them again, now waiting for their workerinput.
                     self.ctl.state = CtlState::Active;
@@ -415,7 +493,7 @@ impl Session<'_> {
                     }
                     return;
                 }
-                if let Some(streaming) = guessed.filter(|s| *s != ready.needed) {
+                if let Some(streaming) = guessed.map(|g| g.needed).filter(|s| *s != ready.needed) {
                     for i in 0..self.slots.len() {
                         self.send(i, &ToAgent::Stream { on: !streaming });
                     }
@@ -426,17 +504,12 @@ impl Session<'_> {
                         if self.slots[i].state != SlotState::Exited {
                             // Workers that started on a guess become nodes
                             // now, with what they did meanwhile.
+                            // (Those that started on a guessed input once
+                            // the controller's answer matches it.)
                             let started = !self.slots[i].awaiting_input;
                             self.configure_node(i);
                             if started {
-                                if let Some(info) = self.slots[i].configured.clone() {
-                                    self.node_ready(i, info);
-                                }
-                                if let Some(coll) = self.slots[i].collection {
-                                    let count =
-                                        self.collections[coll].as_ref().map_or(0, |c| c.ids.len());
-                                    self.node_collected(i, count);
-                                }
+                                self.become_node(i);
                             }
                         }
                     }
@@ -451,7 +524,17 @@ impl Session<'_> {
                 let Some(i) = self.slots.iter().position(|s| s.id == id) else {
                     return;
                 };
-                if self.slots[i].awaiting_input && self.slots[i].state != SlotState::Exited {
+                if !self.ctl.parts.contains_key(&id) {
+                    let part = self.plugins_part(i, &workerinput);
+                    self.ctl.parts.insert(id, part);
+                    if self.ctl.parts.len() == self.slots.len() {
+                        self.remember_parts();
+                    }
+                }
+                if self.slots[i].state == SlotState::Exited {
+                    return;
+                }
+                if self.slots[i].awaiting_input {
                     self.slots[i].awaiting_input = false;
                     self.send(
                         i,
@@ -460,6 +543,19 @@ impl Session<'_> {
                             stream: true,
                         },
                     );
+                } else if let Some(guess) = self.slots[i].guessed_input.take() {
+                    if guess.parse() == workerinput.parse() {
+                        self.become_node(i);
+                        self.dispatch(i);
+                    } else {
+                        // Not what the last runs gave: this worker starts
+                        // again with its real input (it ran nothing yet).
+                        if let Some(k) = &self.slots[i].killer {
+                            k.kill();
+                        }
+                        self.slots[i].renew();
+                        self.spawn(i);
+                    }
                 }
             }
             FromAgent::InternalError { message } => {
@@ -657,19 +753,42 @@ impl Session<'_> {
 impl Session<'_> {
     /// Remember what decided the controller's plugins, for the next run.
     fn remember(&mut self, ready: &crate::protocol::ControllerReady) {
-        let Some((path, key)) = &self.ctl.memo else {
-            return;
-        };
+        let configure_node = ready.configure_node || !ready.workerinput.is_empty();
         let memo = serde_json::json!({
-            "key": key,
-            "configure_node": ready.configure_node || !ready.workerinput.is_empty(),
+            "key": self.ctl.memo.as_ref().map(|(_, key)| key.clone()),
+            "configure_node": configure_node,
             "needed": ready.needed,
             "watch": ready.watch,
+            "absent": ready.absent,
         });
+        if configure_node {
+            // Written with what it gives each worker, once it has.
+            self.ctl.pending_memo = Some(memo);
+        } else {
+            self.write_memo(&memo);
+        }
+    }
+
+    /// Every worker's input is known: remember it, and whether it is what
+    /// the last run gave (only then do workers start on it next time).
+    fn remember_parts(&mut self) {
+        let Some(mut memo) = self.ctl.pending_memo.take() else {
+            return;
+        };
+        let parts = serde_json::to_value(&self.ctl.parts).unwrap_or_default();
+        memo["stable"] = (self.ctl.last_parts.as_ref() == Some(&parts)).into();
+        memo["inputs"] = parts;
+        self.write_memo(&memo);
+    }
+
+    fn write_memo(&self, memo: &serde_json::Value) {
+        let Some((path, _)) = &self.ctl.memo else {
+            return;
+        };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let text = serde_json::to_vec(&memo).unwrap_or_default();
+        let text = serde_json::to_vec(memo).unwrap_or_default();
         let _ = crate::fsutil::write_atomic(path, &text);
     }
 }
@@ -693,24 +812,59 @@ fn memo_key(python: &str, args: &[String]) -> String {
     key
 }
 
-/// Whether the last run's controller, with the same key and none of the
-/// files it depended on changed, had no `pytest_configure_node`: then
-/// workers need not wait for it. Its wish for reports, if so.
-fn memo_says(path: &std::path::Path, key: &str) -> Option<bool> {
+/// What the last run's controller said, if it had the same key and none of
+/// the files it depended on changed: a guess workers can start on (no
+/// `pytest_configure_node`, or one that gave every worker the same input in
+/// the last two runs), and what it gave each worker last time.
+fn memo_says(path: &std::path::Path, key: &str) -> (Option<Guess>, Option<serde_json::Value>) {
     use std::os::unix::fs::MetadataExt;
-    let memo: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    if memo["key"].as_str()? != key || memo["configure_node"].as_bool()? {
-        return None;
-    }
-    for entry in memo["watch"].as_array()? {
-        let (file, mtime, size) = (entry[0].as_str()?, entry[1].as_i64()?, entry[2].as_u64()?);
-        let meta = std::fs::metadata(file).ok()?;
-        let now = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-        if now != mtime || meta.size() != size {
+    let read = || -> Option<serde_json::Value> {
+        let memo: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        if memo["key"].as_str()? != key {
             return None;
         }
+        for entry in memo["watch"].as_array()? {
+            let (file, mtime, size) = (entry[0].as_str()?, entry[1].as_i64()?, entry[2].as_u64()?);
+            let meta = std::fs::metadata(file).ok()?;
+            let now = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+            if now != mtime || meta.size() != size {
+                return None;
+            }
+        }
+        for file in memo["absent"].as_array()? {
+            if std::path::Path::new(file.as_str()?).exists() {
+                return None;
+            }
+        }
+        Some(memo)
+    };
+    let Some(memo) = read() else {
+        return (None, None);
+    };
+    let Some(needed) = memo["needed"].as_bool() else {
+        return (None, None);
+    };
+    match memo["configure_node"].as_bool() {
+        Some(false) => (
+            Some(Guess {
+                needed,
+                inputs: None,
+            }),
+            None,
+        ),
+        Some(true) => {
+            let inputs = memo["inputs"].as_object().cloned();
+            let guess = inputs
+                .clone()
+                .filter(|_| memo["stable"].as_bool() == Some(true))
+                .map(|inputs| Guess {
+                    needed,
+                    inputs: Some(inputs),
+                });
+            (guess, inputs.map(serde_json::Value::Object))
+        }
+        None => (None, None),
     }
-    memo["needed"].as_bool()
 }
 
 /// Start reading the controller's pipes.

@@ -8,7 +8,8 @@ impl Session<'_> {
     /// says wait or shutdown (an agent only starts a test once it knows the
     /// next one, so a last batch must be followed by shutdown at once).
     pub(super) fn dispatch(&mut self, i: usize) {
-        if self.slots[i].state != SlotState::Running || self.slots[i].shut {
+        let slot = &self.slots[i];
+        if slot.state != SlotState::Running || slot.shut || slot.guessed_input.is_some() {
             return;
         }
         match self.sched.poll(i) {

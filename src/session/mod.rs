@@ -195,6 +195,9 @@ struct Slot {
     in_controller: bool,
     /// Its `config.workeroutput`, once its session finished.
     workeroutput: Option<protocol::RawJson>,
+    /// It started on the workerinput the last runs' controller gave it;
+    /// it runs nothing until this run's controller gives the same.
+    guessed_input: Option<protocol::RawJson>,
     /// Its session finished (it sent its workeroutput): no result can come
     /// from it any more, whatever it does while exiting.
     session_over: bool,
@@ -218,6 +221,7 @@ impl Slot {
         self.in_controller = false;
         self.workeroutput = None;
         self.session_over = false;
+        self.guessed_input = None;
         self.configured = None;
     }
 }
@@ -330,6 +334,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             in_controller: false,
             workeroutput: None,
             session_over: false,
+            guessed_input: None,
             configured: None,
         });
     }

@@ -100,16 +100,27 @@ impl Session<'_> {
         // Without a controller to ask, the worker gets its workerinput at
         // once; else it parses its arguments while the controller's
         // pytest_configure_node runs.
-        let workerinput = match (self.ctl.state, self.ctl.speculative) {
-            (CtlState::Off, _) | (CtlState::Starting, Some(_)) => {
-                Some(self.base_workerinput(index))
-            }
-            (CtlState::Starting | CtlState::Active, _) => None,
+        let guessed = match self.ctl.state {
+            CtlState::Starting => self.guessed_workerinput(index),
+            _ => None,
         };
-        let stream = self.ctl.state == CtlState::Starting && self.ctl.speculative == Some(true);
+        let workerinput = match self.ctl.state {
+            CtlState::Off => Some(self.base_workerinput(index)),
+            _ => guessed.clone(),
+        };
+        let stream = self.ctl.state == CtlState::Starting
+            && self.ctl.speculative.as_ref().is_some_and(|g| g.needed);
         let junit = self.junit_paths().map(|(path, _)| path);
         let slot = &mut self.slots[index];
         slot.awaiting_input = workerinput.is_none();
+        // Checked against the controller's answer before it runs a test,
+        // when plugins made it (a guess without them stands).
+        slot.guessed_input = guessed.filter(|_| {
+            self.ctl
+                .speculative
+                .as_ref()
+                .is_some_and(|g| g.inputs.is_some())
+        });
         let w = &self.plan.workers[slot.plan_index];
         let mut args = self.plan.pytest_args.clone();
         args.extend(w.extra_args.iter().cloned());

@@ -475,3 +475,98 @@ def pytest_unconfigure(config):
         }
     }
 }
+
+#[test]
+fn workers_start_on_the_workerinput_the_last_two_runs_gave() {
+    // pytest_configure_node here gives what token.txt says, and takes 3 s
+    // before it marks the node configured. A worker notes in its
+    // pytest_configure whether that mark was there (it waited for its
+    // workerinput) and which token it got; every test notes its token.
+    let p = Project::new()
+        .file(
+            "tests/test_t.py",
+            r#"
+import pytest
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_t(i, request):
+    with open("ran.log", "a") as f:
+        f.write(request.config.workerinput["token"] + "\n")
+"#,
+        )
+        .file("token.txt", "A")
+        .file(
+            "conftest.py",
+            r#"
+import os
+import time
+
+import pytest
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    with open("token.txt") as f:
+        node.workerinput["token"] = f.read().strip()
+    time.sleep(3)
+    open("configured-" + node.gateway.id, "w").close()
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        worker = config.workerinput["workerid"]
+        with open("configured.log", "a") as f:
+            f.write("%s %s waited=%s\n" % (
+                worker, config.workerinput.get("token"), os.path.exists("configured-" + worker)))
+"#,
+        );
+    let args = ["-n", "2", "-p", "no:rerunfailures"];
+    // The last line each worker wrote (a worker started again on a wrong
+    // guess may have written one before).
+    let last = |p: &Project| {
+        let log = p.read("configured.log");
+        let mut by: std::collections::BTreeMap<String, String> = Default::default();
+        for line in log.lines() {
+            let (w, rest) = line.split_once(' ').unwrap();
+            by.insert(w.to_string(), rest.to_string());
+        }
+        let ran = p.read("ran.log");
+        for f in [
+            "configured.log",
+            "ran.log",
+            "configured-gw0",
+            "configured-gw1",
+        ] {
+            let _ = std::fs::remove_file(p.path().join(f));
+        }
+        (by.into_values().collect::<Vec<_>>().join(", "), ran)
+    };
+    p.pytest(&args).code(0);
+    assert_eq!(last(&p).0, "A waited=True, A waited=True", "xdist");
+    // The first run has nothing to go on; the second finds the first's
+    // answer, but only one run of it.
+    for _ in 0..2 {
+        p.rtest(&args).code(0);
+        assert_eq!(
+            last(&p),
+            ("A waited=True, A waited=True".into(), "A\n".repeat(4))
+        );
+    }
+    // Two runs gave the same: the third starts its workers on it.
+    p.rtest(&args).code(0);
+    assert_eq!(
+        last(&p),
+        ("A waited=False, A waited=False".into(), "A\n".repeat(4))
+    );
+    // The plugin now gives something else: the workers are started again
+    // with it before they run any test.
+    std::fs::write(p.path().join("token.txt"), "B").unwrap();
+    p.rtest(&args).code(0);
+    assert_eq!(
+        last(&p),
+        ("B waited=True, B waited=True".into(), "B\n".repeat(4))
+    );
+    let memo = p.read(".rtest/controller.json");
+    assert!(memo.contains("\"stable\":false"), "{memo}");
+}
