@@ -751,6 +751,11 @@ def parse_args(channel, args, plugins):
 
     from _pytest.config import ConftestImportFailure
 
+    # pytest's usage and its errors name the program as argparse finds it
+    # in sys.argv[0] ("-c" here): name the one the user ran.
+    argv0 = sys.argv[0] if sys.argv else None
+    if argv0 is not None:
+        sys.argv[0] = "rtest"
     try:
         return _prepareconfig(list(args), plugins), None
     except ConftestImportFailure as exc:
@@ -762,6 +767,9 @@ def parse_args(channel, args, plugins):
     except SystemExit as exc:
         channel.send({"t": "usage_error", "message": "pytest exited while parsing its arguments"})
         return None, exc.code if isinstance(exc.code, int) else 4
+    finally:
+        if argv0 is not None:
+            sys.argv[0] = argv0
 
 
 def _conftest_failure(exc):

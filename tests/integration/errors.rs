@@ -9,8 +9,10 @@ fn simple() -> Project {
 #[test]
 fn unknown_option_shows_pytests_usage_error() {
     let r = simple().rtest(&["-n", "2", "--no-such-option"]);
+    // As pytest says it, with the program the user ran (not python's "-c").
     r.code(4)
-        .stderr_has("unrecognized arguments: --no-such-option");
+        .stderr_has("usage: rtest [options] [file_or_dir]")
+        .stderr_has("rtest: error: unrecognized arguments: --no-such-option");
 }
 
 #[test]
