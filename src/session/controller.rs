@@ -193,13 +193,12 @@ impl Session<'_> {
     /// The controller failed: say it once (as pytest's INTERNALERROR would
     /// be said), go on without it, and exit 3 in the end.
     fn ctl_failed(&mut self, message: String) {
-        let was = self.ctl.state;
         self.ctl.failed = true;
         self.ctl.state = CtlState::Off;
         self.reporter.on_event(&Event::Notice(message));
-        if was == CtlState::Starting {
-            self.release_workers();
-        }
+        // Workers waiting for its answer (or for its word on a guess) go
+        // on without it.
+        self.release_workers();
     }
 
     /// Workers waiting for the controller get rtest's own workerinput.

@@ -570,3 +570,53 @@ def pytest_configure(config):
     let memo = p.read(".rtest/controller.json");
     assert!(memo.contains("\"stable\":false"), "{memo}");
 }
+
+#[test]
+fn workers_on_a_guess_go_on_when_the_controller_dies_before_it_answers() {
+    // Two runs make pytest-cov-like input a guess; in the third the
+    // controller dies in pytest_configure_node, after the workers started
+    // on the guess: they run every test on it, and the run says why it
+    // exits 3 (it must not wait for an answer that never comes).
+    let p = Project::new()
+        .file(
+            "tests/test_t.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(4))\ndef test_t(i, request):\n    assert request.config.workerinput['token'] == 'A'\n",
+        )
+        .file(
+            "conftest.py",
+            r#"
+import os
+
+import pytest
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    if os.path.exists("die"):
+        os._exit(9)
+    node.workerinput["token"] = "A"
+"#,
+        );
+    let args = ["-n", "2", "-p", "no:rerunfailures"];
+    for _ in 0..2 {
+        p.rtest(&args).code(0);
+    }
+    std::fs::write(p.path().join("die"), "").unwrap();
+    let mut child = p
+        .command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rtest waited for a controller that died");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.code(3).stdout_has("the controller");
+    assert_eq!(run.summary(), "4 passed");
+}
