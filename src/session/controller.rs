@@ -69,8 +69,8 @@ pub(super) struct Controller {
     memo: Option<(std::path::PathBuf, String)>,
     /// pytest rejected the command line in the controller.
     usage_error: Option<String>,
-    /// It was told to finish its session (with this status).
-    told_finish: Option<ExitCode>,
+    /// It was told to finish its session.
+    told_finish: bool,
 }
 
 /// What the last runs with the same interpreter, arguments and plugin
@@ -635,7 +635,7 @@ impl Session<'_> {
     /// combines, reports are written) while the workers unconfigure and
     /// exit, as xdist's controller does once every worker finished.
     pub(super) fn maybe_finish_controller(&mut self) {
-        if self.ctl.state != CtlState::Active || self.ctl.told_finish.is_some() {
+        if self.ctl.state != CtlState::Active || self.ctl.told_finish {
             return;
         }
         let over = self
@@ -668,7 +668,7 @@ impl Session<'_> {
             collected: self.items.len(),
             failed,
         });
-        self.ctl.told_finish = Some(exit);
+        self.ctl.told_finish = true;
     }
 
     /// Finish the controller's session with the run's exit status (unless
@@ -684,7 +684,7 @@ impl Session<'_> {
     ) -> ExitCode {
         let mut exit = exit;
         if self.ctl.state == CtlState::Active {
-            if self.ctl.told_finish.is_none() {
+            if !self.ctl.told_finish {
                 self.tell_finish(exit);
             }
             let signal = async {
