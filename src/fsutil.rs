@@ -36,3 +36,43 @@ pub fn check_writable(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::write(&tmp, b"")?;
     std::fs::remove_file(&tmp)
 }
+
+/// `dest` relative to the directory `base`, with `..` where it lies
+/// outside, as pytest's `bestrelpath` gives it (`.` for `base` itself;
+/// `dest` whole when the two share no root).
+pub fn bestrelpath(base: &std::path::Path, dest: &std::path::Path) -> String {
+    use std::path::Component;
+    if base == dest {
+        return ".".into();
+    }
+    let b: Vec<Component> = base.components().collect();
+    let d: Vec<Component> = dest.components().collect();
+    let common = b.iter().zip(&d).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return dest.display().to_string();
+    }
+    let mut parts: Vec<String> = vec!["..".into(); b.len() - common];
+    parts.extend(
+        d[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
+    parts.join(std::path::MAIN_SEPARATOR_STR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bestrelpath;
+    use std::path::Path;
+
+    #[test]
+    fn bestrelpath_as_pytest_gives_it() {
+        let rel = |a: &str, b: &str| bestrelpath(Path::new(a), Path::new(b));
+        assert_eq!(rel("/p", "/p"), ".");
+        assert_eq!(rel("/p", "/p/tests/test_a.py"), "tests/test_a.py");
+        assert_eq!(rel("/p/tests", "/p/tests/test_a.py"), "test_a.py");
+        assert_eq!(rel("/p/tests/unit", "/p/tests/test_a.py"), "../test_a.py");
+        assert_eq!(rel("/p/a/b", "/p/c/d.py"), "../../c/d.py");
+        assert_eq!(rel("/p/tests", "/p"), "..");
+    }
+}

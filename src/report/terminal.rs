@@ -155,6 +155,9 @@ pub struct Terminal {
     durations: Vec<(f64, String, String)>,
     partial: BTreeMap<String, Vec<u8>>,
     header_done: bool,
+    /// pytest's rootdir, once collection names it: node ids are shown
+    /// relative to the invocation directory, as pytest shows them.
+    rootdir: Option<std::path::PathBuf>,
 }
 
 impl Terminal {
@@ -193,6 +196,7 @@ impl Terminal {
             durations: Vec::new(),
             partial: BTreeMap::new(),
             header_done: false,
+            rootdir: None,
         }
     }
 
@@ -208,6 +212,23 @@ impl Terminal {
         self.opts.durations_min =
             o.durations_min
                 .unwrap_or(if o.verbose < 2 { 0.005 } else { 0.0 });
+    }
+
+    /// A node id as pytest's `cwd_relative_nodeid` shows it: its path
+    /// relative to the invocation directory rather than the rootdir.
+    fn shown(&self, nodeid: &str) -> String {
+        let Some(root) = self.rootdir.as_deref().filter(|r| *r != self.opts.cwd) else {
+            return nodeid.to_string();
+        };
+        let (path, rest) = match nodeid.split_once("::") {
+            Some((path, rest)) => (path, Some(rest)),
+            None => (nodeid, None),
+        };
+        let rel = crate::fsutil::bestrelpath(&self.opts.cwd, &root.join(path));
+        match rest {
+            Some(rest) => format!("{rel}::{rest}"),
+            None => rel,
+        }
     }
 
     fn paint(&self, text: &str, color: &str, bold: bool) -> String {
@@ -359,7 +380,8 @@ impl Terminal {
                         let word = p.word.clone().unwrap_or_else(|| name.to_uppercase());
                         let pct = self.percent();
                         let word = self.paint(&word, YELLOW, false);
-                        self.line(&format!("[{}] {pct} {word} {}", r.worker, r.nodeid));
+                        let id = self.shown(&r.nodeid);
+                        self.line(&format!("[{}] {pct} {word} {id}", r.worker));
                     } else if !letter.is_empty() && !self.opts.collect_only {
                         self.progress_text(&letter, YELLOW);
                     }
@@ -383,7 +405,7 @@ impl Terminal {
                     },
                     false,
                 );
-                let mut text = format!("[{}] {pct} {word} {}", r.worker, r.nodeid);
+                let mut text = format!("[{}] {pct} {word} {}", r.worker, self.shown(&r.nodeid));
                 if *c == Category::Skipped || *c == Category::XFailed {
                     if let Some(reason) = skip_reason(p) {
                         text.push_str(&format!(" ({reason})"));
@@ -666,9 +688,9 @@ impl Terminal {
                     .get(&r.worker)
                     .cloned()
                     .unwrap_or_else(|| r.worker.clone());
-                format!("{} [{env}]", r.nodeid)
+                format!("{} [{env}]", self.shown(&r.nodeid))
             } else {
-                r.nodeid.clone()
+                self.shown(&r.nodeid)
             }
         };
         let mut lines: Vec<String> = Vec::new();
@@ -726,7 +748,7 @@ impl Terminal {
                         });
                         lines.push(with_msg(
                             &self.paint("ERROR", RED, false),
-                            &cr.nodeid,
+                            &self.shown(&cr.nodeid),
                             msg.as_deref(),
                         ));
                     }
@@ -1125,6 +1147,9 @@ impl Reporter for Terminal {
                 ids,
                 header,
             } => {
+                if !rootdir.is_empty() {
+                    self.rootdir = Some(std::path::PathBuf::from(rootdir));
+                }
                 // pytest's header lines from the controller, else the
                 // rootdir alone.
                 let header = if header.is_empty() {

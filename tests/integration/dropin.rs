@@ -234,3 +234,69 @@ fn the_seeds_popen_command_line_works_as_written() {
         local
     );
 }
+
+#[test]
+fn node_ids_are_shown_from_where_the_run_started_as_pytest_shows_them() {
+    // Run from tests/unit (rootdir two levels up): pytest -n 2 shows every
+    // node id relative to the invocation directory, `../` where a test
+    // lies outside it; rtest's verbose lines and short summary do the same.
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\n")
+        .file(
+            "tests/unit/test_u.py",
+            "import pytest\n\ndef test_ok():\n    pass\n\ndef test_bad():\n    assert 0\n\n@pytest.mark.xfail(reason='known')\ndef test_known():\n    assert 0\n",
+        )
+        .file("tests/test_top.py", "def test_top():\n    assert 0\n")
+        .file("tests/test_broken.py", "import nonexistent_module_x\n");
+    let dir = p.path().join("tests").join("unit");
+    let run = |cmd: &mut std::process::Command| -> Vec<String> {
+        let out = cmd
+            .current_dir(&dir)
+            .args(["-v", "-rA", "-p", "no:randomly", "-p", "no:cacheprovider"])
+            .args(["-n", "2", "--continue-on-collection-errors"])
+            .args([".", "../test_top.py", "../test_broken.py"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with('[') && l.contains("%]"))
+            .map(|l| {
+                // "[gw0] [ 25%] PASSED test_u.py::test_ok " -> "PASSED test_u.py::test_ok"
+                let rest = &l[l.find("%]").unwrap() + 3..];
+                rest.split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .chain(
+                text.lines()
+                    .filter(|l| {
+                        ["PASSED ", "FAILED ", "XFAIL ", "ERROR "]
+                            .iter()
+                            .any(|w| l.starts_with(w))
+                    })
+                    .map(|l| format!("summary: {}", l.split(" - ").next().unwrap())),
+            )
+            .collect();
+        lines.sort();
+        lines
+    };
+    let mut pytest = std::process::Command::new(crate::harness::venv_python());
+    pytest.args(["-m", "pytest"]).env("COLUMNS", "100");
+    let want = run(&mut pytest);
+    assert!(
+        want.contains(&"summary: FAILED ../test_top.py::test_top".to_string()),
+        "{want:#?}"
+    );
+    assert!(
+        want.contains(&"summary: ERROR ../test_broken.py".to_string()),
+        "{want:#?}"
+    );
+    assert!(
+        want.contains(&"PASSED test_u.py::test_ok".to_string()),
+        "{want:#?}"
+    );
+    let got = run(&mut p.command(&[]));
+    assert_eq!(got, want);
+}
