@@ -1029,6 +1029,15 @@ impl Terminal {
             return;
         }
         self.hide_status();
+        // Not in the middle of the progress line (when both streams are
+        // the terminal); the progress goes on below.
+        if self.line_len > 0 && self.total > 0 && self.done >= self.total {
+            self.finish_progress_line();
+        } else if self.line_len > 0 {
+            let _ = writeln!(self.out);
+            self.line_len = 0;
+            self.current_line.clear();
+        }
         let _ = self.out.flush();
         let _ = self.err.write_all(bytes);
         let _ = self.err.flush();

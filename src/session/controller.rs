@@ -420,8 +420,11 @@ impl Session<'_> {
             }
             Pumped::Stderr(data) => {
                 // What plugins print in the session's hooks, shown as it
-                // comes.
-                self.reporter.on_event(&Event::ControllerOutput(data));
+                // comes, unless a worker said the same already (a
+                // plugin's warning at configure time).
+                if self.first_time_shown(&data) {
+                    self.reporter.on_event(&Event::ControllerOutput(data));
+                }
             }
             Pumped::Gone(how) => {
                 self.ctl.exited = true;

@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::sched::{self, history, unit_key, Action, ItemInfo, Scheduler};
 use crate::spec::Transport;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -203,6 +203,8 @@ struct Slot {
     session_over: bool,
     /// Its pytest is configured (with its `workerinfo`, when it sent one).
     configured: Option<Option<protocol::RawJson>>,
+    /// What it wrote to stderr outside a test, until it shows it is alive.
+    held_output: Vec<Vec<u8>>,
 }
 
 impl Slot {
@@ -223,6 +225,7 @@ impl Slot {
         self.session_over = false;
         self.guessed_input = None;
         self.configured = None;
+        self.held_output.clear();
     }
 }
 
@@ -257,6 +260,10 @@ struct Session<'a> {
     failures: usize,
     any_failed: bool,
     internal_error: bool,
+    /// What the controller and idle workers wrote to stderr, chunk by
+    /// chunk: the same message from every process (a plugin's warning at
+    /// configure time) is shown once.
+    shown_output: HashSet<u64>,
     /// The controller's pytest wrote the JUnit file.
     junit_written: bool,
     /// The stderr of workers lost before collection, as already shown.
@@ -294,6 +301,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         failures: 0,
         any_failed: false,
         internal_error: false,
+        shown_output: HashSet::new(),
         junit_written: false,
         early_tails: Default::default(),
         pytest_exit_status: None,
@@ -336,6 +344,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             session_over: false,
             guessed_input: None,
             configured: None,
+            held_output: Vec::new(),
         });
     }
     if let Some(base) = &plan.basetemp {
@@ -440,7 +449,10 @@ impl Session<'_> {
 
     fn on_worker_input(&mut self, i: usize, input: Pumped) {
         match input {
-            Pumped::Frame(msg) => self.on_frame(i, *msg),
+            Pumped::Frame(msg) => {
+                self.release_output(i);
+                self.on_frame(i, *msg)
+            }
             Pumped::BadFrame(err) => self.broken(i, &format!("sent a bad frame: {err}")),
             Pumped::Stderr(data) => {
                 let slot = &mut self.slots[i];
@@ -449,7 +461,17 @@ impl Session<'_> {
                     let cut = slot.tail.len() - TAIL_BYTES;
                     slot.tail.drain(..cut);
                 }
-                if self.echo_output {
+                // What a worker writes while no test of it runs (plugins
+                // at configure or unconfigure, warnings outside a test) is
+                // not captured by pytest: shown, as pytest and xdist show
+                // it, once the worker shows it is alive (else it is a
+                // death rattle, which goes with the report of the loss).
+                // During a test, only a crash or hang dump gets past
+                // pytest's capture: that goes with the test's report (and
+                // is shown as it comes with -s).
+                if slot.pending.is_empty() {
+                    slot.held_output.push(data);
+                } else if self.echo_output {
                     let worker = slot.id.clone();
                     self.reporter
                         .on_event(&Event::WorkerOutput { worker, data });
@@ -457,6 +479,27 @@ impl Session<'_> {
             }
             Pumped::Gone(how) => self.on_gone(i, how),
         }
+    }
+
+    /// Show what worker `i` wrote outside its tests, each message once
+    /// for all processes.
+    fn release_output(&mut self, i: usize) {
+        for data in std::mem::take(&mut self.slots[i].held_output) {
+            if self.first_time_shown(&data) {
+                let worker = self.slots[i].id.clone();
+                self.reporter
+                    .on_event(&Event::WorkerOutput { worker, data });
+            }
+        }
+    }
+
+    /// Whether this chunk of stderr was not shown before (from the
+    /// controller or another worker); it counts as shown from now on.
+    fn first_time_shown(&mut self, data: &[u8]) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut h);
+        self.shown_output.insert(h.finish())
     }
 
     fn on_frame(&mut self, i: usize, msg: FromAgent) {

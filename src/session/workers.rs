@@ -211,6 +211,14 @@ impl Session<'_> {
 
     pub(super) fn on_gone(&mut self, i: usize, how: String) {
         let was = self.slots[i].state;
+        // Its last words are worth showing only if it ended well (a
+        // plugin's warning at unconfigure); else they are in its tail,
+        // which the report of the loss shows.
+        if self.slots[i].session_over || self.slots[i].done.is_some() {
+            self.release_output(i);
+        } else {
+            self.slots[i].held_output.clear();
+        }
         self.node_down(i, &how);
         self.slots[i].state = SlotState::Exited;
         self.slots[i].writer = None;

@@ -152,3 +152,54 @@ def test_plain():
     );
     assert_eq!(ours.code, base.code);
 }
+
+#[test]
+fn what_workers_write_outside_tests_is_shown_once() {
+    // pytest-benchmark's way: a warning at unconfigure from gw0 only
+    // (uncaptured there, as under xdist), and a message every process
+    // prints at configure time (controller and workers alike), which
+    // plain pytest shows once. Output of tests stays captured.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import os, sys, warnings\n\n\
+             def pytest_configure(config):\n    sys.stderr.write('configured: one message for all\\n')\n\n\
+             def pytest_unconfigure(config):\n    if os.environ.get('PYTEST_XDIST_WORKER') == 'gw0':\n        warnings.warn(UserWarning('gw0 alone says goodbye'))\n",
+        )
+        .file(
+            "test_a.py",
+            "import sys, pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_i(i):\n    sys.stderr.write('captured %d\\n' % i)\n",
+        );
+    let r = p.rtest(&["-n", "2", "-p", "no:randomly"]);
+    r.code(0);
+    assert_eq!(
+        r.stderr.matches("configured: one message for all").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr
+            .matches("UserWarning: gw0 alone says goodbye")
+            .count(),
+        1,
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("[gw0] ") && r.stderr.contains("UserWarning: gw0 alone says goodbye"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("captured"), "{}", r.stderr);
+    assert!(!r.stdout.contains("captured"), "{}", r.stdout);
+    // The progress line ends before it, with its percentage.
+    assert!(r.stdout.contains("......"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("......") && l.ends_with("[100%]")),
+        "{}",
+        r.stdout
+    );
+}

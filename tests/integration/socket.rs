@@ -558,6 +558,6 @@ fn the_seeds_command_line_works_from_above_a_rootdir_with_its_own_ini() {
             "remote.xml",
         ],
     );
-    r.code(1).stdout_has("FAILED test_seed.py::test_p[2]");
+    r.code(1).stdout_has("FAILED mypkg/test_seed.py::test_p[2]");
     assert_eq!(junit_outcomes(&p.path().join("remote.xml")), local);
 }

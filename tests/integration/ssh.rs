@@ -805,7 +805,7 @@ fn the_seeds_command_line_works_from_above_a_rootdir_with_its_own_ini() {
         "remote.xml",
     ]);
     r.code(1)
-        .stdout_has("FAILED test_seed.py::test_p[2]")
+        .stdout_has("FAILED mypkg/test_seed.py::test_p[2]")
         .stdout_has("mypkg/test_seed.py:8: AssertionError")
         // The bare python3 got pytest alone: the plugins installed here
         // skip their per-worker hooks for it, and say so.
