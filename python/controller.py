@@ -54,6 +54,17 @@ SILENCED_SECTIONS = (
 )
 
 
+# Sections of the terminal summary rtest leaves to a plugin's terminal
+# reporter that overrides them.
+PLUGIN_SECTIONS = (
+    "summary_errors",
+    "summary_failures",
+    "summary_warnings",
+    "summary_passes",
+    "short_test_summary",
+)
+
+
 def _xdist_hookspecs():
     """xdist's controller hooks, for an environment without pytest-xdist:
     plugins implement them as optional hooks, and calling them needs a
@@ -181,6 +192,73 @@ def _is_builtin(plugin, own):
     return name.startswith(("_pytest.", "xdist.")) or name in ("pytest", "xdist")
 
 
+# pytest's TerminalReporter methods that draw the per-test progress and
+# collection status: the coordinator draws those itself.
+_PROGRESS_METHODS = (
+    "pytest_runtest_logstart",
+    "pytest_runtest_logreport",
+    "pytest_runtest_logfinish",
+    "pytest_collectreport",
+    "report_collect",
+    "_write_progress_information_filling_space",
+)
+
+
+class _PluginText:
+    """The file the session's terminal writer writes to: it keeps what
+    plugins write, drops what pytest's own reporter draws for each test
+    (the coordinator's to draw), and holds what comes during the run for
+    the coordinator to show as it comes (pytest-instafail's failures)."""
+
+    def __init__(self):
+        import io
+
+        self.kept = io.StringIO()
+        self.live = None
+        try:
+            from _pytest.terminal import TerminalReporter
+
+            codes = (getattr(TerminalReporter, name, None) for name in _PROGRESS_METHODS)
+            self.progress = {f.__code__ for f in codes if f is not None and hasattr(f, "__code__")}
+        except Exception:
+            self.progress = set()
+
+    def _drawing_progress(self):
+        frame = sys._getframe(2)
+        depth = 0
+        while frame is not None and depth < 12:
+            if frame.f_code in self.progress:
+                return True
+            frame = frame.f_back
+            depth += 1
+        return False
+
+    def write(self, text):
+        if not text or (self.progress and self._drawing_progress()):
+            return len(text)
+        if self.live is not None:
+            self.live.append(text)
+        return self.kept.write(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def tell(self):
+        return self.kept.tell()
+
+    def getvalue(self):
+        return self.kept.getvalue()
+
+    def take_live(self):
+        text = "".join(self.live or ())
+        if self.live:
+            self.live = []
+        return text
+
+
 class Controller:
     """The pytest plugin that makes this session rtest's controller."""
 
@@ -202,6 +280,7 @@ class Controller:
         self.logstart = self.logfinish = None
         self.ready_sent = False
         self.internal_errors = []
+        self.replaced = []
 
     # -- making plugins see a distributed session --------------------------
 
@@ -245,10 +324,8 @@ class Controller:
             xml.suite_name = "%s (shard %s/%s)" % (xml.suite_name, shard[0], shard[1])
 
     def _capture_terminal(self):
-        import io
-
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        self.buffer = io.StringIO()
+        self.buffer = _PluginText()
         if reporter is None:
             return
         try:
@@ -274,8 +351,22 @@ class Controller:
         # coordinator's to draw.
         if hasattr(reporter, "_show_progress_info"):
             reporter._show_progress_info = False
+        # A plugin that replaced the terminal reporter with a subclass of its
+        # own and overrides one of the sections rtest draws (pytest-instafail
+        # leaves out the failures it showed as they came) has that section
+        # its way: it runs here, and rtest draws none of its own.
+        self.replaced = []
+        try:
+            from _pytest.terminal import TerminalReporter
+
+            for name in PLUGIN_SECTIONS:
+                mine = getattr(type(reporter), name, None)
+                if mine is not None and mine is not getattr(TerminalReporter, name, None):
+                    self.replaced.append(name)
+        except Exception:
+            pass
         for name in SILENCED_SECTIONS:
-            if hasattr(reporter, name):
+            if hasattr(reporter, name) and name not in self.replaced:
                 setattr(reporter, name, _nothing)
 
     def ready(self, session):
@@ -314,6 +405,7 @@ class Controller:
                 "workerinput": common,
                 "watch": watch,
                 "absent": absent,
+                "sections": self.replaced,
             }
         )
 
@@ -352,6 +444,8 @@ class Controller:
             self.marks["loop"] = self._position()
             return True
         finish = None
+        if self.buffer is not None:
+            self.buffer.live = []
         while finish is None:
             msg = self.inbox.get()
             kind = msg.get("t")
@@ -368,6 +462,12 @@ class Controller:
                 handler(msg)
             except Exception:
                 self.hook_error(kind)
+            if self.buffer is not None and self.buffer.live:
+                # What plugins wrote for this test (pytest-instafail's
+                # failure), shown now, as under xdist.
+                self.channel.send({"t": "plugin_text", "text": self.buffer.take_live()})
+        if self.buffer is not None:
+            self.buffer.live = None
         status = finish.get("exitstatus", 0)
         session.testscollected = int(finish.get("collected") or 0)
         session.testsfailed = int(finish.get("failed") or 0)

@@ -215,6 +215,9 @@ pub enum Event {
         /// (`rootdir:`, `configfile:`, `plugins:` and what plugins add);
         /// empty without a controller.
         header: Vec<String>,
+        /// Summary sections a plugin's terminal reporter draws its way
+        /// (`summary_failures`, ...): rtest draws none of its own for them.
+        left_to_plugins: Vec<String>,
     },
     /// A test finished.
     TestFinished(Box<TestResult>),
@@ -229,6 +232,9 @@ pub enum Event {
     /// What the controller's session wrote to its stdout or stderr (a
     /// plugin's prints, GitHub annotations), passed on as it is.
     ControllerOutput(Vec<u8>),
+    /// What plugins wrote to the controller's terminal during the run
+    /// (pytest-instafail's failures), shown in the flow of the progress.
+    PluginText(String),
     /// Something the user should know (a worker replaced, provisioning).
     Notice(String),
     /// A warning pytest recorded.

@@ -419,6 +419,12 @@ pub enum FromAgent {
     },
     /// The controller's session finished.
     ControllerDone(ControllerDone),
+    /// What plugins wrote to the controller's terminal while it replayed
+    /// a test (pytest-instafail's failure), to show as it comes.
+    PluginText {
+        /// The text, with the terminal's markup if colors are on.
+        text: String,
+    },
     /// The manifest of the remote copy.
     SyncManifest {
         /// The absolute base directory on the worker's host.
@@ -498,6 +504,10 @@ pub struct ControllerReady {
     /// appeared.
     #[serde(default)]
     pub absent: Vec<String>,
+    /// Sections of the terminal summary a plugin's own terminal reporter
+    /// draws its way (`summary_failures`, `short_test_summary`, ...).
+    #[serde(default)]
+    pub sections: Vec<String>,
 }
 
 /// How the controller's session ended.

@@ -158,6 +158,9 @@ pub struct Terminal {
     /// pytest's rootdir, once collection names it: node ids are shown
     /// relative to the invocation directory, as pytest shows them.
     rootdir: Option<std::path::PathBuf>,
+    /// Summary sections a plugin's terminal reporter draws in the
+    /// controller (pytest's method names).
+    left_to_plugins: Vec<String>,
 }
 
 impl Terminal {
@@ -197,6 +200,7 @@ impl Terminal {
             partial: BTreeMap::new(),
             header_done: false,
             rootdir: None,
+            left_to_plugins: Vec::new(),
         }
     }
 
@@ -320,6 +324,19 @@ impl Terminal {
     fn percent(&self) -> String {
         let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
         format!("[{pct:>3}%]")
+    }
+
+    /// End the progress line for other text to follow: with its
+    /// percentage once every test is in, else where it is (the progress
+    /// goes on below).
+    fn finish_progress_line_if_done(&mut self) {
+        if self.line_len > 0 && self.total > 0 && self.done >= self.total {
+            self.finish_progress_line();
+        } else if self.line_len > 0 {
+            let _ = writeln!(self.out);
+            self.line_len = 0;
+            self.current_line.clear();
+        }
     }
 
     fn finish_progress_line(&mut self) {
@@ -1031,13 +1048,7 @@ impl Terminal {
         self.hide_status();
         // Not in the middle of the progress line (when both streams are
         // the terminal); the progress goes on below.
-        if self.line_len > 0 && self.total > 0 && self.done >= self.total {
-            self.finish_progress_line();
-        } else if self.line_len > 0 {
-            let _ = writeln!(self.out);
-            self.line_len = 0;
-            self.current_line.clear();
-        }
+        self.finish_progress_line_if_done();
         let _ = self.out.flush();
         let _ = self.err.write_all(bytes);
         let _ = self.err.flush();
@@ -1075,13 +1086,24 @@ impl Terminal {
                 self.line(text);
             }
         }
-        self.summary_errors();
-        self.summary_failures();
-        self.summary_warnings();
-        self.summary_passes();
+        let mine = |t: &Self, section: &str| !t.left_to_plugins.iter().any(|s| s == section);
+        if mine(self, "summary_errors") {
+            self.summary_errors();
+        }
+        if mine(self, "summary_failures") {
+            self.summary_failures();
+        }
+        if mine(self, "summary_warnings") {
+            self.summary_warnings();
+        }
+        if mine(self, "summary_passes") {
+            self.summary_passes();
+        }
         self.plugin_text(&plugins.summary);
         self.summary_durations();
-        self.short_summary();
+        if mine(self, "short_test_summary") {
+            self.short_summary();
+        }
         match stop {
             Some(StopReason::MaxFail(n)) => {
                 self.sep_line('!', &format!("stopping after {n} failures"), RED, false)
@@ -1114,6 +1136,23 @@ impl Terminal {
 impl Terminal {
     /// Text plugins wrote in the controller's session, as they wrote it
     /// (their sections and markup), without pytest's blank lines around it.
+    /// A plugin's text during the run, below the progress so far.
+    fn live_plugin_text(&mut self, text: &str) {
+        self.hide_status();
+        let mut text = text;
+        if self.line_len > 0 {
+            self.finish_progress_line_if_done();
+            // The plugin ended the progress line itself, as it would
+            // under pytest.
+            text = text.strip_prefix('\n').unwrap_or(text);
+        }
+        let _ = self.out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = writeln!(self.out);
+        }
+        let _ = self.out.flush();
+    }
+
     fn plugin_text(&mut self, text: &str) {
         let text = text.trim_start_matches('\n').trim_end();
         if !text.is_empty() {
@@ -1155,7 +1194,9 @@ impl Reporter for Terminal {
                 collect_reports,
                 ids,
                 header,
+                left_to_plugins,
             } => {
+                self.left_to_plugins = left_to_plugins.clone();
                 if !rootdir.is_empty() {
                     self.rootdir = Some(std::path::PathBuf::from(rootdir));
                 }
@@ -1184,6 +1225,7 @@ impl Reporter for Terminal {
             Event::TestFinished(r) => self.on_result(r),
             Event::WorkerOutput { worker, data } => self.worker_output(worker, data),
             Event::ControllerOutput(data) => self.write_err(data),
+            Event::PluginText(text) => self.live_plugin_text(text),
             Event::Notice(text) => {
                 let _ = self.out.flush();
                 self.hide_status();

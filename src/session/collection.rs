@@ -214,6 +214,7 @@ impl Session<'_> {
             collect_reports: collect_reports.clone(),
             ids,
             header: self.ctl.header.clone(),
+            left_to_plugins: self.ctl.sections.clone(),
         });
         let raws: Vec<protocol::RawJson> =
             collect_reports.into_iter().filter_map(|r| r.raw).collect();

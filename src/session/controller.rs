@@ -45,6 +45,8 @@ pub(super) struct Controller {
     killer: Option<Killer>,
     /// Lines for the header.
     pub(super) header: Vec<String>,
+    /// Summary sections a plugin's terminal reporter draws its way.
+    pub(super) sections: Vec<String>,
     /// Keys every worker's workerinput gets.
     common: serde_json::Map<String, serde_json::Value>,
     wants_ids: bool,
@@ -422,7 +424,7 @@ impl Session<'_> {
                 // What plugins print in the session's hooks, shown as it
                 // comes, unless a worker said the same already (a
                 // plugin's warning at configure time).
-                if self.first_time_shown(&data) {
+                if self.not_said_by_another("controller", &data) {
                     self.reporter.on_event(&Event::ControllerOutput(data));
                 }
             }
@@ -467,6 +469,7 @@ impl Session<'_> {
                 self.remember(&ready);
                 let guessed = self.ctl.speculative.take();
                 self.ctl.header = ready.header;
+                self.ctl.sections = ready.sections;
                 self.ctl.common = ready.workerinput;
                 self.ctl.wants_ids = ready.wants_ids;
                 let configure_node = ready.configure_node || !self.ctl.common.is_empty();
@@ -571,6 +574,9 @@ impl Session<'_> {
                     self.ctl.failed = true;
                     self.reporter.on_event(&Event::Notice(message));
                 }
+            }
+            FromAgent::PluginText { text } => {
+                self.reporter.on_event(&Event::PluginText(text));
             }
             FromAgent::UsageError { message, .. } => {
                 // The workers parse the same command line and say so

@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 use crate::sched::{self, history, unit_key, Action, ItemInfo, Scheduler};
 use crate::spec::Transport;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -261,9 +261,10 @@ struct Session<'a> {
     any_failed: bool,
     internal_error: bool,
     /// What the controller and idle workers wrote to stderr, chunk by
-    /// chunk: the same message from every process (a plugin's warning at
-    /// configure time) is shown once.
-    shown_output: HashSet<u64>,
+    /// chunk, and who said it first: the same message from every process
+    /// (a plugin's warning at configure time) is shown once; one process
+    /// saying the same again is shown again.
+    shown_output: HashMap<u64, String>,
     /// The controller's pytest wrote the JUnit file.
     junit_written: bool,
     /// The stderr of workers lost before collection, as already shown.
@@ -301,7 +302,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         failures: 0,
         any_failed: false,
         internal_error: false,
-        shown_output: HashSet::new(),
+        shown_output: HashMap::new(),
         junit_written: false,
         early_tails: Default::default(),
         pytest_exit_status: None,
@@ -485,21 +486,24 @@ impl Session<'_> {
     /// for all processes.
     fn release_output(&mut self, i: usize) {
         for data in std::mem::take(&mut self.slots[i].held_output) {
-            if self.first_time_shown(&data) {
-                let worker = self.slots[i].id.clone();
+            let worker = self.slots[i].id.clone();
+            if self.not_said_by_another(&worker, &data) {
                 self.reporter
                     .on_event(&Event::WorkerOutput { worker, data });
             }
         }
     }
 
-    /// Whether this chunk of stderr was not shown before (from the
-    /// controller or another worker); it counts as shown from now on.
-    fn first_time_shown(&mut self, data: &[u8]) -> bool {
+    /// Whether this chunk of stderr, from `who`, was not shown before
+    /// as another process's.
+    fn not_said_by_another(&mut self, who: &str, data: &[u8]) -> bool {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         data.hash(&mut h);
-        self.shown_output.insert(h.finish())
+        self.shown_output
+            .entry(h.finish())
+            .or_insert_with(|| who.to_string())
+            == who
     }
 
     fn on_frame(&mut self, i: usize, msg: FromAgent) {
@@ -575,7 +579,8 @@ impl Session<'_> {
             // Only the controller says these.
             FromAgent::ControllerReady(_)
             | FromAgent::NodeConfigured { .. }
-            | FromAgent::ControllerDone(_) => {}
+            | FromAgent::ControllerDone(_)
+            | FromAgent::PluginText { .. } => {}
             FromAgent::Interrupted { i: local, message } => {
                 let nodeid = self.nodeid_of(i, local).unwrap_or_default();
                 self.interrupt(StopReason::TestInterrupted(format!("{nodeid}\n{message}")));

@@ -47,6 +47,7 @@ pub fn venv() -> &'static Path {
                     "pytest-html",
                     "pytest-json-report",
                     "pytest-github-actions-annotate-failures",
+                    "pytest-instafail",
                 ])
                 .status()
                 .expect("pip install");

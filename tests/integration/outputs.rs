@@ -164,7 +164,8 @@ fn what_workers_write_outside_tests_is_shown_once() {
             "conftest.py",
             "import os, sys, warnings\n\n\
              def pytest_configure(config):\n    sys.stderr.write('configured: one message for all\\n')\n\n\
-             def pytest_unconfigure(config):\n    if os.environ.get('PYTEST_XDIST_WORKER') == 'gw0':\n        warnings.warn(UserWarning('gw0 alone says goodbye'))\n",
+             def pytest_unconfigure(config):\n    if os.environ.get('PYTEST_XDIST_WORKER') == 'gw0':\n        warnings.warn(UserWarning('gw0 alone says goodbye'))\n\n\
+             def pytest_runtest_logreport(report):\n    if report.when == 'call' and not os.environ.get('PYTEST_XDIST_WORKER'):\n        sys.stderr.write('the controller saw a test\\n')\n        sys.stderr.flush()\n",
         )
         .file(
             "test_a.py",
@@ -192,14 +193,22 @@ fn what_workers_write_outside_tests_is_shown_once() {
         r.stderr
     );
     assert!(!r.stderr.contains("captured"), "{}", r.stderr);
-    assert!(!r.stdout.contains("captured"), "{}", r.stdout);
-    // The progress line ends before it, with its percentage.
-    assert!(r.stdout.contains("......"), "{}", r.stdout);
-    assert!(
-        r.stdout
-            .lines()
-            .any(|l| l.starts_with("......") && l.ends_with("[100%]")),
+    // One process saying the same again is shown again.
+    assert_eq!(
+        r.stderr.matches("the controller saw a test").count(),
+        6,
         "{}",
-        r.stdout
+        r.stderr
     );
+    assert!(!r.stdout.contains("captured"), "{}", r.stdout);
+    // Six progress letters in all, the last line with its percentage
+    // (stderr in the middle ends the progress line; the progress goes on
+    // below it).
+    let progress: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with('.')).collect();
+    let letters: usize = progress
+        .iter()
+        .map(|l| l.chars().take_while(|c| *c == '.').count())
+        .sum();
+    assert_eq!(letters, 6, "{}", r.stdout);
+    assert!(progress.last().unwrap().ends_with("[100%]"), "{}", r.stdout);
 }

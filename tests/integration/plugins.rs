@@ -620,3 +620,56 @@ def pytest_configure_node(node):
     run.code(3).stdout_has("the controller");
     assert_eq!(run.summary(), "4 passed");
 }
+
+#[test]
+fn what_plugins_write_during_the_run_is_shown_as_it_comes() {
+    // pytest-instafail prints each failure as it happens, from the
+    // controller's logreport under xdist; rtest shows it in the flow of
+    // the progress, and pytest's own progress letters stay rtest's.
+    let p = covered(true).file(
+        "tests/test_c.py",
+        "import time\n\ndef test_slow_after():\n    time.sleep(1.5)\n",
+    );
+    let args = ["-n", "2", "-p", "no:randomly", "--instafail"];
+    let xdist = p.pytest(&args);
+    let r = p.rtest(&args);
+    r.code(1);
+    for run in [&xdist, &r] {
+        assert_eq!(run.summary(), "1 failed, 9 passed", "{}", run.stdout);
+    }
+    // The failure's block is shown as it happens, and not again at the
+    // end: instafail's reporter overrides summary_failures, and rtest
+    // leaves that section to it, as xdist's controller does.
+    let count = |run: &Run| run.stdout.matches("def test_fail():").count();
+    assert_eq!(count(&xdist), 1, "{}", xdist.stdout);
+    assert_eq!(count(&r), 1, "{}", r.stdout);
+    for run in [&xdist, &r] {
+        assert!(!run.stdout.contains("= FAILURES ="), "{}", run.stdout);
+        assert!(
+            run.stdout
+                .contains("FAILED tests/test_a.py::test_fail - assert 2 == 3"),
+            "{}",
+            run.stdout
+        );
+    }
+    let block = r.stdout.find("def test_fail():").unwrap();
+    assert!(r.stdout[block..].contains("assert 2 == 3"), "{}", r.stdout);
+    // Before the slow test (last in collection order) finished.
+    assert!(block < r.stdout.find("[100%]").unwrap(), "{}", r.stdout);
+    // No progress letters of pytest's own from the controller: every
+    // line of dots and Fs is rtest's, and there are 10 results in all.
+    let letters: usize = r
+        .stdout
+        .lines()
+        .filter(|l| {
+            !l.is_empty()
+                && l.split(' ')
+                    .next()
+                    .unwrap()
+                    .chars()
+                    .all(|c| c == '.' || c == 'F')
+        })
+        .map(|l| l.split(' ').next().unwrap().len())
+        .sum();
+    assert_eq!(letters, 10, "{}", r.stdout);
+}
