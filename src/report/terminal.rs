@@ -1231,11 +1231,7 @@ impl Reporter for Terminal {
                 self.hide_status();
                 let painted = self.paint(&format!("rtest: {text}"), YELLOW, false);
                 // In the flow of the progress, as xdist's node-down lines.
-                if self.line_len > 0 {
-                    let _ = writeln!(self.out);
-                    self.line_len = 0;
-                    self.current_line.clear();
-                }
+                self.finish_progress_line_if_done();
                 let _ = writeln!(self.out, "{painted}");
                 let _ = self.out.flush();
             }
