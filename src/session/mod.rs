@@ -164,6 +164,10 @@ enum KillReason {
     Abort,
 }
 
+/// How much of what an idle worker writes to stderr is held until it
+/// shows it is alive.
+const HELD_BYTES: usize = 64 * 1024;
+
 struct Slot {
     plan_index: usize,
     id: String,
@@ -472,6 +476,10 @@ impl Session<'_> {
                 // is shown as it comes with -s).
                 if slot.pending.is_empty() {
                     slot.held_output.push(data);
+                    // A worker that talks that much without dying is alive.
+                    if slot.held_output.iter().map(Vec::len).sum::<usize>() > HELD_BYTES {
+                        self.release_output(i);
+                    }
                 } else if self.echo_output {
                     let worker = slot.id.clone();
                     self.reporter
