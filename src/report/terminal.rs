@@ -712,7 +712,8 @@ impl Terminal {
         };
         let mut lines: Vec<String> = Vec::new();
         let width = self.opts.width;
-        let verbose = self.opts.verbosity > 0;
+        // pytest trims the message to the line unless -vv or on CI.
+        let verbose = self.opts.verbosity >= 2 || running_on_ci();
         let with_msg = |word: &str, id: &str, msg: Option<&str>| -> String {
             let base = format!("{word} {id}");
             match msg.and_then(|m| m.lines().next()).filter(|m| !m.is_empty()) {
@@ -1159,6 +1160,13 @@ impl Terminal {
             self.line(text);
         }
     }
+}
+
+/// pytest's `running_on_ci`: `CI` or `BUILD_NUMBER` set and not empty.
+fn running_on_ci() -> bool {
+    ["CI", "BUILD_NUMBER"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
 fn crash_message(p: &PhaseReport) -> Option<String> {

@@ -300,3 +300,49 @@ fn node_ids_are_shown_from_where_the_run_started_as_pytest_shows_them() {
     let got = run(&mut p.command(&[]));
     assert_eq!(got, want);
 }
+
+#[test]
+fn summary_lines_are_trimmed_as_pytest_trims_them() {
+    // pytest trims a short-summary message to the line's width unless
+    // -vv or on CI (`CI` or `BUILD_NUMBER` set); -v alone still trims.
+    let long = "x".repeat(150);
+    let p = Project::new().file(
+        "test_long.py",
+        &format!("def test_long():\n    assert 0, '{long}'\n"),
+    );
+    let summary = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with("FAILED "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    for (args, ci) in [
+        (&["-n", "2", "-p", "no:randomly"][..], None),
+        (&["-n", "2", "-p", "no:randomly", "-v"][..], None),
+        (&["-n", "2", "-p", "no:randomly", "-vv"][..], None),
+        (&["-n", "2", "-p", "no:randomly", "-v"][..], Some("true")),
+    ] {
+        let mut pytest = std::process::Command::new(crate::harness::venv_python());
+        pytest
+            .args(["-m", "pytest"])
+            .args(args)
+            .current_dir(p.path())
+            .env("COLUMNS", "100")
+            .env_remove("CI")
+            .env_remove("BUILD_NUMBER");
+        let mut rtest = p.command(args);
+        if let Some(v) = ci {
+            pytest.env("CI", v);
+            rtest.env("CI", v);
+        }
+        let want = summary(&String::from_utf8_lossy(&pytest.output().unwrap().stdout));
+        let got = summary(&String::from_utf8_lossy(&rtest.output().unwrap().stdout));
+        assert!(!want.is_empty(), "{args:?}");
+        assert_eq!(got, want, "{args:?} CI={ci:?}");
+        assert_eq!(
+            want.ends_with("..."),
+            ci.is_none() && !args.contains(&"-vv"),
+            "{want}"
+        );
+    }
+}

@@ -108,6 +108,9 @@ impl Project {
             .env("COLUMNS", "100")
             .env_remove("PYTEST_ADDOPTS")
             .env_remove("NO_COLOR")
+            // pytest and rtest trim summary lines unless on CI.
+            .env_remove("CI")
+            .env_remove("BUILD_NUMBER")
             .env("PY_COLORS", "0")
             .stdin(Stdio::null());
         cmd
@@ -126,6 +129,8 @@ impl Project {
             .args(args)
             .current_dir(self.dir.path())
             .env("COLUMNS", "100")
+            .env_remove("CI")
+            .env_remove("BUILD_NUMBER")
             .stdin(Stdio::null())
             .output()
             .expect("run pytest");
