@@ -587,11 +587,13 @@ impl Terminal {
         if !self.opts.report_chars.contains('P') {
             return;
         }
+        // As pytest: the heading once any test passed; a test's own
+        // heading and output when its call report has captured output;
+        // its teardown's output in any case.
         let passes: Vec<TestResult> = self
             .interesting
             .iter()
             .filter(|r| r.categories().any(|(c, _)| c == Category::Passed))
-            .filter(|r| r.phases.iter().any(|p| !p.sections.is_empty()))
             .cloned()
             .collect();
         if passes.is_empty() {
@@ -599,14 +601,17 @@ impl Terminal {
         }
         self.sep_line('=', "PASSES", "", false);
         for r in &passes {
-            let name = r
+            if let Some(call) = r
                 .phases
                 .iter()
-                .find_map(|p| p.head_line.clone())
-                .unwrap_or_else(|| r.nodeid.clone());
-            self.sep_line('_', &name, GREEN, true);
-            if let Some(call) = r.phases.iter().find(|p| p.when == "call") {
+                .find(|p| p.when == "call" && !p.sections.is_empty())
+            {
                 let call = call.clone();
+                let name = call.head_line.clone().unwrap_or_else(|| r.nodeid.clone());
+                self.sep_line('_', &name, GREEN, true);
+                if let Some(l) = self.worker_line(&r.worker) {
+                    self.line(&l);
+                }
                 self.print_sections(&call);
             }
             self.print_teardown_sections(r);
@@ -835,7 +840,8 @@ impl Terminal {
                         }
                     }
                 }
-                'p' | 'P' if !chars[..chars.find(c).unwrap_or(0)].contains(['p', 'P']) => {
+                // `P` is the PASSES section's, not a summary line's.
+                'p' if !chars[..chars.find(c).unwrap_or(0)].contains('p') => {
                     for r in &self.interesting {
                         if r.categories().any(|(c, _)| c == Category::Passed) {
                             lines.push(format!(

@@ -346,3 +346,45 @@ fn summary_lines_are_trimmed_as_pytest_trims_them() {
         );
     }
 }
+
+#[test]
+fn the_passes_section_is_pytests() {
+    // -rP / -rA: the PASSES heading once any test passed, a test's own
+    // heading and output when its call captured any, a fixture's
+    // teardown output in any case (pytest -n 1 for a fixed order).
+    // A fresh project each time: no duration history reorders the tests.
+    let project = || {
+        Project::new().file(
+            "test_p.py",
+            "import pytest\n\n\
+             @pytest.fixture\ndef noisy():\n    yield\n    print('tearing down')\n\n\
+             def test_quiet():\n    pass\n\n\
+             def test_loud():\n    print('hello from call')\n\n\
+             def test_teardown_only(noisy):\n    pass\n",
+        )
+    };
+    let section = |out: &str| -> String {
+        let start = out.find("= PASSES =").unwrap_or(out.len());
+        let end = out
+            .find("short test summary info")
+            .or_else(|| out.rfind("passed in "))
+            .unwrap_or(out.len());
+        let text = &out[start..end.max(start)];
+        // Up to the line that holds the end (its own `=` run differs).
+        text[..text.rfind('\n').unwrap_or(0)].to_string()
+    };
+    for chars in ["-rP", "-rA"] {
+        let args = ["-n", "1", "-p", "no:randomly", chars];
+        let want = section(&project().pytest(&args).stdout);
+        let got = section(&project().rtest(&args).stdout);
+        assert!(want.contains("hello from call"), "{want}");
+        assert!(want.contains("tearing down"), "{want}");
+        assert_eq!(got, want, "{chars}");
+    }
+    // Nothing captured anywhere: the heading alone, as pytest prints it.
+    let q = Project::new().file("test_q.py", "def test_a():\n    pass\n");
+    let args = ["-n", "1", "-p", "no:randomly", "-rA"];
+    let want = section(&q.pytest(&args).stdout);
+    assert!(want.starts_with("= PASSES ="), "{want}");
+    assert_eq!(section(&q.rtest(&args).stdout), want);
+}
