@@ -549,8 +549,9 @@ class Worker:
                 msg["skip"] = [_text(x) for x in longrepr]
             elif isinstance(longrepr, str):
                 msg["longrepr"] = longrepr
-                lines = longrepr.strip().splitlines()
-                msg["crash"] = {"path": None, "lineno": None, "message": lines[0] if lines else ""}
+                # pytest's summary line takes the first line as it is
+                # ("[XPASS(strict)] " keeps its space).
+                msg["crash"] = {"path": None, "lineno": None, "message": longrepr.split("\n")[0]}
             else:
                 msg["longrepr"] = _longrepr_text(report)
                 crash = getattr(longrepr, "reprcrash", None)

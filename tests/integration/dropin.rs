@@ -388,3 +388,26 @@ fn the_passes_section_is_pytests() {
     assert!(want.starts_with("= PASSES ="), "{want}");
     assert_eq!(section(&q.rtest(&args).stdout), want);
 }
+
+#[test]
+fn a_strict_xpass_reads_as_in_pytest() {
+    let p = Project::new().file(
+        "test_x.py",
+        "import pytest\n\n@pytest.mark.xfail(strict=True)\ndef test_xpass_strict():\n    pass\n",
+    );
+    let line = |out: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with("FAILED "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let want = line(&p.pytest(&["-n", "1", "-p", "no:randomly"]).stdout);
+    assert_eq!(
+        want,
+        "FAILED test_x.py::test_xpass_strict - [XPASS(strict)] "
+    );
+    assert_eq!(
+        line(&p.rtest(&["-n", "1", "-p", "no:randomly"]).stdout),
+        want
+    );
+}
