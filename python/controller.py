@@ -253,9 +253,8 @@ class _PluginText:
         return self.kept.getvalue()
 
     def take_live(self):
-        text = "".join(self.live or ())
-        if self.live:
-            self.live = []
+        text = "".join(self.live)
+        self.live = []
         return text
 
 
