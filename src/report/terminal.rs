@@ -1093,22 +1093,21 @@ impl Terminal {
                 self.line(text);
             }
         }
-        let mine = |t: &Self, section: &str| !t.left_to_plugins.iter().any(|s| s == section);
-        if mine(self, "summary_errors") {
+        if self.draws("summary_errors") {
             self.summary_errors();
         }
-        if mine(self, "summary_failures") {
+        if self.draws("summary_failures") {
             self.summary_failures();
         }
-        if mine(self, "summary_warnings") {
+        if self.draws("summary_warnings") {
             self.summary_warnings();
         }
-        if mine(self, "summary_passes") {
+        if self.draws("summary_passes") {
             self.summary_passes();
         }
         self.plugin_text(&plugins.summary);
         self.summary_durations();
-        if mine(self, "short_test_summary") {
+        if self.draws("short_test_summary") {
             self.short_summary();
         }
         match stop {
@@ -1143,6 +1142,12 @@ impl Terminal {
 impl Terminal {
     /// Text plugins wrote in the controller's session, as they wrote it
     /// (their sections and markup), without pytest's blank lines around it.
+    /// Whether rtest draws this summary section (pytest's method name),
+    /// rather than a plugin's terminal reporter in the controller.
+    fn draws(&self, section: &str) -> bool {
+        !self.left_to_plugins.iter().any(|s| s == section)
+    }
+
     /// A plugin's text during the run, below the progress so far.
     fn live_plugin_text(&mut self, text: &str) {
         self.hide_status();
