@@ -698,7 +698,28 @@ def _options(config):
         "maxfail": int(maxfail),
         "continue_on_collection_errors": bool(getattr(o, "continue_on_collection_errors", False)),
         "capture": str(getattr(o, "capture", "fd")),
+        "progress": _progress_style(config),
     }
+
+
+def _progress_style(config):
+    """What pytest's terminal ends progress lines with, as its
+    ``_determine_show_progress_info`` decides: none with ``-s`` (unless
+    ``progress-even-when-capture-no``) or ``--setup-show``, else the
+    ``console_output_style`` (``classic``: none)."""
+    try:
+        style = str(config.getini("console_output_style"))
+    except Exception:
+        style = "progress"
+    if config.getoption("capture", "no") == "no" and style != "progress-even-when-capture-no":
+        return ""
+    if config.getoption("setupshow", False):
+        return ""
+    if style in ("progress", "progress-even-when-capture-no"):
+        return "progress"
+    if style in ("count", "times"):
+        return style
+    return ""
 
 
 def _cachedir(config):

@@ -107,6 +107,7 @@ fn terminal_options(raw: &RawArgs, plan: &Plan) -> Result<terminal::TerminalOpti
         collect_only: plan.collect_only,
         header_notes: Vec::new(),
         show_warnings: true,
+        progress: terminal::Progress::default(),
     })
 }
 

@@ -606,6 +606,15 @@ pub struct PytestOptions {
     /// `--capture` (`no` for `-s`).
     #[serde(default)]
     pub capture: String,
+    /// The progress information pytest's terminal shows
+    /// (`console_output_style` after `-s` and `--setup-show`): `progress`,
+    /// `count`, `times`, or empty for none.
+    #[serde(default = "default_progress")]
+    pub progress: String,
+}
+
+fn default_progress() -> String {
+    "progress".into()
 }
 
 fn default_reportchars() -> String {
@@ -632,6 +641,7 @@ impl Default for PytestOptions {
             maxfail: 0,
             continue_on_collection_errors: false,
             capture: "fd".into(),
+            progress: default_progress(),
         }
     }
 }

@@ -44,6 +44,35 @@ pub struct TerminalOptions {
     pub header_notes: Vec<String>,
     /// Show the warnings summary (pytest's `w` report char).
     pub show_warnings: bool,
+    /// What the progress lines end with.
+    pub progress: Progress,
+}
+
+/// What pytest's progress lines end with (its `console_output_style`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Progress {
+    /// `[ 42%]` (`progress`, the default).
+    #[default]
+    Percent,
+    /// `[ 42/100]` (`count`).
+    Count,
+    /// Nothing: `classic`, `-s` (unless `progress-even-when-capture-no`)
+    /// and `--setup-show`; the letters run on without breaking the line.
+    Off,
+}
+
+impl Progress {
+    /// The style a worker's pytest settled on (`_determine_show_progress_info`:
+    /// `progress`, `count`, `times` or empty for none). `times`, whose
+    /// per-module durations need every item in the controller, is shown
+    /// as a percentage.
+    pub fn from_pytest(style: &str) -> Progress {
+        match style {
+            "" => Progress::Off,
+            "count" => Progress::Count,
+            _ => Progress::Percent,
+        }
+    }
 }
 
 /// Expand pytest's `-r` characters (default `fE`) as pytest's
@@ -216,6 +245,7 @@ impl Terminal {
         self.opts.durations_min =
             o.durations_min
                 .unwrap_or(if o.verbose < 2 { 0.005 } else { 0.0 });
+        self.opts.progress = Progress::from_pytest(&o.progress);
     }
 
     /// A node id as pytest's `cwd_relative_nodeid` shows it: its path
@@ -321,9 +351,38 @@ impl Terminal {
         self.last_draw = Instant::now();
     }
 
-    fn percent(&self) -> String {
-        let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
-        format!("[{pct:>3}%]")
+    /// What ends a progress line (`[ 42%]`, `[ 42/100]`), without its
+    /// leading space; None when progress is off.
+    fn progress_info(&self) -> Option<String> {
+        match self.opts.progress {
+            Progress::Off => None,
+            Progress::Percent => {
+                let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
+                Some(format!("[{pct:>3}%]"))
+            }
+            Progress::Count => {
+                let w = self.total.to_string().len();
+                Some(format!("[{:>w$}/{}]", self.done, self.total))
+            }
+        }
+    }
+
+    /// How wide the progress information can get, its leading space
+    /// included (pytest's `progress_length`).
+    fn progress_len(&self) -> usize {
+        match self.opts.progress {
+            Progress::Off => 0,
+            Progress::Percent => " [100%]".len(),
+            Progress::Count => format!(" [{0}/{0}]", self.total).len(),
+        }
+    }
+
+    /// A verbose result line's `[gw0] [ 42%] ` prefix.
+    fn verbose_prefix(&self, worker: &str) -> String {
+        match self.progress_info() {
+            Some(info) => format!("[{worker}] {info} "),
+            None => format!("[{worker}] "),
+        }
     }
 
     /// End the progress line for other text to follow: with its
@@ -341,9 +400,15 @@ impl Terminal {
 
     fn finish_progress_line(&mut self) {
         if self.line_len > 0 {
-            let pad = self.opts.width.saturating_sub(self.line_len + 7);
-            let pct = self.percent();
-            let text = format!("{}{}", " ".repeat(pad + 1), pct);
+            // pytest right-justifies the information to one column short
+            // of the width.
+            let text = match self.progress_info() {
+                Some(info) => {
+                    let fill = self.opts.width.saturating_sub(self.line_len + 1);
+                    format!("{:>fill$}", format!(" {info}"))
+                }
+                None => String::new(),
+            };
             let _ = writeln!(self.out, "{text}");
             self.line_len = 0;
             self.current_line.clear();
@@ -367,11 +432,14 @@ impl Terminal {
         let _ = write!(self.out, "{s}");
         self.current_line.push_str(&s);
         self.line_len += 1;
-        if self.line_len + 7 >= self.opts.width {
-            let pct = self.percent();
-            let _ = writeln!(self.out, " {pct}");
-            self.line_len = 0;
-            self.current_line.clear();
+        // pytest's "past edge": the line breaks once the information and
+        // one more column would not fit.
+        if let Some(info) = self.progress_info() {
+            if self.line_len + self.progress_len() + 1 >= self.opts.width {
+                let _ = writeln!(self.out, " {info}");
+                self.line_len = 0;
+                self.current_line.clear();
+            }
         }
         if was_visible {
             self.draw_status();
@@ -395,10 +463,10 @@ impl Terminal {
                     let letter = p.letter.clone().unwrap_or_default();
                     if self.opts.verbosity > 0 && !self.opts.collect_only {
                         let word = p.word.clone().unwrap_or_else(|| name.to_uppercase());
-                        let pct = self.percent();
+                        let prefix = self.verbose_prefix(&r.worker);
                         let word = self.paint(&word, YELLOW, false);
                         let id = self.shown(&r.nodeid);
-                        self.line(&format!("[{}] {pct} {word} {id}", r.worker));
+                        self.line(&format!("{prefix}{word} {id} "));
                     } else if !letter.is_empty() && !self.opts.collect_only {
                         self.progress_text(&letter, YELLOW);
                     }
@@ -412,7 +480,7 @@ impl Terminal {
                 continue;
             }
             if self.opts.verbosity > 0 {
-                let pct = self.percent();
+                let prefix = self.verbose_prefix(&r.worker);
                 let word = self.paint(
                     c.verbose_word(),
                     match c {
@@ -422,10 +490,11 @@ impl Terminal {
                     },
                     false,
                 );
-                let mut text = format!("[{}] {pct} {word} {}", r.worker, self.shown(&r.nodeid));
+                // pytest's location ends with a space (`_locationline`).
+                let mut text = format!("{prefix}{word} {} ", self.shown(&r.nodeid));
                 if *c == Category::Skipped || *c == Category::XFailed {
                     if let Some(reason) = skip_reason(p) {
-                        text.push_str(&format!(" ({reason})"));
+                        text.push_str(&format!("({reason})"));
                     }
                 }
                 self.line(&text);

@@ -411,3 +411,53 @@ fn a_strict_xpass_reads_as_in_pytest() {
         want
     );
 }
+
+#[test]
+fn progress_lines_are_pytests_in_every_console_output_style() {
+    // Where a progress line breaks, what ends it, and how -s, --setup-show
+    // and the ini's console_output_style change it, as under pytest -n 2.
+    let tests: String = (0..150)
+        .map(|i| format!("def test_{i}():\n    pass\n"))
+        .collect();
+    let progress = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with('.'))
+            .map(str::to_string)
+            .collect()
+    };
+    for style in [
+        None,
+        Some("count"),
+        Some("classic"),
+        Some("progress-even-when-capture-no"),
+    ] {
+        let mut p = Project::new().file("test_many.py", &tests);
+        if let Some(style) = style {
+            p = p.file(
+                "pytest.ini",
+                &format!("[pytest]\nconsole_output_style = {style}\n"),
+            );
+        }
+        for extra in [&[][..], &["-s"][..], &["--setup-show"][..]] {
+            let args = [&["-n", "2", "-q", "-p", "no:randomly"][..], extra].concat();
+            let want = progress(&p.pytest(&args).stdout);
+            let got = progress(&p.rtest(&args).stdout);
+            assert!(!want.is_empty(), "{style:?} {extra:?}");
+            assert_eq!(got, want, "{style:?} {extra:?}");
+        }
+    }
+    // -v: the worker, the progress (or none), the word and the location.
+    let p = Project::new()
+        .file("test_many.py", &tests)
+        .file("pytest.ini", "[pytest]\nconsole_output_style = count\n");
+    let out = p.rtest(&["-n", "2", "-v", "-p", "no:randomly"]).stdout;
+    let line = out.lines().find(|l| l.starts_with("[gw")).unwrap();
+    let shape: String = line
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert!(
+        shape.starts_with("[gw9] [  9/999] PASSED test_many.py::test_") && shape.ends_with(' '),
+        "{line:?}"
+    );
+}
