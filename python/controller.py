@@ -215,26 +215,36 @@ class _PluginText:
 
         self.kept = io.StringIO()
         self.live = None
+        # Where pytest's header went (the coordinator draws its own): what
+        # plugins wrote before it (a section in pytest_sessionstart) is
+        # shown above rtest's header, the rest below it.
+        self.header_at = None
         try:
             from _pytest.terminal import TerminalReporter
 
             codes = (getattr(TerminalReporter, name, None) for name in _PROGRESS_METHODS)
             self.progress = {f.__code__ for f in codes if f is not None and hasattr(f, "__code__")}
+            self.header = {TerminalReporter.pytest_sessionstart.__code__}
         except Exception:
             self.progress = set()
+            self.header = set()
 
-    def _drawing_progress(self):
+    def _drawn_by(self, codes):
         frame = sys._getframe(2)
         depth = 0
         while frame is not None and depth < 12:
-            if frame.f_code in self.progress:
+            if frame.f_code in codes:
                 return True
             frame = frame.f_back
             depth += 1
         return False
 
     def write(self, text):
-        if not text or (self.progress and self._drawing_progress()):
+        if not text or (self.progress and self._drawn_by(self.progress)):
+            return len(text)
+        if self.header and self._drawn_by(self.header):
+            if self.header_at is None:
+                self.header_at = self.kept.tell()
             return len(text)
         if self.live is not None:
             self.live.append(text)
@@ -251,6 +261,12 @@ class _PluginText:
 
     def getvalue(self):
         return self.kept.getvalue()
+
+    def around_header(self):
+        """What plugins wrote before pytest's header, and after it."""
+        text = self.kept.getvalue()
+        at = len(text) if self.header_at is None else self.header_at
+        return text[:at], text[at:]
 
     def take_live(self):
         text = "".join(self.live)
@@ -315,6 +331,9 @@ class Controller:
             xml.logfile = self.control["junitxml"]
 
     def pytest_sessionstart(self, session):
+        # First of all sessionstart hooks: the terminal reporter is the one
+        # the session keeps (pytest-instafail puts its own in pytest's place
+        # at configure time), and what plugins write from here on is kept.
         self.session = session
         self._capture_terminal()
         shard = self.control.get("shard")
@@ -393,6 +412,7 @@ class Controller:
             common["randomly_seed"] = config.getoption("randomly_seed")
         self.ready_sent = True
         watch, absent = _watch(config)
+        before, after = self.buffer.around_header() if self.buffer is not None else ("", "")
         self.channel.send(
             {
                 "t": "controller_ready",
@@ -405,6 +425,8 @@ class Controller:
                 "watch": watch,
                 "absent": absent,
                 "sections": self.replaced,
+                "before_header": before,
+                "after_header": after,
             }
         )
 
@@ -856,8 +878,11 @@ def run_controller(channel, inbox, control):
     controller = Controller(channel, inbox, control)
 
     class Ready:
-        @pytest.hookimpl(trylast=True)
+        # After every plugin's sessionstart (trylast ones run in the order
+        # they were registered: only a wrapper comes after all).
+        @pytest.hookimpl(hookwrapper=True, tryfirst=True)
         def pytest_sessionstart(self, session):
+            yield
             controller.ready(session)
 
     ready = Ready()

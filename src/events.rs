@@ -194,6 +194,8 @@ pub enum Event {
         worker: Box<WorkerDesc>,
         /// The options its pytest runs with.
         options: Box<PytestOptions>,
+        /// What plugins wrote before pytest's header, in the controller.
+        plugin_text: String,
     },
     /// Collection is done and agreed on.
     Collected {
@@ -215,6 +217,8 @@ pub enum Event {
         /// (`rootdir:`, `configfile:`, `plugins:` and what plugins add);
         /// empty without a controller.
         header: Vec<String>,
+        /// What plugins wrote after pytest's header, before the run.
+        plugin_text: String,
         /// Summary sections a plugin's terminal reporter draws its way
         /// (`summary_failures`, ...): rtest draws none of its own for them.
         left_to_plugins: Vec<String>,

@@ -508,6 +508,13 @@ pub struct ControllerReady {
     /// draws its way (`summary_failures`, `short_test_summary`, ...).
     #[serde(default)]
     pub sections: Vec<String>,
+    /// What plugins wrote to the terminal before pytest's header (a
+    /// section of their own in `pytest_sessionstart`).
+    #[serde(default)]
+    pub before_header: String,
+    /// What they wrote after it, before the run.
+    #[serde(default)]
+    pub after_header: String,
 }
 
 /// How the controller's session ended.

@@ -1269,8 +1269,13 @@ fn skip_reason(p: &PhaseReport) -> Option<String> {
 impl Reporter for Terminal {
     fn on_event(&mut self, event: &Event) {
         match event {
-            Event::SessionStarted { worker, options } => {
+            Event::SessionStarted {
+                worker,
+                options,
+                plugin_text,
+            } => {
                 self.apply(options);
+                self.plugin_text(plugin_text);
                 self.header(worker)
             }
             Event::Collected {
@@ -1282,6 +1287,7 @@ impl Reporter for Terminal {
                 collect_reports,
                 ids,
                 header,
+                plugin_text,
                 left_to_plugins,
             } => {
                 self.left_to_plugins = left_to_plugins.clone();
@@ -1290,11 +1296,16 @@ impl Reporter for Terminal {
                 }
                 // pytest's header lines from the controller, else the
                 // rootdir alone.
-                let header = if header.is_empty() {
+                let mut header = if header.is_empty() {
                     vec![format!("rootdir: {rootdir}")]
                 } else {
                     header.clone()
                 };
+                // What plugins wrote below pytest's header.
+                let text = plugin_text.trim_start_matches('\n').trim_end();
+                if !text.is_empty() {
+                    header.extend(text.lines().map(str::to_string));
+                }
                 self.on_collected(
                     &header,
                     workers,

@@ -56,9 +56,22 @@ impl Session<'_> {
         self.continue_on_collection_errors |= options.continue_on_collection_errors;
         self.echo_output |= options.capture == "no";
         if let Some(worker) = self.worker_desc(i) {
+            self.pending_start = Some((Box::new(worker), Box::new(options)));
+        }
+        self.maybe_session_started();
+    }
+
+    /// The header, once a worker is configured and the controller has
+    /// said what plugins write above it (or is not there to say it).
+    pub(super) fn maybe_session_started(&mut self) {
+        if self.ctl.state == CtlState::Starting {
+            return;
+        }
+        if let Some((worker, options)) = self.pending_start.take() {
             self.reporter.on_event(&Event::SessionStarted {
-                worker: Box::new(worker),
-                options: Box::new(options),
+                worker,
+                options,
+                plugin_text: std::mem::take(&mut self.ctl.before_header),
             });
         }
     }
@@ -174,6 +187,7 @@ impl Session<'_> {
     /// Once every first-generation worker has collected (or died), tell the
     /// reporters and start scheduling.
     pub(super) fn maybe_start_running(&mut self) {
+        self.maybe_session_started();
         if self.collected_event || self.error.is_some() {
             return;
         }
@@ -214,6 +228,7 @@ impl Session<'_> {
             collect_reports: collect_reports.clone(),
             ids,
             header: self.ctl.header.clone(),
+            plugin_text: std::mem::take(&mut self.ctl.after_header),
             left_to_plugins: self.ctl.sections.clone(),
         });
         let raws: Vec<protocol::RawJson> =

@@ -47,6 +47,9 @@ pub(super) struct Controller {
     pub(super) header: Vec<String>,
     /// Summary sections a plugin's terminal reporter draws its way.
     pub(super) sections: Vec<String>,
+    /// What plugins wrote before pytest's header and after it.
+    pub(super) before_header: String,
+    pub(super) after_header: String,
     /// Keys every worker's workerinput gets.
     common: serde_json::Map<String, serde_json::Value>,
     wants_ids: bool,
@@ -198,6 +201,7 @@ impl Session<'_> {
         self.ctl.failed = true;
         self.ctl.state = CtlState::Off;
         self.reporter.on_event(&Event::Notice(message));
+        self.maybe_session_started();
         // Workers waiting for its answer (or for its word on a guess) go
         // on without it.
         self.release_workers();
@@ -443,6 +447,7 @@ impl Session<'_> {
                 }
             }
         }
+        self.maybe_session_started();
     }
 
     fn on_controller_frame(&mut self, msg: FromAgent) {
@@ -470,6 +475,8 @@ impl Session<'_> {
                 let guessed = self.ctl.speculative.take();
                 self.ctl.header = ready.header;
                 self.ctl.sections = ready.sections;
+                self.ctl.before_header = ready.before_header;
+                self.ctl.after_header = ready.after_header;
                 self.ctl.common = ready.workerinput;
                 self.ctl.wants_ids = ready.wants_ids;
                 let configure_node = ready.configure_node || !self.ctl.common.is_empty();

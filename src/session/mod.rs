@@ -258,6 +258,8 @@ struct Session<'a> {
     collections: Vec<Option<CollectionSet>>,
     sched: Scheduler,
     started_event: bool,
+    /// The header's event, waiting for the controller's word.
+    pending_start: Option<(Box<WorkerDesc>, Box<protocol::PytestOptions>)>,
     collected_event: bool,
     stop: Option<StopReason>,
     error: Option<Error>,
@@ -300,6 +302,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         collections: Vec::new(),
         sched: Scheduler::new(plan.dist),
         started_event: false,
+        pending_start: None,
         collected_event: false,
         stop: None,
         error: None,

@@ -673,3 +673,36 @@ fn what_plugins_write_during_the_run_is_shown_as_it_comes() {
         .sum();
     assert_eq!(letters, 10, "{}", r.stdout);
 }
+
+#[test]
+fn what_plugins_write_at_session_start_is_above_the_header_as_under_xdist() {
+    // SQLAlchemy's plugin writes a section of its own in
+    // pytest_sessionstart, before pytest's header; a trylast plugin
+    // registered in pytest_configure writes before it too. Neither hooks
+    // the run, so the controller is not needed for anything else.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import pytest\n\n\
+             class Late:\n    @pytest.hookimpl(trylast=True)\n    def pytest_sessionstart(self, session):\n        \
+             session.config.pluginmanager.get_plugin('terminalreporter').write_line('late line')\n\n\
+             def pytest_configure(config):\n    if not hasattr(config, 'workerinput'):\n        \
+             config.pluginmanager.register(Late(), 'late')\n\n\
+             def pytest_sessionstart(session):\n    if hasattr(session.config, 'workerinput'):\n        return\n    \
+             tr = session.config.pluginmanager.get_plugin('terminalreporter')\n    \
+             tr.write_sep('=', 'my installation')\n    tr.write_line('version 1.2')\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n");
+    // The plugins' three lines come first, as under xdist.
+    let top = |out: &str| -> Vec<String> { out.lines().take(3).map(str::to_string).collect() };
+    for verbosity in [&[][..], &["-q"][..]] {
+        let args = [&["-n", "2", "-p", "no:randomly"][..], verbosity].concat();
+        let xdist = p.pytest(&args);
+        let r = p.rtest(&args);
+        r.code(0);
+        let want = top(&xdist.stdout);
+        assert_eq!(want[1..], ["version 1.2", "late line"], "{}", xdist.stdout);
+        assert_eq!(top(&r.stdout), want, "{}", r.stdout);
+        assert_eq!(r.stdout.matches("version 1.2").count(), 1, "{}", r.stdout);
+    }
+}

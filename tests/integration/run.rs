@@ -193,7 +193,8 @@ fn dist_each_runs_every_test_on_every_worker() {
             assert!(
                 r.stdout
                     .lines()
-                    .any(|l| l.starts_with(&line) && l.ends_with(&format!("test_e.py::{t}"))),
+                    .any(|l| l.starts_with(&line)
+                        && l.trim_end().ends_with(&format!("test_e.py::{t}"))),
                 "{}",
                 r.stdout
             );
