@@ -64,6 +64,9 @@ pub struct RawArgs {
     pub capture_no: bool,
     /// `--collect-only`/`--co`.
     pub collect_only: bool,
+    /// One of pytest's options that show something instead of running
+    /// tests (`--fixtures`, `--markers`, ...).
+    pub informational: Option<String>,
     /// `--show-capture`.
     pub show_capture: Option<String>,
     /// `--continue-on-collection-errors`.
@@ -373,6 +376,9 @@ fn classify_forwarded(
         "--tb" => out.tb = value.clone(),
         "--capture" => out.capture_no = value.as_deref() == Some("no"),
         "--collect-only" | "--co" => out.collect_only = true,
+        "--fixtures" | "--funcargs" | "--fixtures-per-test" | "--markers" | "--cache-show" => {
+            out.informational = Some(name.clone())
+        }
         "--show-capture" => out.show_capture = value.clone(),
         "--continue-on-collection-errors" => out.continue_on_collection_errors = true,
         "--durations" => {

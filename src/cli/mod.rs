@@ -73,6 +73,9 @@ fn run_inner(argv: &[String]) -> Result<ExitCode, Error> {
         return Ok(ExitCode::Ok);
     }
     let plan = resolve(&raw)?;
+    if raw.informational.is_some() {
+        return run::show(plan, raw.no_provision);
+    }
     let terminal = terminal_options(&raw, &plan)?;
     run::execute(
         plan,

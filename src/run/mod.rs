@@ -57,6 +57,30 @@ pub fn execute(mut plan: Plan, opts: RunOptions) -> Result<ExitCode, Error> {
     run_session(&plan, opts, notes, remotes, &runtime)
 }
 
+/// pytest's options that show something instead of running tests
+/// (`--fixtures`, `--fixtures-per-test`, `--markers`, `--cache-show`): one
+/// local pytest shows it, as pytest-xdist's controller does without
+/// starting workers.
+pub fn show(mut plan: Plan, no_provision: bool) -> Result<ExitCode, Error> {
+    prepare_interpreters(&mut plan, no_provision)?;
+    let python = controller_python(&plan).ok_or_else(|| {
+        Error::usage(format!(
+            "no local Python with pytest to show this with ({} has none); give one with --tx popen//python=PY",
+            plan.default_python.0
+        ))
+    })?;
+    let status = std::process::Command::new(&python)
+        .args(["-m", "pytest"])
+        .args(&plan.pytest_args)
+        .envs(pytest_env(&plan, None))
+        .status()
+        .map_err(|e| Error::usage(format!("could not start {python}: {e}")))?;
+    Ok(match status.code() {
+        Some(code) => ExitCode::from_pytest(code),
+        None => ExitCode::Interrupted,
+    })
+}
+
 /// A fresh `PYTEST_XDIST_TESTRUNUID`.
 pub fn testrun_uid() -> String {
     use sha2::{Digest, Sha256};

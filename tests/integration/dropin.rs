@@ -461,3 +461,39 @@ fn progress_lines_are_pytests_in_every_console_output_style() {
         "{line:?}"
     );
 }
+
+#[test]
+fn options_that_show_instead_of_running_are_pytests_own() {
+    // --fixtures, --fixtures-per-test, --markers and --cache-show show
+    // what plain pytest shows (xdist's controller shows them without
+    // workers), also with -n from the ini file.
+    let p = Project::new()
+        .file(
+            "pytest.ini",
+            "[pytest]\naddopts = -n 2\nmarkers =\n    slowish: takes a while\n",
+        )
+        .file(
+            "test_f.py",
+            "import pytest\n\n@pytest.fixture\ndef thing():\n    \"\"\"A thing for tests.\"\"\"\n    return 1\n\n\
+             def test_a(thing):\n    assert thing\n\ndef test_b():\n    assert 0\n",
+        );
+    p.rtest(&["-p", "no:randomly"]).code(1);
+    for (args, want) in [
+        (&["--fixtures"][..], "A thing for tests."),
+        (&["--fixtures-per-test"][..], "thing -- test_f.py:3"),
+        (&["--markers"][..], "@pytest.mark.slowish: takes a while"),
+        (&["--cache-show"][..], "test_f.py::test_b"),
+    ] {
+        let xdist = p.pytest(args);
+        let r = p.rtest(args);
+        assert_eq!(r.code, xdist.code, "{args:?}\n{}\n{}", r.stdout, r.stderr);
+        assert!(xdist.stdout.contains(want), "{args:?}\n{}", xdist.stdout);
+        assert!(
+            r.stdout.contains(want),
+            "{args:?}\n{}\n{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(!r.stdout.contains("rtest 0.1.0"), "{}", r.stdout);
+    }
+}
