@@ -699,6 +699,12 @@ def _options(config):
         "continue_on_collection_errors": bool(getattr(o, "continue_on_collection_errors", False)),
         "capture": str(getattr(o, "capture", "fd")),
         "progress": _progress_style(config),
+        "no_header": bool(getattr(o, "no_header", False)),
+        "no_summary": bool(getattr(o, "no_summary", False)),
+        "fold_skipped": bool(getattr(o, "fold_skipped", True)),
+        "force_short_summary": bool(getattr(o, "force_short_summary", False)),
+        # -p no:terminal: pytest writes nothing.
+        "terminal": config.pluginmanager.get_plugin("terminalreporter") is not None,
     }
 
 

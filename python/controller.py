@@ -432,15 +432,18 @@ class Controller:
 
     def _header_lines(self):
         config = self.config
+        hook = config.hook.pytest_report_header
         try:
-            lines = config.hook.pytest_report_header(config=config, start_path=config.invocation_params.dir)
-        except Exception:
-            try:
+            if "start_path" in hook.spec.argnames:
+                lines = hook(config=config, start_path=config.invocation_params.dir)
+            else:  # pytest < 7
                 import py
 
-                lines = config.hook.pytest_report_header(config=config, startdir=py.path.local())
-            except Exception:
-                return []
+                lines = hook(config=config, startdir=py.path.local())
+        except Exception:
+            # A plugin's header hook that fails (one that reads -v under
+            # -p no:terminal) costs the header lines, as in pytest.
+            return []
         out = []
         for entry in reversed(lines):
             if isinstance(entry, str):

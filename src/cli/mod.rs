@@ -111,6 +111,10 @@ fn terminal_options(raw: &RawArgs, plan: &Plan) -> Result<terminal::TerminalOpti
         header_notes: Vec::new(),
         show_warnings: true,
         progress: terminal::Progress::default(),
+        no_header: false,
+        no_summary: false,
+        fold_skipped: true,
+        force_short_summary: false,
     })
 }
 

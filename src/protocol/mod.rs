@@ -618,6 +618,25 @@ pub struct PytestOptions {
     /// `count`, `times`, or empty for none.
     #[serde(default = "default_progress")]
     pub progress: String,
+    /// `--no-header`.
+    #[serde(default)]
+    pub no_header: bool,
+    /// `--no-summary`.
+    #[serde(default)]
+    pub no_summary: bool,
+    /// Skips folded in the short summary (`--no-fold-skipped` clears it).
+    #[serde(default = "yes")]
+    pub fold_skipped: bool,
+    /// `--force-short-summary`.
+    #[serde(default)]
+    pub force_short_summary: bool,
+    /// pytest's terminal reporter is there (`-p no:terminal` removes it).
+    #[serde(default = "yes")]
+    pub terminal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_progress() -> String {
@@ -649,6 +668,11 @@ impl Default for PytestOptions {
             continue_on_collection_errors: false,
             capture: "fd".into(),
             progress: default_progress(),
+            no_header: false,
+            no_summary: false,
+            fold_skipped: true,
+            force_short_summary: false,
+            terminal: true,
         }
     }
 }

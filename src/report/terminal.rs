@@ -46,6 +46,15 @@ pub struct TerminalOptions {
     pub show_warnings: bool,
     /// What the progress lines end with.
     pub progress: Progress,
+    /// `--no-header`: no platform, rootdir or plugin lines.
+    pub no_header: bool,
+    /// `--no-summary`: none of pytest's own summary sections.
+    pub no_summary: bool,
+    /// Skips folded by place and reason in the short summary
+    /// (`--no-fold-skipped` lists each).
+    pub fold_skipped: bool,
+    /// `--force-short-summary`: messages trimmed at -vv and on CI too.
+    pub force_short_summary: bool,
 }
 
 /// What pytest's progress lines end with (its `console_output_style`).
@@ -246,6 +255,14 @@ impl Terminal {
             o.durations_min
                 .unwrap_or(if o.verbose < 2 { 0.005 } else { 0.0 });
         self.opts.progress = Progress::from_pytest(&o.progress);
+        self.opts.no_header = o.no_header;
+        self.opts.no_summary = o.no_summary;
+        self.opts.fold_skipped = o.fold_skipped;
+        self.opts.force_short_summary = o.force_short_summary;
+        if !o.terminal {
+            // -p no:terminal: pytest writes nothing to its terminal.
+            self.out = Box::new(std::io::sink());
+        }
     }
 
     /// A node id as pytest's `cwd_relative_nodeid` shows it: its path
@@ -786,8 +803,10 @@ impl Terminal {
         };
         let mut lines: Vec<String> = Vec::new();
         let width = self.opts.width;
-        // pytest trims the message to the line unless -vv or on CI.
-        let verbose = self.opts.verbosity >= 2 || running_on_ci();
+        // pytest trims the message to the line unless -vv or on CI
+        // (and then too with --force-short-summary).
+        let verbose =
+            (self.opts.verbosity >= 2 || running_on_ci()) && !self.opts.force_short_summary;
         let with_msg = |word: &str, id: &str, msg: Option<&str>| -> String {
             let base = format!("{word} {id}");
             match msg.and_then(|m| m.lines().next()).filter(|m| !m.is_empty()) {
@@ -857,6 +876,29 @@ impl Terminal {
                                 msg.as_deref(),
                             ));
                         }
+                    }
+                }
+                's' if !self.opts.fold_skipped => {
+                    // --no-fold-skipped: one line per skip, its reason as
+                    // pytest holds it.
+                    let word = self.paint("SKIPPED", YELLOW, false);
+                    let collected = self
+                        .collect_reports
+                        .iter()
+                        .filter(|c| c.outcome == "skipped")
+                        .map(|c| (self.shown(&c.nodeid), c.skip.clone()));
+                    let ran = self.interesting.iter().flat_map(|r| {
+                        r.phases
+                            .iter()
+                            .filter(|p| categorize(p) == Some(Category::Skipped))
+                            .map(|p| (label(r), p.skip.clone()))
+                    });
+                    for (id, skip) in collected.chain(ran).collect::<Vec<_>>() {
+                        let reason = skip.and_then(|s| s.get(2).cloned().flatten());
+                        lines.push(match reason.filter(|r| !r.is_empty()) {
+                            Some(r) => format!("{word} {id} - {r}"),
+                            None => format!("{word} {id}"),
+                        });
                     }
                 }
                 's' => {
@@ -998,14 +1040,22 @@ impl Terminal {
             return;
         }
         self.sep_line('=', "test session starts", "", true);
+        if self.opts.no_header {
+            return;
+        }
         let info = &worker.info;
-        self.line(&format!(
+        let mut line = format!(
             "platform {} -- Python {}, pytest-{}, pluggy-{}",
             info.platform,
             info.python_version,
             info.pytest.as_deref().unwrap_or("?"),
             info.pluggy.as_deref().unwrap_or("?")
-        ));
+        );
+        // pytest names its interpreter from -v on.
+        if self.opts.verbosity > 0 && !info.executable.is_empty() {
+            line.push_str(&format!(" -- {}", info.executable));
+        }
+        self.line(&line);
     }
 
     fn on_collected(
@@ -1209,12 +1259,11 @@ impl Terminal {
 }
 
 impl Terminal {
-    /// Text plugins wrote in the controller's session, as they wrote it
-    /// (their sections and markup), without pytest's blank lines around it.
     /// Whether rtest draws this summary section (pytest's method name),
-    /// rather than a plugin's terminal reporter in the controller.
+    /// rather than a plugin's terminal reporter in the controller; none
+    /// with `--no-summary`.
     fn draws(&self, section: &str) -> bool {
-        !self.left_to_plugins.iter().any(|s| s == section)
+        !self.opts.no_summary && !self.left_to_plugins.iter().any(|s| s == section)
     }
 
     /// A plugin's text during the run, below the progress so far.
@@ -1234,6 +1283,8 @@ impl Terminal {
         let _ = self.out.flush();
     }
 
+    /// Text plugins wrote in the controller's session, as they wrote it
+    /// (their sections and markup), without pytest's blank lines around it.
     fn plugin_text(&mut self, text: &str) {
         let text = text.trim_start_matches('\n').trim_end();
         if !text.is_empty() {
@@ -1295,8 +1346,10 @@ impl Reporter for Terminal {
                     self.rootdir = Some(std::path::PathBuf::from(rootdir));
                 }
                 // pytest's header lines from the controller, else the
-                // rootdir alone.
-                let mut header = if header.is_empty() {
+                // rootdir alone; none with --no-header.
+                let mut header = if self.opts.no_header {
+                    Vec::new()
+                } else if header.is_empty() {
                     vec![format!("rootdir: {rootdir}")]
                 } else {
                     header.clone()

@@ -497,3 +497,60 @@ fn options_that_show_instead_of_running_are_pytests_own() {
         assert!(!r.stdout.contains("rtest 0.1.0"), "{}", r.stdout);
     }
 }
+
+#[test]
+fn header_and_summary_options_are_pytests() {
+    // --no-header, --no-summary, --no-fold-skipped, --force-short-summary
+    // and -p no:terminal change what is drawn as they do under pytest -n 2.
+    let p = Project::new().file(
+        "test_m.py",
+        "import pytest\n\n\
+         def test_fail():\n    assert 1 == 2, 'x' * 200\n\n\
+         @pytest.mark.skip(reason='nope')\ndef test_skip():\n    pass\n\n\
+         def test_skip_inside():\n    pytest.skip('later')\n\n\
+         def test_pass():\n    pass\n",
+    );
+    // Section headings, summary lines and header lines (sorted: tests
+    // finish in any order); the final line without its time.
+    let shape = |out: &str| -> Vec<String> {
+        let mut lines: Vec<String> = out
+            .lines()
+            .filter(|l| {
+                l.starts_with('=')
+                    || l.starts_with("platform ")
+                    || l.starts_with("rootdir: ")
+                    || ["FAILED ", "SKIPPED ", "PASSED "]
+                        .iter()
+                        .any(|w| l.starts_with(w))
+            })
+            .map(|l| match l.find(" in ") {
+                Some(at) if l.starts_with('=') => {
+                    l[..at].trim_start_matches('=').trim().to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    for args in [
+        &["--no-header"][..],
+        &["--no-summary", "-rA"][..],
+        &["-rs", "--no-fold-skipped"][..],
+        &["-rs"][..],
+        &["-vv", "--force-short-summary"][..],
+        &["-p", "no:terminal"][..],
+    ] {
+        let args = [&["-n", "2", "-p", "no:randomly"][..], args].concat();
+        let xdist = p.pytest(&args);
+        let r = p.rtest(&args);
+        assert_eq!(r.code, xdist.code, "{args:?}");
+        assert_eq!(
+            shape(&r.stdout),
+            shape(&xdist.stdout),
+            "{args:?}\n{}",
+            r.stdout
+        );
+    }
+    assert_eq!(p.rtest(&["-n", "2", "-p", "no:terminal"]).stdout, "");
+}
