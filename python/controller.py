@@ -896,6 +896,11 @@ def run_controller(channel, inbox, control):
     status = 3
     try:
         status = int(config.hook.pytest_cmdline_main(config=config))
+    except pytest.UsageError as exc:
+        # A bad ini value found at configure time: the workers meet it
+        # too and say it; this is no plugin failure.
+        channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
+        return 4
     except Exception:
         controller.hook_error("pytest_sessionfinish")
         status = 3

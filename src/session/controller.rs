@@ -72,8 +72,6 @@ pub(super) struct Controller {
     pending_memo: Option<serde_json::Value>,
     /// Where what decided its plugins is remembered, and under which key.
     memo: Option<(std::path::PathBuf, String)>,
-    /// pytest rejected the command line in the controller.
-    usage_error: Option<String>,
     /// It was told to finish its session.
     told_finish: bool,
 }
@@ -585,13 +583,19 @@ impl Session<'_> {
             FromAgent::PluginText { text } => {
                 self.reporter.on_event(&Event::PluginText(text));
             }
-            FromAgent::UsageError { message, .. } => {
-                // The workers parse the same command line and say so
-                // themselves; said here only if they do not.
-                self.ctl.usage_error = Some(message);
-                self.ctl.failed = true;
+            FromAgent::UsageError { message, verbatim } => {
+                // pytest refused the run (its arguments, a conftest that
+                // does not import, an ini value found at configure time):
+                // as under pytest, nothing runs and the exit status is 4.
+                // The workers meet the same refusal, or would fail for
+                // want of what the controller's plugins give them.
                 self.ctl.state = CtlState::Off;
-                self.release_workers();
+                let kind = if verbatim {
+                    crate::error::ErrorKind::Pytest
+                } else {
+                    crate::error::ErrorKind::Usage
+                };
+                self.fail(crate::error::Error { kind, message });
             }
             FromAgent::ControllerDone(done) => {
                 if done.errors > 0 {
@@ -723,12 +727,6 @@ impl Session<'_> {
             }
         }
         self.ctl.state = CtlState::Off;
-        if let Some(message) = self.ctl.usage_error.take() {
-            if self.error.is_none() {
-                let msg = format!("the controller's pytest rejected its arguments: {message}");
-                self.reporter.on_event(&Event::Notice(msg));
-            }
-        }
         if self.ctl.failed && exit < ExitCode::InternalError && exit != ExitCode::Interrupted {
             exit = ExitCode::InternalError;
         }

@@ -16,6 +16,21 @@ fn unknown_option_shows_pytests_usage_error() {
 }
 
 #[test]
+fn a_bad_ini_value_is_pytests_usage_error_only() {
+    // pytest finds it at configure time, in the controller and in every
+    // worker: said once, as pytest says it, exit 4, and no word of a
+    // failing controller.
+    let r = simple()
+        .file("pytest.ini", "[pytest]\nconsole_output_style = bogus\n")
+        .rtest(&["-n", "2"]);
+    r.code(4)
+        .stderr_has("config option 'console_output_style' expects one of");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(all.matches("expects one of").count(), 1, "{all}");
+    assert!(!all.contains("controller"), "{all}");
+}
+
+#[test]
 fn bad_numprocesses() {
     simple()
         .rtest(&["-n", "-3"])
