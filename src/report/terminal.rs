@@ -390,7 +390,7 @@ impl Terminal {
         match self.opts.progress {
             Progress::Off => 0,
             Progress::Percent => " [100%]".len(),
-            Progress::Count => format!(" [{0}/{0}]", self.total).len(),
+            Progress::Count => " [/]".len() + 2 * self.total.to_string().len(),
         }
     }
 
@@ -451,12 +451,13 @@ impl Terminal {
         self.line_len += 1;
         // pytest's "past edge": the line breaks once the information and
         // one more column would not fit.
-        if let Some(info) = self.progress_info() {
-            if self.line_len + self.progress_len() + 1 >= self.opts.width {
-                let _ = writeln!(self.out, " {info}");
-                self.line_len = 0;
-                self.current_line.clear();
-            }
+        let past_edge = self.opts.progress != Progress::Off
+            && self.line_len + self.progress_len() + 1 >= self.opts.width;
+        if past_edge {
+            let info = self.progress_info().unwrap_or_default();
+            let _ = writeln!(self.out, " {info}");
+            self.line_len = 0;
+            self.current_line.clear();
         }
         if was_visible {
             self.draw_status();
