@@ -897,8 +897,8 @@ def run_controller(channel, inbox, control):
     try:
         status = int(config.hook.pytest_cmdline_main(config=config))
     except pytest.UsageError as exc:
-        # A bad ini value found at configure time: the workers meet it
-        # too and say it; this is no plugin failure.
+        # pytest refused the run at configure time (a bad ini value): no
+        # plugin failed; the coordinator stops the run with pytest's words.
         channel.send({"t": "usage_error", "message": "\n".join(str(a) for a in exc.args)})
         return 4
     except Exception:
