@@ -199,7 +199,6 @@ impl Session<'_> {
         self.ctl.failed = true;
         self.ctl.state = CtlState::Off;
         self.reporter.on_event(&Event::Notice(message));
-        self.maybe_session_started();
         // Workers waiting for its answer (or for its word on a guess) go
         // on without it.
         self.release_workers();
