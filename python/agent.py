@@ -323,6 +323,8 @@ class Worker:
         self.config = None
         self.stopping = False
         self.deselected = 0
+        self.hang_dump = None
+        self.terminal = TerminalTail()
         inbox.handlers["steal"] = self._steal
         inbox.handlers["stop"] = self._stop
         inbox.handlers["stream"] = self._stream
@@ -381,14 +383,14 @@ class Worker:
 
     def pytest_configure(self, config):
         # The coordinator renders everything; a worker's own terminal output
-        # would only be noise on stderr.
+        # would only be noise on stderr (but for a last word: TerminalTail).
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             try:
                 from _pytest.config import create_terminal_writer
 
-                self._devnull = open(os.devnull, "w")
-                reporter._tw = create_terminal_writer(config, self._devnull)
+                reporter._tw = create_terminal_writer(config, self.terminal)
+                self.terminal.show_at_exit()
             except Exception:
                 pass
         self.junit = JunitRecorder.install(config)
@@ -446,6 +448,7 @@ class Worker:
                 # Locations are left to the reports: computing them for
                 # every item (most run elsewhere) costs real time.
                 "groups": [_groups(item) for item in session.items] if self.start.get("groups") else [],
+                "limits": _time_limits(session.config, session.items),
             }
         )
 
@@ -454,6 +457,7 @@ class Worker:
         # shutdown), so that every worker ends the same way.
         if session.config.option.collectonly:
             return True
+        self.hang_dump = HangDump.for_config(session.config, self.start.get("timeout"))
         items = session.items
         index = self._next_index()
         while index != SHUTDOWN:
@@ -464,6 +468,9 @@ class Worker:
             item = items[index]
             nextitem = None if nxt == SHUTDOWN else items[nxt]
             start = time.perf_counter()
+            self.terminal.test_starts()
+            if self.hang_dump is not None:
+                self.hang_dump.begin()
             try:
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             except KeyboardInterrupt:
@@ -477,6 +484,10 @@ class Worker:
                     }
                 )
                 raise
+            finally:
+                self.terminal.test_ends()
+                if self.hang_dump is not None:
+                    self.hang_dump.end()
             msg = {"t": "finished", "i": index, "d": time.perf_counter() - start, "ph": self.phases}
             if self.stream:
                 # pytest's serialized form of the reports not sent in full,
@@ -495,6 +506,8 @@ class Worker:
         return True
 
     def pytest_runtest_logreport(self, report):
+        # After pytest's reporter drew the report (its text is no last word).
+        self.terminal.clear()
         # pytest's own status first: it may change the report (a test whose
         # subtests failed fails), and plugins may count it otherwise.
         category = word = letter = None
@@ -728,6 +741,218 @@ def _progress_style(config):
     return ""
 
 
+def give_timeout(config, seconds):
+    """rtest's ``--timeout`` is pytest's own where a plugin defines that
+    option (pytest-timeout): pytest would have given it the value (rtest
+    takes ``--timeout`` off the command line and out of ``addopts``), so
+    the plugin gets it, and its markers, ``--timeout-method``, ini keys and
+    in-process failure apply as under plain pytest."""
+    if seconds is not None and hasattr(config.option, "timeout"):
+        config.option.timeout = seconds
+
+
+class TerminalTail:
+    """The file pytest's terminal writer writes to in a worker, where the
+    coordinator draws the terminal: what pytest's reporter draws for each
+    test is dropped, and what comes during a test besides (a plugin writing
+    mid-test) is kept, the last 64 KiB of it.  A process ending through
+    ``os._exit`` during a test says it on its way out, where the
+    coordinator reads its stderr: pytest-timeout's thread method writes
+    every thread's stack to the terminal, then calls ``os._exit``."""
+
+    LIMIT = 64 * 1024
+    HEAD = "what pytest's terminal got during the test before the worker exited:\n"
+    encoding = "utf-8"
+    errors = "replace"
+
+    def __init__(self):
+        self.parts = []
+        self.size = 0
+        self.testing = False
+
+    def write(self, text):
+        if text:
+            self.parts.append(text)
+            self.size += len(text)
+            if self.size > 2 * self.LIMIT:
+                kept = "".join(self.parts)[-self.LIMIT :]
+                self.parts = [kept]
+                self.size = len(kept)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise OSError("not a real file")
+
+    def clear(self):
+        if self.parts:
+            self.parts = []
+            self.size = 0
+
+    def test_starts(self):
+        self.clear()
+        self.testing = True
+
+    def test_ends(self):
+        self.testing = False
+        self.clear()
+
+    def show_at_exit(self):
+        real, pid = os._exit, os.getpid()
+
+        def _exit(status):
+            # Not in a child forked by a test: its copy of this is the
+            # parent's.
+            if self.testing and self.parts and os.getpid() == pid:
+                text = "".join(self.parts)[-self.LIMIT :]
+                try:
+                    out = _CRASH_FD if _CRASH_FD is not None else 2
+                    os.write(out, (self.HEAD + text.rstrip("\n") + "\n").encode("utf-8", "replace"))
+                except Exception:
+                    pass
+            real(status)
+
+        os._exit = _exit
+
+
+class HangDump:
+    """rtest's ``--timeout`` where rtest alone enforces it: a test still
+    running at the limit dumps every thread's stack where the coordinator
+    reads this process's stderr, so the timeout's report shows where it
+    hung; the coordinator kills the worker a moment later.
+
+    One watcher thread, not faulthandler's timer: arming that starts a
+    thread per test (tens of microseconds each); this costs a lock.  Being
+    Python, it cannot dump a hang that holds the GIL (the kill still
+    comes)."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.deadline = None
+        self.idle = False
+        self.cond = threading.Condition()
+        threading.Thread(target=self._watch, name="rtest-hang-dump", daemon=True).start()
+
+    @classmethod
+    def for_config(cls, config, seconds):
+        if not seconds or hasattr(config.option, "timeout"):
+            return None  # no limit, or a plugin enforces it
+        try:
+            if float(config.getini("faulthandler_timeout") or 0) > 0:
+                return None  # pytest's faulthandler dumps the stacks already
+        except Exception:
+            pass
+        return cls(float(seconds))
+
+    def begin(self):
+        with self.cond:
+            self.deadline = time.monotonic() + self.limit
+            if self.idle:
+                self.cond.notify()
+
+    def end(self):
+        with self.cond:
+            self.deadline = None
+
+    def _watch(self):
+        with self.cond:
+            while True:
+                if self.deadline is None:
+                    self.idle = True
+                    self.cond.wait()
+                    self.idle = False
+                    continue
+                left = self.deadline - time.monotonic()
+                if left > 0:
+                    self.cond.wait(left)
+                    continue
+                self.deadline = None
+                try:
+                    text = self.stacks()
+                    out = _CRASH_FD if _CRASH_FD is not None else sys.stderr.fileno()
+                    os.write(out, text.encode("utf-8", "replace"))
+                except Exception:
+                    pass
+
+    def stacks(self):
+        """Every thread's stack but rtest's own, the test's first, without
+        pytest's and pluggy's frames, as Python prints a traceback."""
+        import traceback
+
+        frames = sys._current_frames()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        main = threading.main_thread().ident
+        lines = [HANG_DUMP_HEAD % self.limit]
+        for ident in [main] + sorted(i for i in frames if i != main):
+            name = names.get(ident, str(ident))
+            if ident not in frames or name.startswith("rtest-"):
+                continue
+            stack = [f for f in traceback.extract_stack(frames[ident]) if not _internal_frame(f.filename)]
+            lines.append("")
+            lines.append("Thread %s%s:" % (name, " (the test's)" if ident == main else ""))
+            lines.extend(line.rstrip("\n") for line in traceback.format_list(stack))
+        return "\n".join(lines) + "\n"
+
+
+# The first line of a hang dump (the coordinator shows the dump from it).
+HANG_DUMP_HEAD = "Timeout: still running after %gs; its threads (most recent call last):"
+
+
+def _internal_frame(filename):
+    """pytest's, pluggy's and rtest's own frames: the same in every dump."""
+    if filename.startswith("<"):
+        return True
+    parts = filename.replace("\\", "/").split("/")
+    return "_pytest" in parts or "pluggy" in parts
+
+
+def _time_limits(config, items):
+    """Where a plugin enforces pytest's ``--timeout`` (pytest-timeout), the
+    limit of each item as the plugin sees it (its ``timeout`` marker, the
+    option, ``PYTEST_TIMEOUT``, the ini): the coordinator then only kills a
+    test that outlives its limit by a margin (a hang the plugin cannot
+    interrupt), and never one the plugin lets run.  ``None`` where pytest
+    has no such option: the coordinator's ``--timeout`` is the only one.
+
+    As ``{"default": secs or None, "except": [[index, secs or None]...]}``;
+    None is no limit (none set, ``timeout(0)``, or ``func_only``, whose
+    limit leaves fixtures out)."""
+    if not hasattr(config.option, "timeout"):
+        return None
+    plugin = config.pluginmanager.get_plugin("timeout")
+    settings_of = getattr(plugin, "_get_item_settings", None)
+
+    def limit(timeout, func_only=False):
+        try:
+            timeout = float(timeout) if timeout is not None else None
+        except (TypeError, ValueError):
+            return None
+        if timeout is None or timeout <= 0 or func_only:
+            return None
+        return timeout
+
+    default = limit(getattr(config, "_env_timeout", config.option.timeout),
+                    getattr(config, "_env_timeout_func_only", False))
+    out = {"default": default, "except": []}
+    if settings_of is None:
+        return out
+    for index, item in enumerate(items):
+        try:
+            s = settings_of(item)
+            mine = limit(s.timeout, s.func_only)
+        except Exception:
+            # A marker the plugin rejects fails the test when it runs.
+            continue
+        if mine != default:
+            out["except"].append([index, mine])
+    return out
+
+
 def _cachedir(config):
     """The cacheprovider's directory, when the plugin is active (the
     coordinator keeps ``cache/lastfailed`` up to date for ``--lf``)."""
@@ -875,6 +1100,7 @@ def run_pytest(channel, inbox, start):
                 break
             if kind == "shutdown":
                 return 0
+    give_timeout(config, start.get("timeout"))
     config.workerinput = dict(workerinput)
     config.workeroutput = {}
     worker.config = config

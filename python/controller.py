@@ -893,6 +893,7 @@ def run_controller(channel, inbox, control):
     config, status = parse_args(channel, control["args"], [controller, ready])
     if config is None:
         return status
+    give_timeout(config, control.get("timeout"))
     status = 3
     try:
         status = int(config.hook.pytest_cmdline_main(config=config))

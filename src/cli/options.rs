@@ -128,7 +128,7 @@ pub const SECTIONS: &[Section] = &[
             opt(None, "--max-worker-restart", Some("N"), Complete::Any,
                 "replace at most N crashed workers (default 4 per worker)."),
             opt(None, "--timeout", Some("SECS"), Complete::Any,
-                "kill a test's worker after SECS and report the test failed (0: no timeout)."),
+                "fail a test still running after SECS, with its stack, and replace its worker (0: no timeout); with pytest-timeout installed, its --timeout, rtest killing only what it cannot stop."),
             opt(None, "--startup-timeout", Some("SECS"), Complete::Any,
                 "kill a worker that has not reported its collection after SECS, saying where it hung (default 300; 0: none)."),
             opt(None, "--no-provision", None, Complete::Flag,

@@ -289,6 +289,10 @@ pub struct StartArgs {
     /// reported its collection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub startup_timeout: Option<f64>,
+    /// `--timeout`: pytest's own option too, where a plugin defines it
+    /// (pytest-timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
 }
 
 /// The arguments of [`ToAgent::Control`].
@@ -313,6 +317,9 @@ pub struct ControlArgs {
     /// "generated xml file" line names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub junitxml: Option<String>,
+    /// `--timeout`, for a plugin that defines pytest's (its header line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
 }
 
 /// One test's reports as the controller replays them.
@@ -713,6 +720,32 @@ pub struct Collected {
     /// pytest's cache directory, when the cacheprovider is active.
     #[serde(default)]
     pub cachedir: Option<String>,
+    /// Each item's limit where a pytest plugin enforces `--timeout` in the
+    /// worker (pytest-timeout); absent where none does.
+    #[serde(default)]
+    pub limits: Option<TimeLimits>,
+}
+
+/// The time limits a worker's pytest plugin (pytest-timeout) enforces on
+/// its items, in seconds; `None` is no limit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct TimeLimits {
+    /// The limit of every item not in `except`.
+    pub default: Option<f64>,
+    /// `(item index, limit)` where an item's differs (a `timeout` marker),
+    /// in index order.
+    #[serde(default)]
+    pub except: Vec<(usize, Option<f64>)>,
+}
+
+impl TimeLimits {
+    /// Item `index`'s limit (`except` must be in index order).
+    pub fn of(&self, index: usize) -> Option<f64> {
+        match self.except.binary_search_by_key(&index, |(i, _)| *i) {
+            Ok(at) => self.except[at].1,
+            Err(_) => self.default,
+        }
+    }
 }
 
 /// Where pytest says a failure happened.

@@ -83,8 +83,12 @@ impl Session<'_> {
         }
     }
 
-    pub(super) fn on_collected(&mut self, i: usize, c: Collected) {
+    pub(super) fn on_collected(&mut self, i: usize, mut c: Collected) {
         self.slots[i].early_loss = None;
+        if let Some(limits) = &mut c.limits {
+            limits.except.sort_by_key(|(index, _)| *index);
+        }
+        self.slots[i].limits = c.limits.take();
         let coll = self.collection_index(i);
         let slot_id = self.slots[i].id.clone();
         if let Some(Some(existing)) = self.collections.get(coll) {

@@ -137,6 +137,7 @@ impl Session<'_> {
             numprocesses: self.plan.workers.len(),
             shard: self.plan.shard,
             junitxml: junit.map(|(path, _)| path.display().to_string()),
+            timeout: self.plan.timeout,
             dist: self.plan.dist.name().to_string(),
             color: self.opts.color,
             width: self

@@ -158,7 +158,11 @@ enum SlotState {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum KillReason {
+    /// `--timeout`, enforced by rtest alone.
     Timeout(f64),
+    /// The limit a plugin in the worker enforces (pytest-timeout), and the
+    /// grace rtest gave the test past it.
+    PluginTimeout(f64, f64),
     /// It did not report its collection within `--startup-timeout`.
     Startup(f64),
     Abort,
@@ -185,6 +189,8 @@ struct Slot {
     collect_reports: Vec<CollectReport>,
     pending: VecDeque<usize>,
     started: Option<Instant>,
+    /// Its items' limits, where a plugin in it enforces `--timeout`.
+    limits: Option<protocol::TimeLimits>,
     /// When its process was started.
     spawned: Option<Instant>,
     tail: Vec<u8>,
@@ -223,6 +229,7 @@ impl Slot {
         self.done = None;
         self.shut = false;
         self.started = None;
+        self.limits = None;
         self.awaiting_input = false;
         self.in_controller = false;
         self.workeroutput = None;
@@ -340,6 +347,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
             collect_reports: Vec::new(),
             pending: VecDeque::new(),
             started: None,
+            limits: None,
             spawned: None,
             tail: Vec::new(),
             kill_reason: None,

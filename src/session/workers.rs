@@ -164,6 +164,7 @@ impl Session<'_> {
             workerinput,
             stream,
             startup_timeout: self.plan.startup_timeout,
+            timeout: self.plan.timeout,
         })));
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);
@@ -265,6 +266,9 @@ impl Session<'_> {
             let head = match kill_reason {
                 Some(KillReason::Timeout(limit)) => format!(
                     "Timeout: {nodeid} ran longer than {limit}s; rtest killed worker {id} ({how})"
+                ),
+                Some(KillReason::PluginTimeout(limit, grace)) => format!(
+                    "Timeout: {nodeid} ran {grace}s past its {limit}s limit, which the worker's timeout plugin did not enforce; rtest killed worker {id} ({how})"
                 ),
                 _ => format!("worker {id} crashed while running {nodeid} ({how})"),
             };
@@ -432,12 +436,14 @@ impl Session<'_> {
             .lines()
             .filter(|l| !l.contains("\"<rtest-agent>\""))
             .collect();
-        // A fatal error's report (faulthandler) is worth showing from its
-        // first line; anything else, the last lines.
-        let start = match lines
-            .iter()
-            .rposition(|l| l.starts_with("Fatal Python error"))
-        {
+        // A fatal error's report (faulthandler) or the agent's dump of a
+        // test past `--timeout` is worth showing from its first line;
+        // anything else, the last lines.
+        let start = match lines.iter().rposition(|l| {
+            l.starts_with("Fatal Python error")
+                || l.starts_with("Timeout: still running after ")
+                || l.starts_with("what pytest's terminal got during the test")
+        }) {
             Some(p) if lines.len() - p <= 3 * TAIL_LINES => p,
             _ => lines.len().saturating_sub(TAIL_LINES),
         };
@@ -464,22 +470,33 @@ impl Session<'_> {
                 }
             }
         }
-        let Some(limit) = self.plan.timeout else {
-            return;
-        };
         for slot in &mut self.slots {
-            if slot.state != SlotState::Running
-                || slot.kill_reason.is_some()
-                || slot.pending.is_empty()
-            {
+            if slot.state != SlotState::Running || slot.kill_reason.is_some() {
                 continue;
             }
-            if let Some(started) = slot.started {
-                if started.elapsed().as_secs_f64() > limit {
-                    slot.kill_reason = Some(KillReason::Timeout(limit));
-                    if let Some(k) = &slot.killer {
-                        k.kill();
-                    }
+            let (Some(started), Some(&running)) = (slot.started, slot.pending.front()) else {
+                continue;
+            };
+            let reason = match &slot.limits {
+                // A plugin in the worker enforces the test's own limit;
+                // rtest steps in only when the test outlives it anyway.
+                Some(limits) => limits
+                    .of(self.items[running].local)
+                    .map(|limit| KillReason::PluginTimeout(limit, plugin_grace(limit))),
+                None => self.plan.timeout.map(KillReason::Timeout),
+            };
+            let Some(reason) = reason else {
+                continue;
+            };
+            let deadline = match reason {
+                KillReason::PluginTimeout(limit, grace) => limit + grace,
+                KillReason::Timeout(limit) => limit + DUMP_GRACE,
+                _ => continue,
+            };
+            if started.elapsed().as_secs_f64() > deadline {
+                slot.kill_reason = Some(reason);
+                if let Some(k) = &slot.killer {
+                    k.kill();
                 }
             }
         }
@@ -511,6 +528,17 @@ impl Session<'_> {
         self.sched.stop();
         self.kill_all();
     }
+}
+
+/// How long past `--timeout` rtest kills a worker: the worker dumps its
+/// stacks at the limit itself (the agent's `HangDump`), for the report.
+const DUMP_GRACE: f64 = 1.0;
+
+/// How long rtest lets a test outlive the limit a plugin in its worker
+/// enforces (pytest-timeout) before killing the worker: long enough for
+/// the plugin to fail the test and tear it down, or to dump its stacks.
+fn plugin_grace(limit: f64) -> f64 {
+    (limit * 0.1).max(5.0)
 }
 
 /// `text` with hexadecimal addresses (`0x7fa9b6dbe6c0`) blanked: two

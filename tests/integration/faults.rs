@@ -50,8 +50,104 @@ fn timeout_kills_the_hung_test_only() {
     );
     let r = p.rtest(&["-n", "2", "--timeout", "2", "-p", "no:cacheprovider"]);
     r.code(1)
-        .stdout_has("Timeout: test_hang.py::test_hang ran longer than 2s");
+        .stdout_has("Timeout: test_hang.py::test_hang ran longer than 2s")
+        // Where it hung: the worker dumped the test's stack at the limit,
+        // without pytest's and pluggy's frames.
+        .stdout_has("Timeout: still running after 2s; its threads (most recent call last):")
+        .stdout_has("Thread MainThread (the test's):\n  File ")
+        .stdout_has("line 7, in test_hang\n    time.sleep(60)\n")
+        .stdout_lacks("_pytest/")
+        .stdout_lacks("pluggy/");
     assert_eq!(r.summary(), "1 failed, 3 passed");
+}
+
+/// pytest-timeout, where the tests want it (see `side_site`).
+fn with_pytest_timeout(mut cmd: std::process::Command) -> crate::harness::Run {
+    cmd.env(
+        "PYTHONPATH",
+        crate::harness::side_site("pytest-timeout", "pytest_timeout.py"),
+    );
+    crate::harness::Run::from(cmd.output().unwrap())
+}
+
+#[test]
+fn with_pytest_timeout_installed_timeout_is_its_own_as_under_pytest() {
+    // `--timeout` is pytest-timeout's option too: rtest gives it the value
+    // (pytest would), so its markers and its in-process failure apply, and
+    // rtest does not kill a test the plugin lets run longer.
+    let p = Project::new().file(
+        "test_t.py",
+        "import time\nimport pytest\n\n\n@pytest.mark.timeout(20)\ndef test_marked_longer():\n    time.sleep(3)\n\n\n@pytest.mark.timeout(0)\ndef test_no_limit():\n    time.sleep(3)\n\n\ndef test_hangs():\n    time.sleep(60)\n\n\ndef test_quick():\n    pass\n",
+    );
+    let args = ["-n", "2", "-p", "no:cacheprovider", "--timeout", "2"];
+    let r = with_pytest_timeout(p.command(&[&args[..], &["--junitxml", "r.xml"]].concat()));
+    r.code(1)
+        // pytest-timeout's header line, from the controller's session.
+        .stdout_has("timeout: 2.0s")
+        .stdout_has("E       Failed: Timeout (>2.0s) from pytest-timeout.")
+        // Failed inside its worker, which goes on.
+        .stdout_lacks("rtest killed")
+        .stdout_lacks("replacing crashed worker");
+    assert_eq!(r.summary(), "1 failed, 3 passed");
+    // The same outcomes as pytest-xdist with pytest-timeout.
+    let mut cmd = std::process::Command::new(crate::harness::venv_python());
+    cmd.args(["-m", "pytest"])
+        .args(args)
+        .args(["--junitxml", "x.xml"])
+        .current_dir(p.path());
+    with_pytest_timeout(cmd).code(1);
+    assert_eq!(
+        junit_outcomes(&p.path().join("r.xml")),
+        junit_outcomes(&p.path().join("x.xml"))
+    );
+}
+
+#[test]
+fn pytest_timeouts_thread_method_dump_is_in_the_report() {
+    // The thread method writes every thread's stack to pytest's terminal,
+    // then ends the process with os._exit: the worker's terminal is not
+    // shown, but what it got during the test comes with the crash (plain
+    // pytest dies there; xdist says only "node down").
+    let p = Project::new().file(
+        "test_t.py",
+        "import time\n\n\ndef helper():\n    time.sleep(60)\n\n\ndef test_hangs():\n    helper()\n\n\ndef test_quick():\n    pass\n",
+    );
+    let r = with_pytest_timeout(p.command(&[
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--timeout",
+        "2",
+        "--timeout-method",
+        "thread",
+    ]));
+    r.code(1)
+        .stdout_has("worker gw")
+        .stdout_has("crashed while running test_t.py::test_hangs (exit code 1)")
+        .stdout_has("what pytest's terminal got during the test before the worker exited:")
+        .stdout_has("+ Timeout +")
+        .stdout_has("in helper\n    time.sleep(60)");
+    assert_eq!(r.summary(), "1 failed, 1 passed");
+}
+
+#[test]
+fn a_hang_pytest_timeout_cannot_interrupt_is_still_killed() {
+    // SIGALRM blocked: pytest-timeout's signal never comes. rtest kills the
+    // worker a grace period past the plugin's limit (here a marker's,
+    // with the limit in the ini's addopts, which rtest takes and gives
+    // back).
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\naddopts = --timeout=30\n")
+        .file(
+            "test_t.py",
+            "import signal\nimport time\nimport pytest\n\n\n@pytest.mark.timeout(1)\ndef test_blocked():\n    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n    time.sleep(60)\n\n\ndef test_quick():\n    pass\n",
+        );
+    let r = with_pytest_timeout(p.command(&["-n", "2", "-p", "no:cacheprovider"]));
+    r.code(1)
+        .stdout_has("timeout: 30.0s")
+        .stdout_has("Timeout: test_t.py::test_blocked ran 5s past its 1s limit, which the worker's timeout plugin did not enforce; rtest killed worker");
+    assert_eq!(r.summary(), "1 failed, 1 passed");
 }
 
 #[test]

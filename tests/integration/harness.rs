@@ -61,6 +61,31 @@ pub fn venv() -> &'static Path {
     })
 }
 
+/// A pytest plugin installed on its own, for the tests that want it and
+/// out of the shared test venv (installed there, it would change every
+/// other test): a directory to put on `PYTHONPATH`.
+pub fn side_site(dist: &str, module: &str) -> PathBuf {
+    let dir = venv().join(format!("{dist}-site"));
+    if !dir.join(module).exists() && !dir.join(format!("{module}.py")).exists() {
+        let status = Command::new(venv_python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(dist)
+            .status()
+            .unwrap_or_else(|e| panic!("pip install {dist}: {e}"));
+        assert!(status.success(), "could not install {dist}");
+    }
+    dir
+}
+
 /// The venv's interpreter.
 pub fn venv_python() -> PathBuf {
     venv().join("bin").join("python")

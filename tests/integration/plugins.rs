@@ -1,9 +1,8 @@
 //! pytest plugins see one session (the controller), as under pytest-xdist:
 //! each test compares rtest with `pytest -n 2` on the same project.
 
-use crate::harness::{python, venv, venv_python, Project, Run};
+use crate::harness::{python, side_site, Project, Run};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const PKG: &str = "\
 def add(a, b):
@@ -293,27 +292,9 @@ fn randomly_seeds_every_worker_from_the_controller() {
 }
 
 /// pytest-randomly installed on its own (it reshuffles every suite it is
-/// installed for, so it stays out of the shared test venv): a directory to
-/// put on `PYTHONPATH`.
+/// installed for, so it stays out of the shared test venv).
 fn randomly_site() -> PathBuf {
-    let dir = venv().join("randomly-site");
-    if !dir.join("pytest_randomly").is_dir() {
-        let status = Command::new(venv_python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["--no-deps", "--target"])
-            .arg(&dir)
-            .arg("pytest-randomly")
-            .status()
-            .expect("pip install pytest-randomly");
-        assert!(status.success(), "could not install pytest-randomly");
-    }
-    dir
+    side_site("pytest-randomly", "pytest_randomly")
 }
 
 #[test]
