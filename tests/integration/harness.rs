@@ -33,13 +33,9 @@ pub fn venv() -> &'static Path {
                 .status()
                 .expect("python3 -m venv");
             assert!(status.success(), "could not create {}", dir.display());
-            let status = Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
+            pip_install(
+                &python,
+                &[
                     "pytest",
                     "pytest-xdist",
                     "pytest-rerunfailures",
@@ -48,40 +44,38 @@ pub fn venv() -> &'static Path {
                     "pytest-json-report",
                     "pytest-github-actions-annotate-failures",
                     "pytest-instafail",
-                ])
-                .status()
-                .expect("pip install");
-            assert!(
-                status.success(),
-                "could not install pytest into {}",
-                dir.display()
+                ],
             );
         }
         dir
     })
 }
 
+/// `pip install ARGS` with `python`, which must succeed.
+fn pip_install(python: &Path, args: &[&str]) {
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("pip install {args:?}: {e}"));
+    assert!(status.success(), "pip install {args:?} failed");
+}
+
 /// A pytest plugin installed on its own, for the tests that want it and
 /// out of the shared test venv (installed there, it would change every
-/// other test): a directory to put on `PYTHONPATH`.
-pub fn side_site(dist: &str, module: &str) -> PathBuf {
+/// other test): a directory to put on `PYTHONPATH`. `installs` is what
+/// the install puts there (a package directory or a module file).
+pub fn side_site(dist: &str, installs: &str) -> PathBuf {
     let dir = venv().join(format!("{dist}-site"));
-    if !dir.join(module).exists() && !dir.join(format!("{module}.py")).exists() {
-        let status = Command::new(venv_python())
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg(dist)
-            .status()
-            .unwrap_or_else(|e| panic!("pip install {dist}: {e}"));
-        assert!(status.success(), "could not install {dist}");
+    if !dir.join(installs).exists() {
+        let target = dir.display().to_string();
+        pip_install(&venv_python(), &["--no-deps", "--target", &target, dist]);
     }
     dir
 }
