@@ -505,6 +505,10 @@ class Worker:
             index = nxt
         return True
 
+    def pytest_runtest_logstart(self, nodeid, location):
+        # After pytest's reporter drew the test's start (trylast).
+        self.terminal.clear()
+
     def pytest_runtest_logreport(self, report):
         # After pytest's reporter drew the report (its text is no last word).
         self.terminal.clear()
@@ -808,8 +812,8 @@ class TerminalTail:
         def _exit(status):
             # Not in a child forked by a test: its copy of this is the
             # parent's.
-            if self.testing and self.parts and os.getpid() == pid:
-                text = "".join(self.parts)[-self.LIMIT :]
+            text = "".join(self.parts)[-self.LIMIT :] if self.testing else ""
+            if text.strip() and os.getpid() == pid:
                 try:
                     out = _CRASH_FD if _CRASH_FD is not None else 2
                     os.write(out, (self.HEAD + text.rstrip("\n") + "\n").encode("utf-8", "replace"))
@@ -1080,6 +1084,7 @@ def run_pytest(channel, inbox, start):
 
     # Run after the terminal plugin's pytest_configure, to silence it.
     Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
+    Worker.pytest_runtest_logstart = pytest.hookimpl(trylast=True)(Worker.pytest_runtest_logstart)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True)(Worker.pytest_sessionfinish)
     worker = Worker(channel, inbox, start)
     worker.stream = bool(start.get("stream"))

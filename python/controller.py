@@ -38,6 +38,7 @@ CONTROLLER_HOOKS = (
     "pytest_warning_recorded",
     "pytest_sessionfinish",
     "pytest_terminal_summary",
+    "pytest_handlecrashitem",
 )
 
 # The terminal reporter's own sections, which the coordinator renders.
@@ -176,6 +177,24 @@ class Node:
 
     def __repr__(self):
         return "<WorkerController %s>" % self.gateway.id
+
+
+class CrashScheduler:
+    """The ``sched`` that ``pytest_handlecrashitem`` gets: xdist's
+    ``mark_test_pending`` (run the crashed test again) where the
+    distribution mode takes single tests back (``load``, ``worksteal``, as
+    in xdist), else ``NotImplementedError`` as xdist's other schedulers
+    raise.  The coordinator does the re-queueing."""
+
+    def __init__(self, config, requeue):
+        self.config = config
+        self.requeue = requeue
+        self.pending = set()
+
+    def mark_test_pending(self, item):
+        if not self.requeue:
+            raise NotImplementedError()
+        self.pending.add(item)
 
 
 def _is_builtin(plugin, own):
@@ -421,6 +440,7 @@ class Controller:
                 "wants_ids": wants_ids,
                 "hooked": hooked,
                 "configure_node": any(h.startswith("pytest_configure_node ") for h in hooked),
+                "crash_items": any(h.startswith("pytest_handlecrashitem ") for h in hooked),
                 "workerinput": common,
                 "watch": watch,
                 "absent": absent,
@@ -674,6 +694,64 @@ class Controller:
                 hook.pytest_runtest_logreport(report=report)
             except Exception:
                 self.hook_error("pytest_runtest_logreport")
+        (self.logfinish or hook.pytest_runtest_logfinish)(nodeid=nodeid, location=location)
+
+    def on_crash_item(self, msg):
+        """A test crashed its worker: as xdist's DSession.handle_crashitem,
+        plugins decide (``pytest_handlecrashitem``) whether it runs again
+        (pytest-rerunfailures' ``--reruns``), then the report is logged;
+        the coordinator gets the verdict."""
+        import pytest
+
+        hook = self.config.hook
+        node = self.node(msg["node"])
+        nodeid = msg["nodeid"]
+        fspath = nodeid.split("::")[0]
+        location = tuple(msg.get("location") or (fspath, None, fspath))
+        report = pytest.TestReport(
+            nodeid=nodeid,
+            location=location,
+            keywords={},
+            outcome="failed",
+            longrepr=msg.get("longrepr") or "",
+            when=msg.get("when") or "call",
+            duration=float(msg.get("duration") or 0.0),
+        )
+        report.node = node
+        report.worker_id = node.gateway.id
+        sched = CrashScheduler(self.config, bool(msg.get("requeue")))
+        # What the worker told plugins' own servers here just before it
+        # died (pytest-rerunfailures' status server: the test's reruns)
+        # may still be on its way: let their threads read it first.
+        time.sleep(0.05)
+        try:
+            hook.pytest_handlecrashitem(crashitem=nodeid, report=report, sched=sched)
+        except Exception:
+            self.hook_error("pytest_handlecrashitem")
+        verdict = {
+            "t": "crash_verdict",
+            "item": msg["item"],
+            "rerun": nodeid in sched.pending,
+            "outcome": str(report.outcome),
+            "longrepr": _text(report.longrepr),
+        }
+        try:
+            status = hook.pytest_report_teststatus(report=report, config=self.config)
+            if status:
+                verdict["category"], verdict["letter"] = _text(status[0]), _text(status[1])
+                word = status[2][0] if isinstance(status[2], tuple) else status[2]
+                verdict["word"] = _text(word)
+        except Exception:
+            pass
+        self.channel.send(verdict)
+        (self.logstart or hook.pytest_runtest_logstart)(nodeid=nodeid, location=location)
+        environment = msg.get("environment")
+        if environment:
+            self.junit_record(report, environment)
+        try:
+            hook.pytest_runtest_logreport(report=report)
+        except Exception:
+            self.hook_error("pytest_runtest_logreport")
         (self.logfinish or hook.pytest_runtest_logfinish)(nodeid=nodeid, location=location)
 
     def on_warning(self, msg):

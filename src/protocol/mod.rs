@@ -180,6 +180,9 @@ pub enum ToAgent {
     /// Controller: one test's reports (`logstart`, `logreport`s,
     /// `logfinish`).
     Test(TestReplay),
+    /// Controller: a test crashed its worker; plugins decide whether it
+    /// runs again (`pytest_handlecrashitem`), answered by `crash_verdict`.
+    CrashItem(CrashItem),
     /// Controller: a recorded warning (`pytest_warning_recorded`).
     Warning {
         /// The agent's serialized warning.
@@ -322,6 +325,54 @@ pub struct ControlArgs {
     pub timeout: Option<f64>,
 }
 
+/// A test that crashed its worker, for the controller's plugins.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CrashItem {
+    /// The coordinator's index of the test (echoed in the verdict).
+    pub item: usize,
+    /// The worker it crashed.
+    pub node: String,
+    /// pytest node id.
+    pub nodeid: String,
+    /// `(path, line, domain)`.
+    pub location: Option<(String, Option<u64>, String)>,
+    /// The phase it crashed in.
+    pub when: String,
+    /// What happened.
+    pub longrepr: String,
+    /// Seconds.
+    pub duration: f64,
+    /// Whether the distribution mode can run this one test again (xdist's
+    /// `mark_test_pending`).
+    pub requeue: bool,
+    /// JUnit properties saying where it ran.
+    #[serde(default)]
+    pub environment: Vec<(String, String)>,
+}
+
+/// What the controller's plugins made of a crashed test.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CrashVerdict {
+    /// The [`CrashItem::item`] answered.
+    pub item: usize,
+    /// A plugin marked it to run again.
+    pub rerun: bool,
+    /// The report's outcome as plugins left it (`rerun`, `failed`).
+    pub outcome: String,
+    /// Its text as plugins left it.
+    #[serde(default)]
+    pub longrepr: Option<String>,
+    /// pytest's status category, letter and word for it.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The progress letter.
+    #[serde(default)]
+    pub letter: Option<String>,
+    /// The verbose word.
+    #[serde(default)]
+    pub word: Option<String>,
+}
+
 /// One test's reports as the controller replays them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TestReplay {
@@ -426,6 +477,8 @@ pub enum FromAgent {
     },
     /// The controller's session finished.
     ControllerDone(ControllerDone),
+    /// The controller's plugins decided about a crashed test.
+    CrashVerdict(CrashVerdict),
     /// What plugins wrote to the controller's terminal while it replayed
     /// a test (pytest-instafail's failure), to show as it comes.
     PluginText {
@@ -504,6 +557,9 @@ pub struct ControllerReady {
     /// Whether a plugin implements `pytest_configure_node`.
     #[serde(default)]
     pub configure_node: bool,
+    /// Whether a plugin implements `pytest_handlecrashitem`.
+    #[serde(default)]
+    pub crash_items: bool,
     /// What decided its plugins: path, mtime (ns), size.
     #[serde(default)]
     pub watch: Vec<(String, i64, u64)>,

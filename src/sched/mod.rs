@@ -78,6 +78,9 @@ pub struct Scheduler {
     stopped: bool,
     wakeups: Vec<usize>,
     steal_inflight: Option<usize>,
+    /// Crashed tests waiting to learn whether they run again: until then
+    /// no worker is shut down for want of work.
+    held: usize,
 }
 
 /// Group items into units: by key; in the load modes with history, short
@@ -217,7 +220,24 @@ impl Scheduler {
             stopped: false,
             wakeups: Vec::new(),
             steal_inflight: None,
+            held: 0,
         }
+    }
+
+    /// A crashed test may come back ([`release`](Scheduler::release)):
+    /// idle workers wait instead of being shut down.
+    pub fn hold(&mut self) {
+        self.held += 1;
+    }
+
+    /// The held test's fate is known: `item` of `collection` runs again,
+    /// or (`None`) not; idle workers are polled again either way.
+    pub fn release(&mut self, again: Option<(usize, usize)>) {
+        self.held = self.held.saturating_sub(1);
+        if let Some((collection, item)) = again {
+            self.requeue(collection, vec![item]);
+        }
+        self.wake_idle();
     }
 
     /// Add a collection: its items in collection order, with unit keys and,
@@ -485,6 +505,10 @@ impl Scheduler {
                 return Action::Steal { victim, items };
             }
         }
+        if self.held > 0 && !self.stopped {
+            // Its last test waits for its successor (or shutdown) a moment.
+            return Action::Wait;
+        }
         if let Some(state) = self.workers.get_mut(&worker) {
             state.shut = true;
         }
@@ -513,6 +537,34 @@ mod tests {
             .collect();
         queue.retain(|i| !stolen.contains(i));
         s.stolen(victim, stolen);
+    }
+
+    #[test]
+    fn a_held_crash_keeps_idle_workers_until_its_fate_is_known() {
+        let mut s = Scheduler::new(DistMode::Load);
+        s.add_collection(0, infos(vec![(0, None), (1, None)], None), 2);
+        s.add_worker(0, 0);
+        s.add_worker(1, 0);
+        assert_eq!(s.poll(0), Action::Run(vec![0]));
+        assert_eq!(s.poll(1), Action::Run(vec![1]));
+        // Worker 0's test crashed it; worker 1 finished its own.
+        s.remove_worker(0);
+        s.hold();
+        s.finished(1, 1);
+        s.take_wakeups();
+        assert_eq!(s.poll(1), Action::Wait);
+        // It runs again: the idle worker is woken and gets it.
+        s.release(Some((0, 0)));
+        assert_eq!(s.take_wakeups(), vec![1]);
+        assert_eq!(s.poll(1), Action::Run(vec![0]));
+        s.take_wakeups();
+        s.finished(1, 0);
+        s.hold();
+        assert_eq!(s.poll(1), Action::Wait);
+        // Not again: now it is shut down.
+        s.release(None);
+        assert_eq!(s.take_wakeups(), vec![1]);
+        assert_eq!(s.poll(1), Action::Shutdown);
     }
 
     fn infos(items: Vec<(usize, Option<String>)>, expected: Option<&[f64]>) -> Vec<ItemInfo> {

@@ -14,9 +14,10 @@ use super::{Input, Pumped, Session, SlotState};
 use crate::error::ExitCode;
 use crate::events::{Event, PluginOutput, TestResult};
 use crate::gateway::{self, Killer};
+use crate::plan::DistMode;
 use crate::protocol::{
-    controller_payload, encode, ControlArgs, ControllerDone, CrashReplay, FromAgent, RawJson,
-    TestReplay, ToAgent, PROTOCOL_VERSION,
+    controller_payload, encode, ControlArgs, ControllerDone, CrashItem, CrashReplay, CrashVerdict,
+    FromAgent, RawJson, TestReplay, ToAgent, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 
@@ -74,6 +75,16 @@ pub(super) struct Controller {
     memo: Option<(std::path::PathBuf, String)>,
     /// It was told to finish its session.
     told_finish: bool,
+    /// A plugin implements `pytest_handlecrashitem`.
+    crash_items: bool,
+}
+
+impl Controller {
+    /// Whether a crashed test waits for the controller's plugins to say
+    /// if it runs again.
+    pub(super) fn asks_about_crashes(&self) -> bool {
+        self.state == CtlState::Active && self.crash_items && self.writer.is_some()
+    }
 }
 
 /// What the last runs with the same interpreter, arguments and plugin
@@ -201,8 +212,9 @@ impl Session<'_> {
         self.ctl.state = CtlState::Off;
         self.reporter.on_event(&Event::Notice(message));
         // Workers waiting for its answer (or for its word on a guess) go
-        // on without it.
+        // on without it, and so do crashed tests waiting for its verdict.
         self.release_workers();
+        self.release_crashes();
     }
 
     /// Workers waiting for the controller get rtest's own workerinput.
@@ -477,6 +489,7 @@ impl Session<'_> {
                 self.ctl.after_header = ready.after_header;
                 self.ctl.common = ready.workerinput;
                 self.ctl.wants_ids = ready.wants_ids;
+                self.ctl.crash_items = ready.crash_items;
                 let configure_node = ready.configure_node || !self.ctl.common.is_empty();
                 let wrong = match &guessed {
                     None => false,
@@ -583,6 +596,7 @@ impl Session<'_> {
             FromAgent::PluginText { text } => {
                 self.reporter.on_event(&Event::PluginText(text));
             }
+            FromAgent::CrashVerdict(verdict) => self.on_crash_verdict(verdict),
             FromAgent::UsageError { message, verbatim } => {
                 // pytest refused the run (its arguments, a conftest that
                 // does not import, an ini value found at configure time):
@@ -610,6 +624,79 @@ impl Session<'_> {
             }
             _ => {}
         }
+    }
+
+    /// Test `global` crashed its worker: as xdist's DSession, ask the
+    /// controller's plugins (`pytest_handlecrashitem`) whether it runs
+    /// again; until they answer, no worker is shut down for want of work.
+    pub(super) fn ask_about_crash(&mut self, global: usize, coll: usize, result: TestResult) {
+        let Some(phase) = result.phases.first() else {
+            return self.record_final(global, result, true);
+        };
+        let crash = CrashItem {
+            item: global,
+            node: result.worker.clone(),
+            nodeid: result.nodeid.clone(),
+            location: result.location.clone(),
+            when: phase.when.clone(),
+            longrepr: phase.longrepr.clone().unwrap_or_default(),
+            duration: result.duration,
+            // xdist's load and worksteal schedulers take one test back.
+            requeue: matches!(self.plan.dist, DistMode::Load | DistMode::WorkSteal),
+            environment: self.environment(result.worker_index),
+        };
+        self.tell_controller(&ToAgent::CrashItem(crash));
+        self.sched.hold();
+        self.crash_waiting.insert(global, (result, coll));
+    }
+
+    /// The controller's plugins decided: the crash is an attempt that
+    /// goes before the test's next run (pytest-rerunfailures' `rerun`),
+    /// or the test's outcome as they left it. The controller logged the
+    /// report itself.
+    fn on_crash_verdict(&mut self, verdict: CrashVerdict) {
+        let Some((mut result, coll)) = self.crash_waiting.remove(&verdict.item) else {
+            return;
+        };
+        if let Some(phase) = result.phases.first_mut() {
+            let usual = matches!(verdict.outcome.as_str(), "passed" | "failed" | "skipped");
+            if let Some(category) = verdict.category.filter(|c| !usual || *c != verdict.outcome) {
+                phase.category = Some(category);
+                phase.letter = verdict.letter;
+            }
+            phase.word = verdict
+                .word
+                .filter(|w| *w != verdict.outcome.to_uppercase() && !w.is_empty());
+            phase.outcome = verdict.outcome;
+            if verdict.longrepr.is_some() {
+                phase.longrepr = verdict.longrepr;
+            }
+        }
+        let again = verdict.rerun && self.stop.is_none() && self.error.is_none();
+        if again {
+            self.carried
+                .entry(verdict.item)
+                .or_default()
+                .append(&mut result.phases);
+            self.sched.release(Some((coll, verdict.item)));
+        } else {
+            self.sched.release(None);
+            self.record_final(verdict.item, result, false);
+        }
+        self.dispatch_all();
+    }
+
+    /// Crashed tests still waiting for a verdict that will not come (the
+    /// controller failed, or the run is over): failures as they are.
+    pub(super) fn release_crashes(&mut self) {
+        let waiting: Vec<usize> = self.crash_waiting.keys().copied().collect();
+        for global in waiting {
+            if let Some((result, _)) = self.crash_waiting.remove(&global) {
+                self.sched.release(None);
+                self.record_final(global, result, true);
+            }
+        }
+        self.dispatch_all();
     }
 
     fn kill_controller(&mut self) {

@@ -79,7 +79,6 @@ impl Session<'_> {
         if item.done {
             return;
         }
-        item.done = true;
         let result = TestResult {
             nodeid: item.nodeid.clone(),
             worker: slot.id.clone(),
@@ -89,11 +88,27 @@ impl Session<'_> {
             duration: f.d,
             crashed: false,
         };
-        self.record(result);
+        self.record_final(global, result, true);
         self.dispatch(i);
     }
 
+    /// Item `global`'s outcome, after what earlier attempts that crashed
+    /// their workers reported (`replay`: unless the controller logged it
+    /// already).
+    pub(super) fn record_final(&mut self, global: usize, mut result: TestResult, replay: bool) {
+        self.items[global].done = true;
+        if let Some(mut before) = self.carried.remove(&global) {
+            before.append(&mut result.phases);
+            result.phases = before;
+        }
+        self.record_with(result, replay);
+    }
+
     pub(super) fn record(&mut self, result: TestResult) {
+        self.record_with(result, true);
+    }
+
+    fn record_with(&mut self, result: TestResult, replay: bool) {
         let failed_reports = result
             .phases
             .iter()
@@ -109,7 +124,9 @@ impl Session<'_> {
             self.durations
                 .push((result.nodeid.clone(), result.duration));
         }
-        self.replay(&result);
+        if replay {
+            self.replay(&result);
+        }
         self.reporter
             .on_event(&Event::TestFinished(Box::new(result)));
         if let Some(max) = self.maxfail {

@@ -294,6 +294,12 @@ struct Session<'a> {
     history: Option<history::History>,
     durations: Vec<(String, f64)>,
     ctl: controller::Controller,
+    /// Crashed tests waiting for the controller's `pytest_handlecrashitem`
+    /// (by item): their result, and their collection.
+    crash_waiting: HashMap<usize, (TestResult, usize)>,
+    /// What earlier attempts of a test that runs again after a crash
+    /// reported (by item), to go before its next attempt's reports.
+    carried: HashMap<usize, Vec<PhaseReport>>,
 }
 
 /// Run the plan to the end, telling `reporter` everything.
@@ -331,6 +337,8 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         history: None,
         durations: Vec::new(),
         ctl: controller::Controller::default(),
+        crash_waiting: HashMap::new(),
+        carried: HashMap::new(),
     };
     for (i, w) in plan.workers.iter().enumerate() {
         s.slots.push(Slot {
@@ -405,6 +413,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
     }
     // Remote kill commands still on their way must arrive.
     s.opts.remotes.ssh.settle().await;
+    s.release_crashes();
     let exit = s.conclude();
     // The controller's session finishes with the run's status; its plugins
     // may change it (pytest-cov's --cov-fail-under).
@@ -599,6 +608,7 @@ impl Session<'_> {
             FromAgent::ControllerReady(_)
             | FromAgent::NodeConfigured { .. }
             | FromAgent::ControllerDone(_)
+            | FromAgent::CrashVerdict(_)
             | FromAgent::PluginText { .. } => {}
             FromAgent::Interrupted { i: local, message } => {
                 let nodeid = self.nodeid_of(i, local).unwrap_or_default();

@@ -277,8 +277,7 @@ impl Session<'_> {
             } else {
                 format!("{head}\n\nlast output of worker {id}:\n{tail}")
             };
-            let item = &mut self.items[crashed];
-            item.done = true;
+            let item = &self.items[crashed];
             let head_line = item
                 .location
                 .as_ref()
@@ -308,14 +307,22 @@ impl Session<'_> {
                 duration: elapsed,
                 crashed: true,
             };
-            self.record(result);
-            if let Some(coll) = self.slots[i].collection {
+            let coll = self.slots[i].collection;
+            match coll {
+                // Plugins may run it again (pytest-rerunfailures).
+                Some(coll) if self.ctl.asks_about_crashes() && !ending => {
+                    self.ask_about_crash(crashed, coll, result)
+                }
+                _ => self.record_final(crashed, result, true),
+            }
+            if let Some(coll) = coll {
                 self.sched.requeue(coll, rest);
             }
         }
         self.slots[i].reports.clear();
 
         let needs_worker = !self.sched.collections_with_work().is_empty()
+            || !self.crash_waiting.is_empty()
             || (!self.collected_event && self.stop.is_none() && self.error.is_none());
         let crashed = !ended_by_itself && !aborted && was != SlotState::Exited;
         if crashed && needs_worker && self.stop.is_none() && self.error.is_none() {

@@ -479,3 +479,78 @@ def test_ok():
         .code(0)
         .stdout_has("RERUN test_flaky.py::test_flaky");
 }
+
+#[test]
+fn a_test_that_crashes_its_worker_reruns_as_under_xdist() {
+    // pytest-rerunfailures' pytest_handlecrashitem, in the controller as in
+    // xdist's: a crashed test runs again on another worker while reruns
+    // are left, and counts as pytest-xdist counts it.
+    let p = Project::new().file(
+        "test_crash.py",
+        r#"
+import os
+
+
+def test_crashes_once():
+    marker = os.path.join(os.environ["MARKER_DIR"], "crashed")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+
+
+def test_always_crashes():
+    os._exit(1)
+
+
+def test_ok():
+    pass
+"#,
+    );
+    let run = |tool: &str| {
+        let marks = p.path().join(format!("marks-{tool}"));
+        std::fs::create_dir_all(&marks).unwrap();
+        let args = ["-n", "2", "-p", "no:cacheprovider", "--reruns", "1"];
+        let xml = format!("--junitxml={tool}.xml");
+        let mut cmd = if tool == "rtest" {
+            p.command(&args)
+        } else {
+            let mut c = std::process::Command::new(crate::harness::venv_python());
+            c.args(["-m", "pytest"]).args(args).current_dir(p.path());
+            c
+        };
+        cmd.arg(&xml).env("MARKER_DIR", &marks);
+        crate::harness::Run::from(cmd.output().unwrap())
+    };
+    let r = run("rtest");
+    r.code(1)
+        .stdout_has("worker gw")
+        .stdout_has("crashed while running test_crash.py::test_always_crashes");
+    let x = run("xdist");
+    assert_eq!(r.summary(), "1 failed, 2 passed, 2 rerun");
+    assert_eq!(r.summary(), x.summary());
+    // The same testcases; a crash is a failure in rtest's JUnit (xdist's
+    // crash report has no phase, which pytest's junitxml makes an error).
+    let xdist: Vec<(String, String)> = junit_outcomes(&p.path().join("xdist.xml"))
+        .into_iter()
+        .map(|(case, outcome)| (case, outcome.replace("error", "failure")))
+        .collect();
+    assert_eq!(junit_outcomes(&p.path().join("rtest.xml")), xdist);
+    // A mode that cannot take one test back (loadfile, as xdist's
+    // LoadFileScheduling): no rerun.
+    std::fs::remove_dir_all(p.path().join("marks-rtest")).unwrap();
+    std::fs::create_dir_all(p.path().join("marks-rtest")).unwrap();
+    let mut cmd = p.command(&[
+        "-n",
+        "2",
+        "-p",
+        "no:cacheprovider",
+        "--reruns",
+        "1",
+        "--dist",
+        "loadfile",
+    ]);
+    cmd.env("MARKER_DIR", p.path().join("marks-rtest"));
+    let r = crate::harness::Run::from(cmd.output().unwrap());
+    r.code(1);
+    assert_eq!(r.summary(), "2 failed, 1 passed");
+}
