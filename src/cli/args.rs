@@ -450,7 +450,9 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
                     "--timeout: expected a number of seconds, got {v:?}"
                 )));
             }
-            out.timeout = if secs == 0.0 { None } else { Some(secs) };
+            // 0 is "no timeout": kept, so it overrides a config file's and
+            // reaches pytest-timeout as `--timeout 0` does.
+            out.timeout = Some(secs);
         }
         "--startup-timeout" => {
             let secs: f64 = v

@@ -719,8 +719,7 @@ fn settings(
         raw.timeout,
         cfg.timeout.as_ref(),
         &mut note,
-    )
-    .filter(|t| *t > 0.0);
+    );
     let startup_timeout = pick(
         "startup-timeout",
         "--startup-timeout",

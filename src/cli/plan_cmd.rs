@@ -305,7 +305,9 @@ pub fn to_text(plan: &Plan) -> String {
     let _ = writeln!(
         out,
         "timeout: {}  startup-timeout: {}  max-worker-restart: {}  maxfail: {}",
-        plan.timeout.map_or("none".to_string(), |t| format!("{t}s")),
+        plan.timeout
+            .filter(|t| *t > 0.0)
+            .map_or("none".to_string(), |t| format!("{t}s")),
         plan.startup_timeout
             .map_or("none".to_string(), |t| format!("{t}s")),
         plan.max_worker_restart,

@@ -67,7 +67,7 @@ pub struct Settings {
     pub pytest_env: BTreeMap<String, String>,
     /// `--basetemp`.
     pub basetemp: Option<String>,
-    /// `--timeout` seconds.
+    /// `--timeout` seconds (0: none, given to say so).
     pub timeout: Option<f64>,
     /// `--startup-timeout` seconds (`Some(0.0)`: none).
     pub startup_timeout: Option<f64>,
@@ -174,7 +174,7 @@ pub struct Plan {
     pub pytest_env: BTreeMap<String, String>,
     /// `--basetemp`, split per worker.
     pub basetemp: Option<String>,
-    /// Per-test timeout, seconds.
+    /// Per-test timeout, seconds (0: none, given to say so).
     pub timeout: Option<f64>,
     /// Seconds a worker may take to report its collection.
     pub startup_timeout: Option<f64>,

@@ -490,7 +490,11 @@ impl Session<'_> {
                 Some(limits) => limits
                     .of(self.items[running].local)
                     .map(|limit| KillReason::PluginTimeout(limit, plugin_grace(limit))),
-                None => self.plan.timeout.map(KillReason::Timeout),
+                None => self
+                    .plan
+                    .timeout
+                    .filter(|t| *t > 0.0)
+                    .map(KillReason::Timeout),
             };
             let Some(reason) = reason else {
                 continue;

@@ -475,3 +475,32 @@ fn fake_python(p: Project, name: &str, behaviour: &str) -> (Project, std::path::
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     (p, path)
 }
+
+#[test]
+fn timeout_zero_switches_off_a_configured_timeout() {
+    // As `pytest --timeout 0` switches off pytest-timeout's ini timeout,
+    // and rtest's `--timeout 0` a config file's.
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\ntimeout = 1\n")
+        .file(
+            "test_t.py",
+            "import time\n\n\ndef test_slow():\n    time.sleep(2)\n",
+        );
+    let args = ["-n", "1", "-p", "no:cacheprovider"];
+    let r = with_pytest_timeout(p.command(&args));
+    r.code(1)
+        .stdout_has("Failed: Timeout (>1.0s) from pytest-timeout.");
+    let r = with_pytest_timeout(p.command(&[&args[..], &["--timeout", "0"]].concat()));
+    r.code(0);
+    assert_eq!(r.summary(), "1 passed");
+    let p = Project::new().file("conftest.kdl", "timeout 1\n").file(
+        "test_t.py",
+        "import time\n\n\ndef test_slow():\n    time.sleep(4)\n",
+    );
+    p.rtest(&args)
+        .code(1)
+        .stdout_has("ran longer than 1s; rtest killed worker");
+    let r = p.rtest(&[&args[..], &["--timeout", "0"]].concat());
+    r.code(0);
+    assert_eq!(r.summary(), "1 passed");
+}
