@@ -675,50 +675,46 @@ class Controller:
                 self.hook_error("pytest_runtest_logreport")
         crash = msg.get("crash")
         if crash is not None:
-            import pytest
-
-            report = pytest.TestReport(
-                nodeid=nodeid,
-                location=location,
-                keywords={},
-                outcome="failed",
-                longrepr=crash.get("longrepr") or "",
-                when=crash.get("when") or "call",
-                duration=float(crash.get("duration") or 0.0),
-            )
-            report.node = node
-            report.worker_id = node.gateway.id
-            if environment:
-                self.junit_record(report, environment)
-            try:
-                hook.pytest_runtest_logreport(report=report)
-            except Exception:
-                self.hook_error("pytest_runtest_logreport")
+            self.log_crash(self.crash_report(nodeid, location, node, crash), environment)
         (self.logfinish or hook.pytest_runtest_logfinish)(nodeid=nodeid, location=location)
+
+    def crash_report(self, nodeid, location, node, crash):
+        """The failed report of a test whose worker died (or that never
+        ran), as xdist's controller makes one."""
+        import pytest
+
+        report = pytest.TestReport(
+            nodeid=nodeid,
+            location=location,
+            keywords={},
+            outcome="failed",
+            longrepr=crash.get("longrepr") or "",
+            when=crash.get("when") or "call",
+            duration=float(crash.get("duration") or 0.0),
+        )
+        report.node = node
+        report.worker_id = node.gateway.id
+        return report
+
+    def log_crash(self, report, environment):
+        if environment:
+            self.junit_record(report, environment)
+        try:
+            self.config.hook.pytest_runtest_logreport(report=report)
+        except Exception:
+            self.hook_error("pytest_runtest_logreport")
 
     def on_crash_item(self, msg):
         """A test crashed its worker: as xdist's DSession.handle_crashitem,
         plugins decide (``pytest_handlecrashitem``) whether it runs again
         (pytest-rerunfailures' ``--reruns``), then the report is logged;
         the coordinator gets the verdict."""
-        import pytest
-
         hook = self.config.hook
         node = self.node(msg["node"])
         nodeid = msg["nodeid"]
         fspath = nodeid.split("::")[0]
         location = tuple(msg.get("location") or (fspath, None, fspath))
-        report = pytest.TestReport(
-            nodeid=nodeid,
-            location=location,
-            keywords={},
-            outcome="failed",
-            longrepr=msg.get("longrepr") or "",
-            when=msg.get("when") or "call",
-            duration=float(msg.get("duration") or 0.0),
-        )
-        report.node = node
-        report.worker_id = node.gateway.id
+        report = self.crash_report(nodeid, location, node, msg)
         sched = CrashScheduler(self.config, bool(msg.get("requeue")))
         # What the worker told plugins' own servers here just before it
         # died (pytest-rerunfailures' status server: the test's reruns)
@@ -745,13 +741,7 @@ class Controller:
             pass
         self.channel.send(verdict)
         (self.logstart or hook.pytest_runtest_logstart)(nodeid=nodeid, location=location)
-        environment = msg.get("environment")
-        if environment:
-            self.junit_record(report, environment)
-        try:
-            hook.pytest_runtest_logreport(report=report)
-        except Exception:
-            self.hook_error("pytest_runtest_logreport")
+        self.log_crash(report, msg.get("environment"))
         (self.logfinish or hook.pytest_runtest_logfinish)(nodeid=nodeid, location=location)
 
     def on_warning(self, msg):
