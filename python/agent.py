@@ -814,11 +814,7 @@ class TerminalTail:
             # parent's.
             text = "".join(self.parts)[-self.LIMIT :] if self.testing else ""
             if text.strip() and os.getpid() == pid:
-                try:
-                    out = _CRASH_FD if _CRASH_FD is not None else 2
-                    os.write(out, (self.HEAD + text.rstrip("\n") + "\n").encode("utf-8", "replace"))
-                except Exception:
-                    pass
+                _last_words(self.HEAD + text.rstrip("\n") + "\n")
             real(status)
 
         os._exit = _exit
@@ -877,9 +873,7 @@ class HangDump:
                     continue
                 self.deadline = None
                 try:
-                    text = self.stacks()
-                    out = _CRASH_FD if _CRASH_FD is not None else sys.stderr.fileno()
-                    os.write(out, text.encode("utf-8", "replace"))
+                    _last_words(self.stacks())
                 except Exception:
                     pass
 
@@ -901,6 +895,15 @@ class HangDump:
             lines.append("Thread %s%s:" % (name, " (the test's)" if ident == main else ""))
             lines.extend(line.rstrip("\n") for line in traceback.format_list(stack))
         return "\n".join(lines) + "\n"
+
+
+def _last_words(text):
+    """Write ``text`` where the coordinator reads this process's stderr,
+    past pytest's capture (the copy of fd 2 made before it started)."""
+    try:
+        os.write(_CRASH_FD if _CRASH_FD is not None else 2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 # The first line of a hang dump (the coordinator shows the dump from it).

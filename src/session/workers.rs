@@ -484,25 +484,21 @@ impl Session<'_> {
             let (Some(started), Some(&running)) = (slot.started, slot.pending.front()) else {
                 continue;
             };
-            let reason = match &slot.limits {
+            let kill = match &slot.limits {
                 // A plugin in the worker enforces the test's own limit;
                 // rtest steps in only when the test outlives it anyway.
-                Some(limits) => limits
-                    .of(self.items[running].local)
-                    .map(|limit| KillReason::PluginTimeout(limit, plugin_grace(limit))),
+                Some(limits) => limits.of(self.items[running].local).map(|limit| {
+                    let grace = plugin_grace(limit);
+                    (KillReason::PluginTimeout(limit, grace), limit + grace)
+                }),
                 None => self
                     .plan
                     .timeout
                     .filter(|t| *t > 0.0)
-                    .map(KillReason::Timeout),
+                    .map(|limit| (KillReason::Timeout(limit), limit + DUMP_GRACE)),
             };
-            let Some(reason) = reason else {
+            let Some((reason, deadline)) = kill else {
                 continue;
-            };
-            let deadline = match reason {
-                KillReason::PluginTimeout(limit, grace) => limit + grace,
-                KillReason::Timeout(limit) => limit + DUMP_GRACE,
-                _ => continue,
             };
             if started.elapsed().as_secs_f64() > deadline {
                 slot.kill_reason = Some(reason);
