@@ -670,8 +670,13 @@ impl Terminal {
         }
     }
 
-    fn summary_passes(&mut self) {
-        if !self.opts.report_chars.contains('P') {
+    /// pytest's PASSES (`-rP`) or XPASSES (`-rX`) section.
+    fn summary_passes(&mut self, which: Category) {
+        let (char, title) = match which {
+            Category::XPassed => ('X', "XPASSES"),
+            _ => ('P', "PASSES"),
+        };
+        if !self.opts.report_chars.contains(char) || self.opts.tb == "no" {
             return;
         }
         // As pytest: the heading once any test passed; a test's own
@@ -680,13 +685,13 @@ impl Terminal {
         let passes: Vec<TestResult> = self
             .interesting
             .iter()
-            .filter(|r| r.categories().any(|(c, _)| c == Category::Passed))
+            .filter(|r| r.categories().any(|(c, _)| c == which))
             .cloned()
             .collect();
         if passes.is_empty() {
             return;
         }
-        self.sep_line('=', "PASSES", "", false);
+        self.sep_line('=', title, "", false);
         for r in &passes {
             if let Some(call) = r
                 .phases
@@ -945,10 +950,27 @@ impl Terminal {
                     } else {
                         Category::XPassed
                     };
+                    // The reason in full, as pytest (8 and later) shows it;
+                    // pytest 9 names the phase of an xfail outside the call.
+                    let phase_named = self
+                        .workers
+                        .first()
+                        .and_then(|w| w.info.pytest.as_deref())
+                        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+                        .is_some_and(|major| major >= 9);
                     for r in &self.interesting {
                         for p in r.phases.iter().filter(|p| categorize(p) == Some(cat)) {
                             let word = self.paint(cat.verbose_word(), YELLOW, false);
-                            lines.push(with_msg(&word, &label(r), p.wasxfail.as_deref()));
+                            let mut line = if phase_named && c == 'x' && p.when != "call" {
+                                format!("{word} at {} of {}", p.when, label(r))
+                            } else {
+                                format!("{word} {}", label(r))
+                            };
+                            if let Some(reason) = p.wasxfail.as_deref().filter(|m| !m.is_empty()) {
+                                line.push_str(" - ");
+                                line.push_str(reason);
+                            }
+                            lines.push(line);
                         }
                     }
                 }
@@ -1223,7 +1245,8 @@ impl Terminal {
             self.summary_warnings();
         }
         if self.draws("summary_passes") {
-            self.summary_passes();
+            self.summary_passes(Category::Passed);
+            self.summary_passes(Category::XPassed);
         }
         self.plugin_text(&plugins.summary);
         self.summary_durations();

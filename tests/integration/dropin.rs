@@ -390,6 +390,51 @@ fn the_passes_section_is_pytests() {
 }
 
 #[test]
+fn xfail_and_xpass_read_as_in_pytest() {
+    // The XPASSES section (-rX) with an xpass's output, and the summary
+    // lines with the reason in full (however long, on several lines) and
+    // the phase of an xfail outside the call, as `pytest -n 2` prints them.
+    let p = Project::new().file(
+        "test_x.py",
+        "import pytest\n\n\n\
+         @pytest.mark.xfail(reason='a reason long enough to go past the edge of a hundred column terminal, for sure')\n\
+         def test_xpass_long():\n    print('output of the xpass')\n\n\n\
+         @pytest.mark.xfail(reason='short')\ndef test_xpass():\n    pass\n\n\n\
+         @pytest.mark.xfail(reason='two\\nlines')\ndef test_xfail():\n    assert 0\n\n\n\
+         @pytest.fixture\ndef fx():\n    pytest.xfail('in setup')\n\n\n\
+         def test_setup_xfail(fx):\n    pass\n",
+    );
+    let tail = |out: &str| -> Vec<String> {
+        let mut lines: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.contains("XPASSES") && !l.contains("short test summary"))
+            // The worker that ran it: `[gw0] linux -- Python ...`.
+            .map(
+                |l| match l.strip_prefix("[gw").and_then(|r| r.split_once(']')) {
+                    Some((_, rest)) => format!("[gw]{rest}"),
+                    None => l.to_string(),
+                },
+            )
+            .collect();
+        lines.pop(); // the final line (its time)
+        lines.sort(); // which worker ran which test, and in what order
+        lines
+    };
+    for chars in ["-rxX", "-rA"] {
+        let args = ["-n", "2", "-p", "no:randomly", chars];
+        let want = tail(&p.pytest(&args).stdout);
+        assert!(want.iter().any(|l| l.contains("= XPASSES =")), "{want:?}");
+        assert!(want.iter().any(|l| l == "output of the xpass"), "{want:?}");
+        assert!(
+            want.iter()
+                .any(|l| l.starts_with("XFAIL at setup of test_x.py::test_setup_xfail")),
+            "{want:?}"
+        );
+        assert_eq!(tail(&p.rtest(&args).stdout), want, "{chars}");
+    }
+}
+
+#[test]
 fn a_strict_xpass_reads_as_in_pytest() {
     let p = Project::new().file(
         "test_x.py",
