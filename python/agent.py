@@ -983,24 +983,126 @@ def _groups(item):
     return sorted(set(names)) or None
 
 
-def define_fixtures(pytest):
-    """xdist's worker_id and testrun_uid fixtures, for suites written for it,
-    as a plugin module (pytest reads a module's fixtures from the module)."""
+def xdist_hookspecs():
+    """pytest-xdist's hook specifications (xdist/newhooks.py), for a run
+    where xdist is not loaded: plugins implement them as optional hooks,
+    rtest's controller calls some, and a conftest.py that implements one
+    (``pytest_xdist_auto_num_workers``) is not refused as unknown."""
+    import pluggy
+
+    spec = pluggy.HookspecMarker("pytest")
+
+    class XdistHookspecs:
+        @spec
+        def pytest_xdist_setupnodes(self, config, specs):
+            pass
+
+        @spec
+        def pytest_xdist_newgateway(self, gateway):
+            pass
+
+        @spec
+        def pytest_xdist_rsyncstart(self, source, gateways):
+            pass
+
+        @spec
+        def pytest_xdist_rsyncfinish(self, source, gateways):
+            pass
+
+        @spec(firstresult=True)
+        def pytest_xdist_getremotemodule(self):
+            pass
+
+        @spec
+        def pytest_configure_node(self, node):
+            pass
+
+        @spec
+        def pytest_testnodeready(self, node):
+            pass
+
+        @spec
+        def pytest_testnodedown(self, node, error):
+            pass
+
+        @spec
+        def pytest_xdist_node_collection_finished(self, node, ids):
+            pass
+
+        @spec(firstresult=True)
+        def pytest_xdist_make_scheduler(self, config, log):
+            pass
+
+        @spec(firstresult=True)
+        def pytest_xdist_auto_num_workers(self, config):
+            pass
+
+        @spec(firstresult=True)
+        def pytest_handlecrashitem(self, crashitem, report, sched):
+            pass
+
+    return XdistHookspecs
+
+
+def xdist_plugin(pytest, stand_in):
+    """xdist's worker_id and testrun_uid fixtures, for suites written for
+    it, as a plugin module (pytest reads a module's fixtures from the
+    module).
+
+    With ``stand_in`` (pytest-xdist is not installed) it is registered as
+    "xdist" and also carries xdist's hook specifications and its marker:
+    plugins ask ``hasplugin("xdist")`` before they register their xdist
+    hooks, as xdist's documentation tells them to (syrupy, pytest-randomly,
+    schemathesis), and without it they would take the undistributed path in
+    the controller while the workers look like xdist's (``workerinput``,
+    ``PYTEST_XDIST_WORKER``): syrupy's unused snapshots, for one, would go
+    unnoticed.  It is not importable: ``import xdist`` still fails, and
+    plugins that try it first take their undistributed path."""
     import types
 
-    module = types.ModuleType("rtest_xdist_fixtures")
+    module = types.ModuleType("xdist" if stand_in else "rtest_xdist_fixtures")
 
     @pytest.fixture(scope="session")
     def worker_id(request):
-        return request.config.workerinput["workerid"]
+        workerinput = getattr(request.config, "workerinput", None)
+        return workerinput["workerid"] if workerinput is not None else "master"
 
     @pytest.fixture(scope="session")
     def testrun_uid(request):
-        return request.config.workerinput["testrunuid"]
+        workerinput = getattr(request.config, "workerinput", None)
+        return workerinput["testrunuid"] if workerinput is not None else None
 
     module.worker_id = worker_id
     module.testrun_uid = testrun_uid
+    if stand_in:
+
+        def pytest_addhooks(pluginmanager):
+            pluginmanager.add_hookspecs(xdist_hookspecs())
+
+        def pytest_configure(config):
+            config.addinivalue_line(
+                "markers",
+                "xdist_group: specify group for tests should run in same session."
+                "in relation to one another. Provided by pytest-xdist.",
+            )
+
+        module.pytest_addhooks = pytest_addhooks
+        module.pytest_configure = pytest_configure
     return module
+
+
+def register_xdist(config, pytest):
+    """xdist's fixtures in a worker; where pytest-xdist is not loaded (and
+    not switched off with ``-p no:xdist``), the stand-in of
+    :func:`xdist_plugin` under its name.  Returns the plugin."""
+    pm = config.pluginmanager
+    if pm.hasplugin("xdist") or pm.is_blocked("xdist"):
+        plugin = xdist_plugin(pytest, False)
+        pm.register(plugin, "rtest-fixtures")
+    else:
+        plugin = xdist_plugin(pytest, True)
+        pm.register(plugin, "xdist")
+    return plugin
 
 
 def parse_args(channel, args, plugins):
@@ -1117,7 +1219,7 @@ def run_pytest(channel, inbox, start):
     config.option.dist = "no"
     config.option.numprocesses = None
     config.pluginmanager.register(worker, "rtest-worker")
-    config.pluginmanager.register(define_fixtures(pytest), "rtest-fixtures")
+    register_xdist(config, pytest)
     try:
         status = config.hook.pytest_cmdline_main(config=config)
     except pytest.UsageError as exc:

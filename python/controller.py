@@ -66,34 +66,6 @@ PLUGIN_SECTIONS = (
 )
 
 
-def _xdist_hookspecs():
-    """xdist's controller hooks, for an environment without pytest-xdist:
-    plugins implement them as optional hooks, and calling them needs a
-    spec."""
-    import pluggy
-
-    spec = pluggy.HookspecMarker("pytest")
-
-    class XdistHookspecs:
-        @spec
-        def pytest_configure_node(self, node):
-            pass
-
-        @spec
-        def pytest_testnodeready(self, node):
-            pass
-
-        @spec
-        def pytest_testnodedown(self, node, error):
-            pass
-
-        @spec
-        def pytest_xdist_node_collection_finished(self, node, ids):
-            pass
-
-    return XdistHookspecs
-
-
 class Spec:
     """A tx spec as execnet's XSpec shows it: ``spec.popen``, ``spec.ssh``,
     ``spec.python``, ``spec.chdir``, ``spec.env``; unknown keys are None."""
@@ -209,6 +181,30 @@ def _is_builtin(plugin, own):
     if name == "_pytest.junitxml":
         return False  # LogXML writes the JUnit file from the replayed reports
     return name.startswith(("_pytest.", "xdist.")) or name in ("pytest", "xdist")
+
+
+def _auto_workers(config, own, word):
+    """``(n, plugins)``: what the ``pytest_xdist_auto_num_workers`` of
+    plugins other than xdist's and rtest's say, with
+    ``config.option.numprocesses`` the word given (as xdist calls it);
+    ``n`` is None when none implements it or every one returned None."""
+    pm = config.pluginmanager
+    caller = getattr(pm.hook, "pytest_xdist_auto_num_workers", None)
+    if caller is None:
+        return None, []
+    impls = caller.get_hookimpls()
+    builtin = [impl.plugin for impl in impls if _is_builtin(impl.plugin, own)]
+    by = [impl.plugin_name for impl in impls if not _is_builtin(impl.plugin, own)]
+    if not by:
+        return None, []
+    option = config.option
+    before = getattr(option, "numprocesses", None)
+    option.numprocesses = word
+    try:
+        n = pm.subset_hook_caller("pytest_xdist_auto_num_workers", builtin)(config=config)
+    finally:
+        option.numprocesses = before
+    return n, by
 
 
 # pytest's TerminalReporter methods that draw the per-test progress and
@@ -340,7 +336,9 @@ class Controller:
         # The coordinator renders durations (runner's summary) itself.
         config.option.durations = None
         if not config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.add_hookspecs(_xdist_hookspecs())
+            # pytest-xdist switched off (-p no:xdist): its hooks still need
+            # their specifications to be called.
+            config.pluginmanager.add_hookspecs(xdist_hookspecs())
 
     def pytest_terminal_summary(self, terminalreporter):
         # junitxml wrote its temp file in sessionfinish; its summary line
@@ -425,9 +423,10 @@ class Controller:
         if not pm.hasplugin("xdist") and pm.hasplugin("randomly"):
             # pytest-randomly reads workerinput["randomly_seed"] in every
             # process that has a workerinput, but fills it (through
-            # pytest_configure_node) only where pytest-xdist is installed:
-            # without xdist the contract cannot serve it, so every worker
-            # gets the seed this session chose.
+            # pytest_configure_node) only where a plugin named xdist is
+            # loaded: with xdist switched off (-p no:xdist) the contract
+            # cannot serve it, so every worker gets the seed this session
+            # chose.
             common["randomly_seed"] = config.getoption("randomly_seed")
         self.ready_sent = True
         watch, absent = _watch(config)
@@ -551,11 +550,16 @@ class Controller:
     def hook_error(self, where):
         """A plugin raised in a replayed hook: say it as pytest's
         INTERNALERROR does, and go on with the run."""
-        import traceback
-
         self.errors += 1
         if self.errors > 5:
             return
+        self.channel.send({"t": "internal_error", "message": self.error_text(), "hook": where})
+
+    def error_text(self):
+        """The exception being handled, as pytest's INTERNALERROR lines,
+        with the plugin's frames (not rtest's or pluggy's)."""
+        import traceback
+
         try:
             from _pytest._code import ExceptionInfo
 
@@ -568,8 +572,36 @@ class Controller:
             text = str(excinfo.getrepr(style="short", chain=True))
         except Exception:
             text = traceback.format_exc()
-        lines = ["INTERNALERROR> " + line for line in text.rstrip("\n").split("\n")]
-        self.channel.send({"t": "internal_error", "message": "\n".join(lines), "hook": where})
+        return "\n".join("INTERNALERROR> " + line for line in text.rstrip("\n").split("\n"))
+
+    def tell_auto_workers(self, config, word, cap):
+        """As xdist's pytest_cmdline_main does for ``-n auto`` (and
+        ``logical``): plugins' and conftest files' ``pytest_xdist_auto_num_workers``
+        say how many workers run (xdist's own implementation counts CPUs,
+        which rtest does itself).  The coordinator waits for this answer
+        before it starts the workers; plugins configure with the number."""
+        n, by, error = None, [], None
+        try:
+            n, by = _auto_workers(config, self.own, word)
+        except Exception:
+            error = self.error_text()
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            error = (
+                "INTERNALERROR> pytest_xdist_auto_num_workers (%s) returned %r: it must return "
+                "a number of workers (an int, 0 or more) or None" % (", ".join(by), n)
+            )
+        if error is not None:
+            # The session goes on (and the run, on as many workers as
+            # rtest counts); the error is said and the exit status is 3.
+            n = None
+        self.channel.send({"t": "auto_workers", "n": n, "by": by, "error": error})
+        if n is not None:
+            count = max(int(n), 1)
+            if cap:
+                count = min(count, int(cap))
+            self.control["numprocesses"] = count
+            if n == 0:
+                self.control["dist"] = "no"
 
     # -- the run, as the coordinator streams it ----------------------------
 
@@ -961,6 +993,9 @@ def run_controller(channel, inbox, control):
     config, status = parse_args(channel, control["args"], [controller, ready])
     if config is None:
         return status
+    controller.own.append(register_xdist(config, pytest))
+    if control.get("auto_workers"):
+        controller.tell_auto_workers(config, control["auto_workers"], control.get("auto_cap"))
     give_timeout(config, control.get("timeout"))
     status = 3
     try:

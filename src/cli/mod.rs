@@ -628,12 +628,16 @@ fn settings(
         }
         (None, None) => None,
     };
-    let numprocesses = match (&raw.numprocesses, &cfg.numprocesses) {
+    let given = match (&raw.numprocesses, &cfg.numprocesses) {
         (Some(n), _) => Some((*n, "-n".to_string())),
         (None, Some(n)) => Some((n.value, n.source.clone())),
         (None, None) => None,
-    }
-    .map(|(n, src)| {
+    };
+    let auto_word = given
+        .as_ref()
+        .filter(|(n, _)| !matches!(n, NumProcesses::Count(_)))
+        .map(|(n, _)| n.to_string());
+    let numprocesses = given.map(|(n, src)| {
         let shown = match n {
             NumProcesses::Count(c) => serde_json::Value::from(c),
             other => other.to_string().into(),
@@ -777,6 +781,7 @@ fn settings(
     }
     Ok(Settings {
         numprocesses,
+        auto_word,
         maxprocesses,
         tx,
         dist,

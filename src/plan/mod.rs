@@ -54,6 +54,8 @@ pub struct WorkerPlan {
 pub struct Settings {
     /// Local workers from `-n` (`None`: not given).
     pub numprocesses: Option<usize>,
+    /// `-n auto` or `-n logical` (the word) gave `numprocesses`.
+    pub auto_word: Option<String>,
     /// `--maxprocesses`: a cap on local workers.
     pub maxprocesses: Option<usize>,
     /// Parsed `--tx` specs.
@@ -203,6 +205,21 @@ pub struct Plan {
     /// The interpreter local workers and the controller use when none is
     /// named, and the rule that chose it.
     pub default_python: (String, String),
+    /// Every worker is a local one counted by `-n auto` or `-n logical`
+    /// (or the default, which is auto): plugins'
+    /// `pytest_xdist_auto_num_workers` may say how many there are.
+    #[serde(skip)]
+    pub auto_workers: Option<AutoWorkers>,
+}
+
+/// Local workers whose number plugins may decide, as under xdist's
+/// `-n auto`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoWorkers {
+    /// `auto` or `logical`.
+    pub word: String,
+    /// `--maxprocesses`, which caps what plugins say.
+    pub cap: Option<usize>,
 }
 
 /// Resolve settings into a plan.
@@ -230,6 +247,18 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         }
         None => {}
     }
+    let auto_word = match settings.numprocesses {
+        Some(n) if n > 0 => settings.auto_word.clone(),
+        None => Some("auto".to_string()),
+        Some(_) => None,
+    };
+    let auto_workers = auto_word
+        .filter(|_| settings.tx.is_empty() && !settings.collect_only)
+        .filter(|_| dist != Some(DistMode::No))
+        .map(|word| AutoWorkers {
+            word,
+            cap: settings.maxprocesses,
+        });
     specs.extend(settings.tx.iter().cloned());
     let dist = dist.unwrap_or(DistMode::Load);
 
@@ -364,6 +393,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
             machine.default_python.clone(),
             machine.default_python_rule.clone(),
         ),
+        auto_workers,
     })
 }
 

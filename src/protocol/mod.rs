@@ -323,6 +323,14 @@ pub struct ControlArgs {
     /// `--timeout`, for a plugin that defines pytest's (its header line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// The workers are `-n auto` or `-n logical` (that word): ask plugins'
+    /// `pytest_xdist_auto_num_workers` how many, and answer with
+    /// [`FromAgent::AutoWorkers`] before configuring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_workers: Option<String>,
+    /// `--maxprocesses`, which caps what plugins say there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_cap: Option<usize>,
 }
 
 /// A test that crashed its worker, for the controller's plugins.
@@ -465,6 +473,19 @@ pub enum FromAgent {
     WorkerOutput {
         /// The dict.
         output: RawJson,
+    },
+    /// What plugins' `pytest_xdist_auto_num_workers` said (`n`: `None`
+    /// when none implements it or all returned None).
+    AutoWorkers {
+        /// The number of workers.
+        n: Option<i64>,
+        /// The plugins that implement the hook.
+        #[serde(default)]
+        by: Vec<String>,
+        /// The hook raised or returned what is not a number: pytest's
+        /// INTERNALERROR lines.
+        #[serde(default)]
+        error: Option<String>,
     },
     /// The controller's session started.
     ControllerReady(ControllerReady),

@@ -77,6 +77,9 @@ pub(super) struct Controller {
     told_finish: bool,
     /// A plugin implements `pytest_handlecrashitem`.
     crash_items: bool,
+    /// Whether a plugin implements `pytest_xdist_auto_num_workers` (once
+    /// asked).
+    auto_hook: Option<bool>,
 }
 
 impl Controller {
@@ -95,6 +98,9 @@ impl Controller {
 pub(super) struct Guess {
     pub(super) needed: bool,
     pub(super) inputs: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Whether a plugin implemented `pytest_xdist_auto_num_workers`
+    /// (`None`: not asked).
+    pub(super) auto_hook: Option<bool>,
 }
 
 impl Controller {
@@ -149,6 +155,8 @@ impl Session<'_> {
             shard: self.plan.shard,
             junitxml: junit.map(|(path, _)| path.display().to_string()),
             timeout: self.plan.timeout,
+            auto_workers: self.plan.auto_workers.as_ref().map(|a| a.word.clone()),
+            auto_cap: self.plan.auto_workers.as_ref().and_then(|a| a.cap),
             dist: self.plan.dist.name().to_string(),
             color: self.opts.color,
             width: self
@@ -168,6 +176,10 @@ impl Session<'_> {
             }
             let key = memo_key(&python, &args);
             let (guess, last_parts) = memo_says(&path, &key);
+            // `-n auto` workers start at once where the last run with the
+            // same plugin files found no pytest_xdist_auto_num_workers.
+            self.auto_pending = self.plan.auto_workers.is_some()
+                && guess.as_ref().and_then(|g| g.auto_hook) != Some(false);
             self.ctl.speculative = guess.filter(|g| {
                 g.inputs
                     .as_ref()
@@ -211,10 +223,54 @@ impl Session<'_> {
         self.ctl.failed = true;
         self.ctl.state = CtlState::Off;
         self.reporter.on_event(&Event::Notice(message));
+        // `-n auto` workers waiting for its plugins' count start as many
+        // as rtest counted.
+        self.start_auto_workers(None, &[]);
         // Workers waiting for its answer (or for its word on a guess) go
         // on without it, and so do crashed tests waiting for its verdict.
         self.release_workers();
         self.release_crashes();
+    }
+
+    /// Start the `-n auto` workers that waited for the controller: as many
+    /// as its plugins' `pytest_xdist_auto_num_workers` said (`n`; 0 runs
+    /// one worker without distribution, as xdist runs none), capped by
+    /// `--maxprocesses`, or as many as rtest counted.
+    fn start_auto_workers(&mut self, n: Option<i64>, by: &[String]) {
+        if !std::mem::take(&mut self.auto_pending) {
+            if n.is_some_and(|n| n.max(1) as usize != self.slots.len()) {
+                // Started on the last run's word that no plugin decides.
+                self.reporter.on_event(&Event::Notice(format!(
+                    "rtest: pytest_xdist_auto_num_workers ({}) says {} workers; it applies from the next run",
+                    by.join(", "),
+                    n.unwrap_or_default()
+                )));
+            }
+            return;
+        }
+        if let (Some(n), Some(auto)) = (n, self.plan.auto_workers.clone()) {
+            let mut count = usize::try_from(n.max(1)).unwrap_or(1);
+            if let Some(cap) = auto.cap {
+                count = count.min(cap.max(1));
+            }
+            if n == 0 {
+                self.plan.dist = DistMode::No;
+                self.sched = crate::sched::Scheduler::new(DistMode::No);
+            }
+            let first = self.plan.workers[0].clone();
+            self.plan.workers.truncate(count);
+            while self.plan.workers.len() < count {
+                let mut w = first.clone();
+                w.id = format!("gw{}", self.plan.workers.len());
+                self.plan.workers.push(w);
+            }
+            self.slots = (0..count)
+                .map(|i| super::Slot::new(i, self.plan.workers[i].id.clone()))
+                .collect();
+        }
+        for i in 0..self.slots.len() {
+            self.spawn(i);
+        }
     }
 
     /// Workers waiting for the controller get rtest's own workerinput.
@@ -476,6 +532,19 @@ impl Session<'_> {
                         info.executable
                     ));
                 }
+            }
+            FromAgent::AutoWorkers { n, by, error } => {
+                self.ctl.auto_hook = Some(!by.is_empty());
+                if let Some(message) = error {
+                    // pytest would stop with INTERNALERROR; the run goes
+                    // on with as many workers as rtest counts, and exits 3.
+                    self.internal_error = true;
+                    self.ctl.failed = true;
+                    self.reporter.on_event(&Event::Notice(format!(
+                        "a plugin raised in the controller's session:\n{message}"
+                    )));
+                }
+                self.start_auto_workers(n, &by);
             }
             FromAgent::ControllerReady(ready) => {
                 if self.ctl.state != CtlState::Starting {
@@ -858,6 +927,7 @@ impl Session<'_> {
             "key": self.ctl.memo.as_ref().map(|(_, key)| key.clone()),
             "configure_node": configure_node,
             "needed": ready.needed,
+            "auto_hook": self.ctl.auto_hook,
             "watch": ready.watch,
             "absent": ready.absent,
         });
@@ -944,11 +1014,13 @@ fn memo_says(path: &std::path::Path, key: &str) -> (Option<Guess>, Option<serde_
     let Some(needed) = memo["needed"].as_bool() else {
         return (None, None);
     };
+    let auto_hook = memo["auto_hook"].as_bool();
     match memo["configure_node"].as_bool() {
         Some(false) => (
             Some(Guess {
                 needed,
                 inputs: None,
+                auto_hook,
             }),
             None,
         ),
@@ -960,6 +1032,7 @@ fn memo_says(path: &std::path::Path, key: &str) -> (Option<Guess>, Option<serde_
                 .map(|inputs| Guess {
                     needed,
                     inputs: Some(inputs),
+                    auto_hook,
                 });
             (guess, inputs.map(serde_json::Value::Object))
         }

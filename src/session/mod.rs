@@ -218,6 +218,38 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(plan_index: usize, id: String) -> Self {
+        Slot {
+            plan_index,
+            id,
+            gen: 0,
+            restarts: 0,
+            early_loss: None,
+            state: SlotState::Starting,
+            writer: None,
+            killer: None,
+            info: None,
+            collection: None,
+            collect_reports: Vec::new(),
+            pending: VecDeque::new(),
+            started: None,
+            limits: None,
+            spawned: None,
+            tail: Vec::new(),
+            kill_reason: None,
+            reports: HashMap::new(),
+            done: None,
+            shut: false,
+            awaiting_input: false,
+            in_controller: false,
+            workeroutput: None,
+            session_over: false,
+            guessed_input: None,
+            configured: None,
+            held_output: Vec::new(),
+        }
+    }
+
     /// A fresh process in this slot: what the last one said is forgotten,
     /// and what it still says is ignored (a new generation).
     fn renew(&mut self) {
@@ -256,7 +288,12 @@ struct CollectionSet {
 }
 
 struct Session<'a> {
-    plan: &'a Plan,
+    /// The plan (the session's own: plugins may decide how many `-n auto`
+    /// workers there are).
+    plan: Plan,
+    /// `-n auto` workers wait to be started until the controller's plugins
+    /// said how many (`pytest_xdist_auto_num_workers`).
+    auto_pending: bool,
     opts: &'a SessionOptions,
     reporter: &'a mut dyn Reporter,
     tx: mpsc::UnboundedSender<Input>,
@@ -306,7 +343,8 @@ struct Session<'a> {
 pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter) -> Outcome {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut s = Session {
-        plan,
+        plan: plan.clone(),
+        auto_pending: false,
         opts,
         reporter,
         tx,
@@ -340,37 +378,9 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         crash_waiting: HashMap::new(),
         carried: HashMap::new(),
     };
-    for (i, w) in plan.workers.iter().enumerate() {
-        s.slots.push(Slot {
-            plan_index: i,
-            id: w.id.clone(),
-            gen: 0,
-            restarts: 0,
-            early_loss: None,
-            state: SlotState::Starting,
-            writer: None,
-            killer: None,
-            info: None,
-            collection: None,
-            collect_reports: Vec::new(),
-            pending: VecDeque::new(),
-            started: None,
-            limits: None,
-            spawned: None,
-            tail: Vec::new(),
-            kill_reason: None,
-            reports: HashMap::new(),
-            done: None,
-            shut: false,
-            awaiting_input: false,
-            in_controller: false,
-            workeroutput: None,
-            session_over: false,
-            guessed_input: None,
-            configured: None,
-            held_output: Vec::new(),
-        });
-    }
+    s.slots = (0..plan.workers.len())
+        .map(|i| Slot::new(i, plan.workers[i].id.clone()))
+        .collect();
     if let Some(base) = &plan.basetemp {
         // pytest creates --basetemp itself but not its parent.
         if let Err(e) = std::fs::create_dir_all(base) {
@@ -384,8 +394,10 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
     }
     if s.error.is_none() {
         s.start_controller();
-        for i in 0..s.slots.len() {
-            s.spawn(i);
+        if !s.auto_pending {
+            for i in 0..s.slots.len() {
+                s.spawn(i);
+            }
         }
     }
 
@@ -606,6 +618,7 @@ impl Session<'_> {
             }
             // Only the controller says these.
             FromAgent::ControllerReady(_)
+            | FromAgent::AutoWorkers { .. }
             | FromAgent::NodeConfigured { .. }
             | FromAgent::ControllerDone(_)
             | FromAgent::CrashVerdict(_)

@@ -510,6 +510,14 @@ impl Session<'_> {
     }
 
     pub(super) fn kill_all(&mut self) {
+        if std::mem::take(&mut self.auto_pending) {
+            // `-n auto` workers still waiting for the controller's count
+            // never started: none will.
+            for slot in &mut self.slots {
+                slot.state = SlotState::Exited;
+            }
+            return;
+        }
         for slot in &mut self.slots {
             if slot.state != SlotState::Exited {
                 slot.kill_reason.get_or_insert(KillReason::Abort);

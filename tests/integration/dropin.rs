@@ -1,7 +1,7 @@
 //! Drop-in for existing pytest-xdist setups: xdist options in ini
 //! `addopts` and `PYTEST_ADDOPTS`, xdist's ini keys, and their precedence.
 
-use crate::harness::Project;
+use crate::harness::{Project, Run};
 use serde_json::Value;
 
 fn plan(p: &Project, args: &[&str], addopts: Option<&str>) -> Value {
@@ -598,4 +598,68 @@ fn header_and_summary_options_are_pytests() {
         );
     }
     assert_eq!(p.rtest(&["-n", "2", "-p", "no:terminal"]).stdout, "");
+}
+
+#[test]
+fn a_conftest_decides_how_many_auto_workers_as_under_xdist() {
+    // xdist's -n auto asks pytest_xdist_auto_num_workers (a conftest.py
+    // that caps the workers, say); an explicit -n N does not.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import os\n\n\n\
+             def pytest_xdist_auto_num_workers(config):\n    \
+                 if config.option.numprocesses not in ('auto', 'logical'):\n        return None\n    \
+                 return eval(os.environ.get('WANT', '3'))\n",
+        )
+        .file(
+            "test_w.py",
+            "import os\nimport pytest\n\n\n@pytest.mark.parametrize('i', range(9))\n\
+             def test_w(i, worker_id):\n    print('W', worker_id, os.environ['PYTEST_XDIST_WORKER_COUNT'])\n",
+        );
+    p.pytest(&["-n", "auto", "-p", "no:randomly"])
+        .code(0)
+        .stdout_has("3 workers [9 items]");
+    let counts = |run: &Run| -> Vec<String> {
+        let mut seen: Vec<String> = run
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_once("W gw").map(|(_, rest)| format!("gw{rest}")))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    // -n auto, -n logical, and no -n at all (rtest's default is auto);
+    // twice, so the second run starts on what the first one remembered.
+    for args in [&["-n", "auto"][..], &["-n", "logical"], &[], &[]] {
+        let run = p.rtest(&[args, &["-s", "-p", "no:randomly"]].concat());
+        run.code(0).stdout_has("3 workers [9 items]");
+        for seen in counts(&run) {
+            assert!(seen.ends_with(" 3"), "{args:?}: {seen}\n{}", run.stdout);
+        }
+    }
+    p.rtest(&["-n", "2", "-p", "no:randomly"])
+        .code(0)
+        .stdout_has("2 workers [9 items]");
+    p.rtest(&["-n", "auto", "--maxprocesses", "2", "-p", "no:randomly"])
+        .code(0)
+        .stdout_has("2 workers [9 items]");
+    // 0: xdist runs in its own process, undistributed; rtest in one worker.
+    let mut zero = p.command(&["-n", "auto", "-p", "no:randomly"]);
+    zero.env("WANT", "0");
+    Run::from(zero.output().unwrap())
+        .code(0)
+        .stdout_has("1 worker [9 items]");
+    // Not a number: pytest's INTERNALERROR (exit 3), and the tests run on
+    // as many workers as rtest counts.
+    let mut bad = p.command(&["-n", "auto", "-p", "no:randomly"]);
+    bad.env("WANT", "'many'");
+    let run = Run::from(bad.output().unwrap());
+    run.code(3).stdout_has("9 passed");
+    let said = run.stdout.clone() + &run.stderr;
+    assert!(
+        said.contains("pytest_xdist_auto_num_workers (") && said.contains("returned 'many'"),
+        "{said}"
+    );
 }

@@ -1,8 +1,9 @@
 //! pytest plugins see one session (the controller), as under pytest-xdist:
 //! each test compares rtest with `pytest -n 2` on the same project.
 
-use crate::harness::{python, side_site, Project, Run};
+use crate::harness::{python, side_site, venv_python, Project, Run};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const PKG: &str = "\
 def add(a, b):
@@ -277,17 +278,48 @@ fn randomly_seeds_every_worker_from_the_controller() {
         "tests/test_seed.py",
         "import random\n\n\ndef test_seed(worker_id):\n    print('draw', worker_id, random.random())\n",
     );
-    for with_xdist in [true, false] {
+    // xdist loaded; not loaded (rtest stands in for it, and randomly's own
+    // xdist hook seeds the workers); switched off with -p no:xdist (rtest
+    // gives every worker the controller's seed itself).
+    for xdist in ["loaded", "not loaded", "switched off"] {
         let mut cmd = p.command(&["-n", "2", "-s"]);
         cmd.env("PYTHONPATH", randomly_site());
-        if !with_xdist {
-            // Without xdist, plugins' xdist hooks are not registered: the
-            // seed still reaches every worker.
-            cmd.args(["-p", "no:xdist"]);
+        match xdist {
+            "not loaded" => {
+                cmd.env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+                    .args(["-p", "pytest_randomly"]);
+            }
+            "switched off" => {
+                cmd.args(["-p", "no:xdist"]);
+            }
+            _ => {}
         }
         let run = Run::from(cmd.output().unwrap());
-        run.code(0).stdout_has("Using --randomly-seed=");
-        assert_eq!(run.summary(), "9 passed");
+        run.code(0);
+        let seed = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Using --randomly-seed="))
+            .unwrap_or_else(|| panic!("xdist {xdist}: no seed line\n{}", run.stdout))
+            .to_string();
+        assert_eq!(run.summary(), "9 passed", "xdist {xdist}");
+        // The worker drew what the header's seed gives.
+        let mut again = p.command(&["-n", "2", "-s", &format!("--randomly-seed={seed}")]);
+        again.env("PYTHONPATH", randomly_site());
+        let again = Run::from(again.output().unwrap());
+        let draw = |r: &Run| {
+            (r.stdout.clone() + &r.stderr)
+                .lines()
+                .find(|l| l.contains("draw gw"))
+                .and_then(|l| l.split_whitespace().last())
+                .map(str::to_string)
+        };
+        assert!(draw(&run).is_some(), "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(
+            draw(&run),
+            draw(&again),
+            "xdist {xdist}: the worker did not use the header's seed"
+        );
     }
 }
 
@@ -295,6 +327,87 @@ fn randomly_seeds_every_worker_from_the_controller() {
 /// installed for, so it stays out of the shared test venv).
 fn randomly_site() -> PathBuf {
     side_site("pytest-randomly", "pytest_randomly")
+}
+
+/// syrupy's snapshot report: workers publish what they used through
+/// `workeroutput` and the controller (its `pytest_testnodedown`, registered
+/// where `hasplugin("xdist")`) finds unused snapshots. The same with xdist
+/// loaded and without it (rtest stands in for it); as under `pytest -n 2`.
+#[test]
+fn syrupy_finds_unused_snapshots_with_or_without_xdist_loaded() {
+    let site = side_site("syrupy", "syrupy");
+    let p = Project::new()
+        .file(
+            "tests/test_snap.py",
+            "import pytest\n\n\n@pytest.mark.parametrize('i', range(6))\ndef test_value(snapshot, i):\n    assert {'i': i} == snapshot\n\n\ndef test_other(snapshot):\n    assert [1, 2] == snapshot\n",
+        )
+        .file(
+            "tests/test_more.py",
+            "def test_more(snapshot):\n    assert 'more' == snapshot\n",
+        );
+    let run = |xdist_loaded: bool, args: &[&str]| {
+        let mut cmd = p.command(&[&["-n", "2", "-p", "no:cacheprovider"][..], args].concat());
+        cmd.env("PYTHONPATH", &site);
+        if !xdist_loaded {
+            cmd.env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+                .args(["-p", "syrupy"]);
+        }
+        Run::from(cmd.output().unwrap())
+    };
+    let report = |r: &Run| {
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("snapshot report summary"))
+            .unwrap_or_else(|| panic!("no snapshot report\n{}", r.stdout));
+        lines[at + 1].to_string()
+    };
+    report(run(false, &["--snapshot-update"]).code(0));
+    assert_eq!(
+        report(&run(false, &["--snapshot-update"])),
+        "8 snapshots passed."
+    );
+    let ambr = p.path().join("tests/__snapshots__/test_snap.ambr");
+    let renamed = std::fs::read_to_string(p.path().join("tests/test_snap.py"))
+        .unwrap()
+        .replace("def test_other", "def test_renamed");
+    std::fs::write(p.path().join("tests/test_snap.py"), renamed).unwrap();
+
+    let mut xdist = Command::new(venv_python());
+    xdist
+        .args(["-m", "pytest", "-n", "2", "-p", "no:cacheprovider"])
+        .current_dir(p.path())
+        .env("PYTHONPATH", &site)
+        .env("COLUMNS", "100");
+    let want = Run::from(xdist.output().unwrap());
+    want.code(1);
+    assert_eq!(
+        report(&want),
+        "1 snapshot failed. 7 snapshots passed. 1 snapshot unused."
+    );
+    for loaded in [true, false] {
+        let got = run(loaded, &[]);
+        got.code(1);
+        assert_eq!(report(&got), report(&want), "xdist loaded: {loaded}");
+    }
+    let got = run(false, &["--snapshot-update"]);
+    got.code(0).stdout_has("Deleted test_other");
+    assert_eq!(
+        report(&got),
+        "7 snapshots passed. 1 snapshot generated. 1 unused snapshot deleted."
+    );
+    let text = std::fs::read_to_string(&ambr).unwrap();
+    assert!(
+        text.contains("test_renamed") && !text.contains("test_other"),
+        "{text}"
+    );
+    // The workers' file locks are the controller's to clean up.
+    let left: Vec<_> = std::fs::read_dir(ambr.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".ambr"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
