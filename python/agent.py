@@ -325,6 +325,8 @@ class Worker:
         self.deselected = 0
         self.hang_dump = None
         self.terminal = TerminalTail()
+        # The terminal reporter whose writer is the TerminalTail.
+        self.quieted = None
         inbox.handlers["steal"] = self._steal
         inbox.handlers["stop"] = self._stop
         inbox.handlers["stream"] = self._stream
@@ -381,18 +383,24 @@ class Worker:
 
     # -- pytest hooks ---------------------------------------------------
 
-    def pytest_configure(self, config):
+    def _quiet_terminal(self, config):
         # The coordinator renders everything; a worker's own terminal output
         # would only be noise on stderr (but for a last word: TerminalTail).
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            try:
-                from _pytest.config import create_terminal_writer
+        if reporter is None or reporter is self.quieted:
+            return
+        try:
+            from _pytest.config import create_terminal_writer
 
-                reporter._tw = create_terminal_writer(config, self.terminal)
+            reporter._tw = create_terminal_writer(config, self.terminal)
+            if self.quieted is None:
                 self.terminal.show_at_exit()
-            except Exception:
-                pass
+            self.quieted = reporter
+        except Exception:
+            pass
+
+    def pytest_configure(self, config):
+        self._quiet_terminal(config)
         self.junit = JunitRecorder.install(config)
         msg = {"t": "configured", "options": _options(config)}
         if self.stream:
@@ -403,6 +411,10 @@ class Worker:
         self.channel.send(msg)
 
     def pytest_sessionstart(self, session):
+        # First of all: a plugin that put its own terminal reporter in
+        # pytest's place after this worker's configure (pytest-sugar, at a
+        # trylast pytest_configure of its own) is quiet too.
+        self._quiet_terminal(session.config)
         self.session = session
 
     def pytest_sessionfinish(self, session, exitstatus):
@@ -413,7 +425,16 @@ class Worker:
         output["exitstatus"] = int(exitstatus)
         output["shouldfail"] = session.shouldfail
         output["shouldstop"] = session.shouldstop
-        yield
+        # The end of a worker's session is its terminal reporter's summary,
+        # which is quiet: a plugin that prints its part of it (pytest-sugar's
+        # "Results") instead of writing it there is quiet too (xdist drops
+        # a worker's stdout); the controller's summary is the one shown.
+        real = sys.stdout
+        sys.stdout = self.terminal
+        try:
+            yield
+        finally:
+            sys.stdout = real
         if self.junit is not None and self.junit.properties:
             output["_rtest_junit_properties"] = self.junit.properties
         self.channel.send({"t": "workeroutput", "output": output})
@@ -1189,8 +1210,9 @@ def run_pytest(channel, inbox, start):
 
     # Run after the terminal plugin's pytest_configure, to silence it.
     Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
+    Worker.pytest_sessionstart = pytest.hookimpl(tryfirst=True)(Worker.pytest_sessionstart)
     Worker.pytest_runtest_logstart = pytest.hookimpl(trylast=True)(Worker.pytest_runtest_logstart)
-    Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True)(Worker.pytest_sessionfinish)
+    Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_sessionfinish)
     worker = Worker(channel, inbox, start)
     worker.stream = bool(start.get("stream"))
     config, status = parse_args(channel, start["args"], None)

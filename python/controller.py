@@ -532,7 +532,16 @@ class Controller:
 
     def pytest_sessionfinish(self, session, exitstatus):
         self.marks["finish"] = self._position()
-        yield
+        # What plugins print() in the summary (a conftest's
+        # pytest_terminal_summary) goes where pytest shows it, with what
+        # they write to the terminal (this process's stdout is stderr).
+        real = sys.stdout
+        if self.buffer is not None:
+            sys.stdout = self.buffer
+        try:
+            yield
+        finally:
+            sys.stdout = real
 
     def _position(self):
         return self.buffer.tell() if self.buffer is not None else 0

@@ -212,3 +212,41 @@ fn what_workers_write_outside_tests_is_shown_once() {
     assert_eq!(letters, 6, "{}", r.stdout);
     assert!(progress.last().unwrap().ends_with("[100%]"), "{}", r.stdout);
 }
+
+#[test]
+fn a_workers_summary_is_quiet_even_where_plugins_print_it() {
+    // A worker's terminal summary is its (quiet) terminal reporter's; a
+    // plugin that prints its part with print() (pytest-sugar's "Results")
+    // is quiet there too, as under xdist (which drops a worker's stdout),
+    // while what it writes to stderr passes, and the controller's summary
+    // is shown once.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import sys\n\n\
+             def pytest_terminal_summary(config):\n    \
+                 who = config.workerinput['workerid'] if hasattr(config, 'workerinput') else 'controller'\n    \
+                 print('summary printed by', who)\n    \
+                 sys.stderr.write('summary to stderr by %s\\n' % who)\n\n\
+             def pytest_sessionfinish(session):\n    \
+                 if hasattr(session.config, 'workerinput'):\n        \
+                     print('finish printed by', session.config.workerinput['workerid'])\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n\n\ndef test_b():\n    pass\n");
+    let base = p.pytest(&["-n", "2", "-p", "no:randomly"]);
+    base.code(0);
+    let r = p.rtest(&["-n", "2", "-p", "no:randomly"]);
+    r.code(0);
+    for run in [&base, &r] {
+        let said = run.stdout.clone() + &run.stderr;
+        assert!(!said.contains("printed by gw"), "{said}");
+        assert!(said.contains("summary to stderr by gw0"), "{said}");
+        assert!(said.contains("summary to stderr by gw1"), "{said}");
+    }
+    assert_eq!(
+        r.stdout.matches("summary printed by controller").count(),
+        1,
+        "{}",
+        r.stdout
+    );
+}
