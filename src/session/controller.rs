@@ -98,9 +98,6 @@ impl Controller {
 pub(super) struct Guess {
     pub(super) needed: bool,
     pub(super) inputs: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Whether a plugin implemented `pytest_xdist_auto_num_workers`
-    /// (`None`: not asked).
-    pub(super) auto_hook: Option<bool>,
 }
 
 impl Controller {
@@ -175,11 +172,12 @@ impl Session<'_> {
                 args.push("--junitxml".into());
             }
             let key = memo_key(&python, &args);
-            let (guess, last_parts) = memo_says(&path, &key);
+            let memo = memo_read(&path, &key);
+            let (guess, last_parts) = memo.as_ref().map_or((None, None), memo_says);
             // `-n auto` workers start at once where the last run with the
             // same plugin files found no pytest_xdist_auto_num_workers.
             self.auto_pending = self.plan.auto_workers.is_some()
-                && guess.as_ref().and_then(|g| g.auto_hook) != Some(false);
+                && memo.as_ref().and_then(|m| m["auto_hook"].as_bool()) != Some(false);
             self.ctl.speculative = guess.filter(|g| {
                 g.inputs
                     .as_ref()
@@ -982,45 +980,42 @@ fn memo_key(python: &str, args: &[String]) -> String {
     key
 }
 
-/// What the last run's controller said, if it had the same key and none of
-/// the files it depended on changed: a guess workers can start on (no
-/// `pytest_configure_node`, or one that gave every worker the same input in
-/// the last two runs), and what it gave each worker last time.
-fn memo_says(path: &std::path::Path, key: &str) -> (Option<Guess>, Option<serde_json::Value>) {
+/// What the last run's controller left, if it had the same key and none of
+/// the files it depended on changed.
+fn memo_read(path: &std::path::Path, key: &str) -> Option<serde_json::Value> {
     use std::os::unix::fs::MetadataExt;
-    let read = || -> Option<serde_json::Value> {
-        let memo: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        if memo["key"].as_str()? != key {
+    let memo: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    if memo["key"].as_str()? != key {
+        return None;
+    }
+    for entry in memo["watch"].as_array()? {
+        let (file, mtime, size) = (entry[0].as_str()?, entry[1].as_i64()?, entry[2].as_u64()?);
+        let meta = std::fs::metadata(file).ok()?;
+        let now = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        if now != mtime || meta.size() != size {
             return None;
         }
-        for entry in memo["watch"].as_array()? {
-            let (file, mtime, size) = (entry[0].as_str()?, entry[1].as_i64()?, entry[2].as_u64()?);
-            let meta = std::fs::metadata(file).ok()?;
-            let now = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-            if now != mtime || meta.size() != size {
-                return None;
-            }
+    }
+    for file in memo["absent"].as_array()? {
+        if std::path::Path::new(file.as_str()?).exists() {
+            return None;
         }
-        for file in memo["absent"].as_array()? {
-            if std::path::Path::new(file.as_str()?).exists() {
-                return None;
-            }
-        }
-        Some(memo)
-    };
-    let Some(memo) = read() else {
-        return (None, None);
-    };
+    }
+    Some(memo)
+}
+
+/// What that memo says: a guess workers can start on (no
+/// `pytest_configure_node`, or one that gave every worker the same input in
+/// the last two runs), and what it gave each worker last time.
+fn memo_says(memo: &serde_json::Value) -> (Option<Guess>, Option<serde_json::Value>) {
     let Some(needed) = memo["needed"].as_bool() else {
         return (None, None);
     };
-    let auto_hook = memo["auto_hook"].as_bool();
     match memo["configure_node"].as_bool() {
         Some(false) => (
             Some(Guess {
                 needed,
                 inputs: None,
-                auto_hook,
             }),
             None,
         ),
@@ -1032,7 +1027,6 @@ fn memo_says(path: &std::path::Path, key: &str) -> (Option<Guess>, Option<serde_
                 .map(|inputs| Guess {
                     needed,
                     inputs: Some(inputs),
-                    auto_hook,
                 });
             (guess, inputs.map(serde_json::Value::Object))
         }
