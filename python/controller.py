@@ -599,18 +599,22 @@ class Controller:
                 "INTERNALERROR> pytest_xdist_auto_num_workers (%s) returned %r: it must return "
                 "a number of workers (an int, 0 or more) or None" % (", ".join(by), n)
             )
-        if error is not None:
-            # The session goes on (and the run, on as many workers as
-            # rtest counts); the error is said and the exit status is 3.
-            n = None
-        self.channel.send({"t": "auto_workers", "n": n, "by": by, "error": error})
-        if n is not None:
-            count = max(int(n), 1)
+        count, undistributed = None, False
+        if error is None and n is not None:
+            # The number of workers the run starts: one where the hook says
+            # none (xdist then runs in its own process, undistributed).
+            count = max(n, 1)
             if cap:
-                count = min(count, int(cap))
+                count = min(count, max(int(cap), 1))
+            undistributed = n == 0
             self.control["numprocesses"] = count
-            if n == 0:
+            if undistributed:
                 self.control["dist"] = "no"
+        # On an error the session goes on (and the run, on as many workers
+        # as rtest counts); the error is said and the exit status is 3.
+        self.channel.send(
+            {"t": "auto_workers", "count": count, "undistributed": undistributed, "by": by, "error": error}
+        )
 
     # -- the run, as the coordinator streams it ----------------------------
 

@@ -218,7 +218,8 @@ pub struct Plan {
 pub struct AutoWorkers {
     /// `auto` or `logical`.
     pub word: String,
-    /// `--maxprocesses`, which caps what plugins say.
+    /// `--maxprocesses`, which caps what plugins say (the controller
+    /// answers with the capped number).
     pub cap: Option<usize>,
 }
 

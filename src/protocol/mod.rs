@@ -328,7 +328,8 @@ pub struct ControlArgs {
     /// [`FromAgent::AutoWorkers`] before configuring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_workers: Option<String>,
-    /// `--maxprocesses`, which caps what plugins say there.
+    /// `--maxprocesses`, which caps what plugins say there (the count
+    /// the controller answers is capped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_cap: Option<usize>,
 }
@@ -474,11 +475,15 @@ pub enum FromAgent {
         /// The dict.
         output: RawJson,
     },
-    /// What plugins' `pytest_xdist_auto_num_workers` said (`n`: `None`
-    /// when none implements it or all returned None).
+    /// What plugins' `pytest_xdist_auto_num_workers` said.
     AutoWorkers {
-        /// The number of workers.
-        n: Option<i64>,
+        /// The number of workers to start (at least one, capped by
+        /// `--maxprocesses`); `None` when no plugin implements the hook,
+        /// all returned None, or it failed.
+        count: Option<usize>,
+        /// The hook said 0: one worker, without distribution.
+        #[serde(default)]
+        undistributed: bool,
         /// The plugins that implement the hook.
         #[serde(default)]
         by: Vec<String>,

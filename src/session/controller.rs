@@ -223,7 +223,7 @@ impl Session<'_> {
         self.reporter.on_event(&Event::Notice(message));
         // `-n auto` workers waiting for its plugins' count start as many
         // as rtest counted.
-        self.start_auto_workers(None, &[]);
+        self.start_auto_workers(None, false, &[]);
         // Workers waiting for its answer (or for its word on a guess) go
         // on without it, and so do crashed tests waiting for its verdict.
         self.release_workers();
@@ -231,27 +231,22 @@ impl Session<'_> {
     }
 
     /// Start the `-n auto` workers that waited for the controller: as many
-    /// as its plugins' `pytest_xdist_auto_num_workers` said (`n`; 0 runs
-    /// one worker without distribution, as xdist runs none), capped by
-    /// `--maxprocesses`, or as many as rtest counted.
-    fn start_auto_workers(&mut self, n: Option<i64>, by: &[String]) {
+    /// as its plugins' `pytest_xdist_auto_num_workers` said (`count`, with
+    /// the distribution off where they said 0), or as many as rtest
+    /// counted.
+    fn start_auto_workers(&mut self, count: Option<usize>, undistributed: bool, by: &[String]) {
         if !std::mem::take(&mut self.auto_pending) {
-            if n.is_some_and(|n| n.max(1) as usize != self.slots.len()) {
+            if let Some(count) = count.filter(|c| *c != self.slots.len()) {
                 // Started on the last run's word that no plugin decides.
                 self.reporter.on_event(&Event::Notice(format!(
-                    "rtest: pytest_xdist_auto_num_workers ({}) says {} workers; it applies from the next run",
-                    by.join(", "),
-                    n.unwrap_or_default()
+                    "rtest: pytest_xdist_auto_num_workers ({}) says {count} workers; it applies from the next run",
+                    by.join(", ")
                 )));
             }
             return;
         }
-        if let (Some(n), Some(auto)) = (n, self.plan.auto_workers.clone()) {
-            let mut count = usize::try_from(n.max(1)).unwrap_or(1);
-            if let Some(cap) = auto.cap {
-                count = count.min(cap.max(1));
-            }
-            if n == 0 {
+        if let Some(count) = count.filter(|c| *c > 0) {
+            if undistributed {
                 self.plan.dist = DistMode::No;
                 self.sched = crate::sched::Scheduler::new(DistMode::No);
             }
@@ -531,7 +526,12 @@ impl Session<'_> {
                     ));
                 }
             }
-            FromAgent::AutoWorkers { n, by, error } => {
+            FromAgent::AutoWorkers {
+                count,
+                undistributed,
+                by,
+                error,
+            } => {
                 self.ctl.auto_hook = Some(!by.is_empty());
                 if let Some(message) = error {
                     // pytest would stop with INTERNALERROR; the run goes
@@ -542,7 +542,7 @@ impl Session<'_> {
                         "a plugin raised in the controller's session:\n{message}"
                     )));
                 }
-                self.start_auto_workers(n, &by);
+                self.start_auto_workers(count, undistributed, &by);
             }
             FromAgent::ControllerReady(ready) => {
                 if self.ctl.state != CtlState::Starting {
