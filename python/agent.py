@@ -439,6 +439,15 @@ class Worker:
             output["_rtest_junit_properties"] = self.junit.properties
         self.channel.send({"t": "workeroutput", "output": output})
 
+    def pytest_unconfigure(self, config):
+        # What plugins print at unconfigure is the controller's to show
+        # (xdist drops a worker's stdout).
+        real, sys.stdout = sys.stdout, self.terminal
+        try:
+            yield
+        finally:
+            sys.stdout = real
+
     def pytest_collectreport(self, report):
         if report.passed:
             return
@@ -1213,6 +1222,7 @@ def run_pytest(channel, inbox, start):
     Worker.pytest_sessionstart = pytest.hookimpl(tryfirst=True)(Worker.pytest_sessionstart)
     Worker.pytest_runtest_logstart = pytest.hookimpl(trylast=True)(Worker.pytest_runtest_logstart)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_sessionfinish)
+    Worker.pytest_unconfigure = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_unconfigure)
     worker = Worker(channel, inbox, start)
     worker.stream = bool(start.get("stream"))
     config, status = parse_args(channel, start["args"], None)
@@ -1607,8 +1617,47 @@ def main():
 ROLES = {"start": run_pytest}
 
 
+# How long the atexit handlers of a process that is done may take (xdist
+# gives its workers as long to exit).
+EXIT_HANDLERS_LIMIT = 10.0
+
+
+def _run_exit_handlers(code):
+    """Run what the process registered with ``atexit`` (a conftest's report
+    file, coverage's data saved at exit, temporary directories), as an
+    interpreter that ends normally does, an execnet worker among them.  The
+    process then ends at once, without waiting for threads that tests left
+    running; a handler that never returns ends it after the limit."""
+    import atexit
+
+    run = getattr(atexit, "_run_exitfuncs", None)
+    if run is None:
+        return
+    timer = threading.Timer(EXIT_HANDLERS_LIMIT, _exit_handlers_hung, (code,))
+    timer.daemon = True
+    timer.start()
+    try:
+        run()
+    except BaseException:
+        pass
+    timer.cancel()
+
+
+def _exit_handlers_hung(code):
+    _last_words("atexit handlers still running after %gs; the process ends without them\n" % EXIT_HANDLERS_LIMIT)
+    _exit_now(code)
+
+
+def _exit_now(code):
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 def _entry():
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code if isinstance(code, int) else 3)
+    code = code if isinstance(code, int) else 3
+    _run_exit_handlers(code)
+    _exit_now(code)

@@ -311,6 +311,8 @@ class Controller:
         self.ready_sent = False
         self.internal_errors = []
         self.replaced = []
+        self.awaiting_workers = False
+        self.after_final = ""
 
     # -- making plugins see a distributed session --------------------------
 
@@ -341,11 +343,16 @@ class Controller:
             config.pluginmanager.add_hookspecs(xdist_hookspecs())
 
     def pytest_terminal_summary(self, terminalreporter):
+        # What plugins wrote before this (in pytest_sessionfinish) is shown
+        # right after the progress, what they write from here on where the
+        # summary goes.
+        self.marks["summary"] = self._position()
         # junitxml wrote its temp file in sessionfinish; its summary line
         # names the file the coordinator moves it to.
         xml = self.junit_xml()
         if xml is not None and self.control.get("junitxml"):
             xml.logfile = self.control["junitxml"]
+        yield
 
     def pytest_sessionstart(self, session):
         # First of all sessionstart hooks: the terminal reporter is the one
@@ -494,21 +501,12 @@ class Controller:
             kind = msg.get("t")
             if kind == "finish":
                 finish = msg
+                self.awaiting_workers = True
                 break
             if kind == "shutdown":
                 finish = {"exitstatus": 2}
                 break
-            handler = getattr(self, "on_" + kind, None)
-            if handler is None:
-                continue
-            try:
-                handler(msg)
-            except Exception:
-                self.hook_error(kind)
-            if self.buffer is not None and self.buffer.live:
-                # What plugins wrote for this test (pytest-instafail's
-                # failure), shown now, as under xdist.
-                self.channel.send({"t": "plugin_text", "text": self.buffer.take_live()})
+            self.dispatch(kind, msg)
         if self.buffer is not None:
             self.buffer.live = None
         status = finish.get("exitstatus", 0)
@@ -530,8 +528,36 @@ class Controller:
             raise session.Failed("rtest: the run ended with exit status %s" % status)
         return True
 
+    def dispatch(self, kind, msg):
+        handler = getattr(self, "on_" + kind, None)
+        if handler is None:
+            return
+        try:
+            handler(msg)
+        except Exception:
+            self.hook_error(kind)
+        if self.buffer is not None and self.buffer.live:
+            # What plugins wrote for this test (pytest-instafail's
+            # failure), shown now, as under xdist.
+            self.channel.send({"t": "plugin_text", "text": self.buffer.take_live()})
+
+    def await_workers(self):
+        """Under xdist the controller's first sessionfinish implementation
+        tears its nodes down and waits for them: plugins then have all
+        their workers will give outside the reports (pytest-retry's socket
+        is read until each worker closes it; files written at unconfigure).
+        The loop ended when every worker's session was over, so pytest-cov
+        combined and reported meanwhile."""
+        while self.awaiting_workers:
+            msg = self.inbox.get()
+            kind = msg.get("t")
+            if kind in ("workers_gone", "shutdown"):
+                break
+            self.dispatch(kind, msg)
+        self.awaiting_workers = False
+
     def pytest_sessionfinish(self, session, exitstatus):
-        self.marks["finish"] = self._position()
+        self.await_workers()
         # What plugins print() in the summary (a conftest's
         # pytest_terminal_summary) goes where pytest shows it, with what
         # they write to the terminal (this process's stdout is stderr).
@@ -543,18 +569,31 @@ class Controller:
         finally:
             sys.stdout = real
 
+    def pytest_unconfigure(self, config):
+        # What plugins print at unconfigure (pytest-xprocess's reminder)
+        # comes after pytest's final line.
+        import io
+
+        real, sys.stdout = sys.stdout, io.StringIO()
+        try:
+            yield
+        finally:
+            self.after_final, sys.stdout = sys.stdout.getvalue(), real
+
     def _position(self):
         return self.buffer.tell() if self.buffer is not None else 0
 
     def output(self):
-        """The terminal output of plugins after the loop (pytest-cov's
-        fail-under error) and in the summary (the coverage table)."""
+        """The terminal output of plugins after the loop and in
+        pytest_sessionfinish (pytest-cov's fail-under error), ending with
+        the line pytest writes before the summary; and in the summary (the
+        coverage table)."""
         if self.buffer is None:
             return "", ""
         text = self.buffer.getvalue()
         loop = self.marks.get("loop", len(text))
-        finish = self.marks.get("finish", loop)
-        return text[loop:finish], text[finish:]
+        summary = self.marks.get("summary", len(text))
+        return text[loop:summary], text[summary:]
 
     def hook_error(self, where):
         """A plugin raised in a replayed hook: say it as pytest's
@@ -989,8 +1028,11 @@ def run_controller(channel, inbox, control):
     )
     Controller.pytest_configure = pytest.hookimpl(tryfirst=True)(Controller.pytest_configure)
     Controller.pytest_sessionstart = pytest.hookimpl(tryfirst=True)(Controller.pytest_sessionstart)
-    Controller.pytest_terminal_summary = pytest.hookimpl(tryfirst=True)(Controller.pytest_terminal_summary)
+    Controller.pytest_terminal_summary = pytest.hookimpl(hookwrapper=True, tryfirst=True)(
+        Controller.pytest_terminal_summary
+    )
     Controller.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Controller.pytest_sessionfinish)
+    Controller.pytest_unconfigure = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Controller.pytest_unconfigure)
     controller = Controller(channel, inbox, control)
 
     class Ready:
@@ -1039,6 +1081,7 @@ def run_controller(channel, inbox, control):
             "exitstatus": status,
             "after_loop": after_loop,
             "summary": summary,
+            "after_final": controller.after_final,
             "errors": controller.errors,
         }
     )

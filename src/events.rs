@@ -274,6 +274,8 @@ pub struct PluginOutput {
     /// Written in the terminal summary (the coverage table), shown before
     /// the short test summary.
     pub summary: String,
+    /// Printed at unconfigure, shown after the final line.
+    pub after_final: String,
 }
 
 /// Anything that consumes events.

@@ -207,6 +207,9 @@ pub enum ToAgent {
         /// Failed reports.
         failed: usize,
     },
+    /// Controller: every worker's process has exited; its session's
+    /// `pytest_sessionfinish` goes on (xdist's tears its nodes down first).
+    WorkersGone,
     /// Sync: list what `base` holds under `dirs` (answered by `sync_manifest`).
     SyncList {
         /// The directory the tree is mirrored into (`~` expanded remotely).
@@ -617,6 +620,9 @@ pub struct ControllerDone {
     /// What plugins wrote in the terminal summary.
     #[serde(default)]
     pub summary: String,
+    /// What plugins printed at unconfigure, after pytest's final line.
+    #[serde(default)]
+    pub after_final: String,
     /// How many replayed hooks raised.
     #[serde(default)]
     pub errors: u32,

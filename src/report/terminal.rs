@@ -1213,7 +1213,7 @@ impl Terminal {
         self.flush_worker_output();
         self.hide_status();
         self.finish_progress_line();
-        self.plugin_text(&plugins.after_loop);
+        self.plugin_text_after_loop(&plugins.after_loop);
         if let Some(e) = error {
             let _ = self.out.flush();
             let msg = self.paint(&e.rendered(), RED, false);
@@ -1226,6 +1226,7 @@ impl Terminal {
         if self.opts.collect_only {
             self.summary_errors();
             self.final_line(elapsed);
+            self.plugin_text(&plugins.after_final);
             let _ = self.out.flush();
             return;
         }
@@ -1278,6 +1279,7 @@ impl Terminal {
             _ => {}
         }
         self.final_line(elapsed);
+        self.plugin_text(&plugins.after_final);
         let _ = self.out.flush();
     }
 }
@@ -1307,12 +1309,29 @@ impl Terminal {
         let _ = self.out.flush();
     }
 
+    /// What plugins wrote after the test loop and in
+    /// `pytest_sessionfinish`, shown below the progress: pytest's first
+    /// `\n` ended its progress line (the coordinator ended its own) and
+    /// its last is the blank line pytest leaves before the summary, shown
+    /// only below something a plugin wrote.
+    fn plugin_text_after_loop(&mut self, text: &str) {
+        let text = text.strip_prefix('\n').unwrap_or(text);
+        if !text.trim().is_empty() {
+            self.plugin_text(text);
+        }
+    }
+
     /// Text plugins wrote in the controller's session, as they wrote it
-    /// (their sections and markup), without pytest's blank lines around it.
+    /// (their sections, markup and blank lines), ending its last line.
     fn plugin_text(&mut self, text: &str) {
-        let text = text.trim_start_matches('\n').trim_end();
-        if !text.is_empty() {
-            self.line(text);
+        if text.is_empty() {
+            return;
+        }
+        self.hide_status();
+        self.finish_progress_line();
+        let _ = self.out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = writeln!(self.out);
         }
     }
 }
@@ -1350,7 +1369,11 @@ impl Reporter for Terminal {
                 plugin_text,
             } => {
                 self.apply(options);
-                self.plugin_text(plugin_text);
+                // Above rtest's header, without pytest's blank lines.
+                let text = plugin_text.trim_start_matches('\n').trim_end();
+                if !text.is_empty() {
+                    self.line(text);
+                }
                 self.header(worker)
             }
             Event::Collected {

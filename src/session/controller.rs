@@ -108,6 +108,7 @@ impl Controller {
             .map(|d| PluginOutput {
                 after_loop: d.after_loop.clone(),
                 summary: d.summary.clone(),
+                after_final: d.after_final.clone(),
             })
             .unwrap_or_default()
     }
@@ -861,6 +862,10 @@ impl Session<'_> {
             if !self.ctl.told_finish {
                 self.tell_finish(exit);
             }
+            // Every worker has exited by now: plugins that hear from them
+            // outside the reports (a socket closed at exit, a file written
+            // at unconfigure) have all they will get, as under xdist.
+            self.tell_controller(&ToAgent::WorkersGone);
             let signal = async {
                 tokio::select! {
                     _ = super::recv_signal(sigint) => {}

@@ -504,3 +504,38 @@ fn timeout_zero_switches_off_a_configured_timeout() {
     r.code(0);
     assert_eq!(r.summary(), "1 passed");
 }
+
+#[test]
+fn an_exit_handler_that_never_returns_costs_its_worker_ten_seconds_not_the_run() {
+    // Workers run their atexit handlers as a process that ends normally
+    // does (and as xdist's do), for at most ten seconds: xdist's limit for
+    // its workers to exit.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import atexit, time\n\n\
+             def pytest_configure(config):\n    if hasattr(config, 'workerinput'):\n        \
+             atexit.register(time.sleep, 3600)\n",
+        )
+        .file(
+            "test_a.py",
+            "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n",
+        );
+    let started = std::time::Instant::now();
+    let run = p.rtest(&["-n", "2", "--junitxml=out.xml"]);
+    run.code(1);
+    assert_eq!(run.summary(), "1 failed, 1 passed");
+    assert!(
+        run.stderr
+            .contains("atexit handlers still running after 10s; the process ends without them"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let outcomes = junit_outcomes(&p.path().join("out.xml"));
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+}

@@ -800,3 +800,137 @@ fn what_plugins_write_at_session_start_is_above_the_header_as_under_xdist() {
         assert_eq!(r.stdout.matches("version 1.2").count(), 1, "{}", r.stdout);
     }
 }
+
+#[test]
+fn plugins_hear_from_every_worker_until_it_exits_as_under_xdist() {
+    // xdist's controller tears its nodes down in its first sessionfinish
+    // implementation, waiting for the workers to exit: what they leave at
+    // unconfigure and at exit (atexit) is there for the controller's
+    // sessionfinish and summary. pytest-retry relies on it (it reads each
+    // worker's socket until the worker's process closes it).
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            r#"
+import atexit, os
+
+
+def pytest_configure(config):
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        atexit.register(lambda: open("heard/%s-atexit" % worker, "w").close())
+
+
+def pytest_unconfigure(config):
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker:
+        open("heard/%s-unconfigure" % worker, "w").close()
+
+
+def heard():
+    return " ".join(sorted(f for f in os.listdir("heard") if not f.startswith(".")))
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        with open("sessionfinish.log", "w") as f:
+            f.write(heard())
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    terminalreporter.write_line("heard in the summary: " + heard())
+"#,
+        )
+        .file("heard/.keep", "")
+        .file(
+            "test_a.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_a(i):\n    pass\n",
+        );
+    let all = "gw0-atexit gw0-unconfigure gw1-atexit gw1-unconfigure";
+    let clean = || {
+        for f in [
+            "gw0-atexit",
+            "gw0-unconfigure",
+            "gw1-atexit",
+            "gw1-unconfigure",
+        ] {
+            let _ = std::fs::remove_file(p.path().join("heard").join(f));
+        }
+    };
+    let xdist = p.pytest(&["-n", "2"]);
+    xdist
+        .code(0)
+        .stdout_has(&format!("heard in the summary: {all}"));
+    assert_eq!(p.read("sessionfinish.log"), all);
+    clean();
+    let run = p.rtest(&["-n", "2"]);
+    run.code(0)
+        .stdout_has(&format!("heard in the summary: {all}"));
+    assert_eq!(p.read("sessionfinish.log"), all);
+}
+
+#[test]
+fn what_plugins_write_at_the_end_is_laid_out_as_pytest_lays_it_out() {
+    // Their blank lines kept; what sessionfinish writes comes right below
+    // the progress (before the failures); what the controller prints at
+    // unconfigure comes after the final line, and a worker's not at all
+    // (xdist drops a worker's stdout). Against serial pytest: xdist glues
+    // the sessionfinish line to its progress line.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            r#"
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        tr.write_line("sessionfinish line")
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write("\n")
+    terminalreporter.section("mine", sep="=")
+    terminalreporter.write_line("a line")
+    terminalreporter.write("\n")
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "workerinput"):
+        print("a worker's unconfigure line")
+    else:
+        print("unconfigure line")
+"#,
+        )
+        .file(
+            "test_a.py",
+            "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n",
+        );
+    // From the end of the progress to the end, the time taken out (pytest
+    // -q glues the sessionfinish line to its progress line).
+    let tail = |out: &str| -> Vec<String> {
+        let (_, rest) = out
+            .rsplit_once("[100%]")
+            .unwrap_or_else(|| panic!("no progress line in\n{out}"));
+        let rest = rest.strip_prefix('\n').unwrap_or(rest);
+        rest.lines()
+            .filter(|l| !l.starts_with("[gw"))
+            .map(|l| match l.rsplit_once(" in ") {
+                Some((a, _)) if l.contains(" passed") => a.to_string(),
+                _ => l.to_string(),
+            })
+            .collect()
+    };
+    for quiet in [&[][..], &["-q"][..]] {
+        let want = p.pytest(&[&["-p", "no:randomly"][..], quiet].concat());
+        let run = p.rtest(&[&["-n", "2", "-p", "no:randomly"][..], quiet].concat());
+        run.code(1).stdout_lacks("a worker's unconfigure line");
+        assert!(
+            !run.stderr.contains("a worker's unconfigure line"),
+            "{}",
+            run.stderr
+        );
+        let want = tail(&want.stdout);
+        assert_eq!(want[..2], ["sessionfinish line", ""], "{want:?}");
+        assert_eq!(want.last().unwrap(), "unconfigure line");
+        assert_eq!(tail(&run.stdout), want, "{}", run.stdout);
+    }
+}
