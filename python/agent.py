@@ -632,7 +632,9 @@ class Worker:
         except Exception:
             text = _text(warning_message.message)
         msg = {"t": "warning", "nodeid": nodeid, "when": when, "text": text.rstrip("\n")}
-        if self.stream:
+        if self.stream or when != "runtest":
+            # Those outside tests come before the controller may have said
+            # it wants the stream: kept by the coordinator until it has.
             msg["data"] = _warning_data(warning_message, when, nodeid, location)
         self.channel.send(msg)
 

@@ -424,6 +424,11 @@ class Controller:
             for impl in caller.get_hookimpls():
                 if not _is_builtin(impl.plugin, self.own):
                     hooked.append("%s (%s)" % (name, impl.plugin_name))
+        if _max_warnings(config) is not None:
+            # pytest >= 9.2 fails a passing run with more warnings than
+            # --max-warnings (or the ini's max_warnings) allows: its
+            # terminal reporter here counts the run's warnings.
+            hooked.append("pytest_sessionfinish (max_warnings)")
         self.needed = bool(hooked)
         wants_ids = any(h.startswith("pytest_xdist_node_collection_finished") for h in hooked)
         common = {}
@@ -912,6 +917,16 @@ def _cov_paths_for_combining(config):
             combining.config.paths["source"] = aliases
     except Exception:
         pass
+
+
+def _max_warnings(config):
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    get = getattr(reporter, "_get_max_warnings", None)
+    try:
+        return get() if get is not None else None
+    except Exception:
+        # A bad ini value: pytest's own reporter says so at the end.
+        return 0
 
 
 def _watch(config):

@@ -2,7 +2,8 @@
 //!
 //! Exit codes follow pytest: 0 all passed, 1 some tests failed, 2
 //! interrupted (or collection errors), 3 internal error, 4 usage or
-//! configuration error, 5 no tests collected.
+//! configuration error, 5 no tests collected, 6 too many warnings; a
+//! plugin may set any other.
 
 use std::fmt;
 
@@ -10,26 +11,42 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ExitCode {
     /// Every test passed.
-    Ok = 0,
+    Ok,
     /// Some tests failed.
-    TestsFailed = 1,
+    TestsFailed,
     /// The run was interrupted (Ctrl-C, collection errors, `pytest.exit`).
-    Interrupted = 2,
+    Interrupted,
     /// An internal error in rtest or pytest.
-    InternalError = 3,
+    InternalError,
     /// Bad command line or configuration.
-    UsageError = 4,
+    UsageError,
     /// No tests were collected.
-    NoTestsCollected = 5,
+    NoTestsCollected,
+    /// Every test passed, with more warnings than `--max-warnings` allows
+    /// (pytest 9.2).
+    MaxWarnings,
+    /// A status a plugin set in the controller's session
+    /// (`session.exitstatus = 42`), which pytest exits with as it is.
+    Plugin(i32),
 }
 
 impl ExitCode {
     /// The process exit code.
     pub fn code(self) -> i32 {
-        self as i32
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::TestsFailed => 1,
+            ExitCode::Interrupted => 2,
+            ExitCode::InternalError => 3,
+            ExitCode::UsageError => 4,
+            ExitCode::NoTestsCollected => 5,
+            ExitCode::MaxWarnings => 6,
+            ExitCode::Plugin(code) => code,
+        }
     }
 
-    /// Map a pytest exit status to ours (unknown values are internal errors).
+    /// Map a pytest exit status to ours (what a process cannot exit with is
+    /// an internal error).
     pub fn from_pytest(status: i32) -> ExitCode {
         match status {
             0 => ExitCode::Ok,
@@ -37,6 +54,9 @@ impl ExitCode {
             2 => ExitCode::Interrupted,
             4 => ExitCode::UsageError,
             5 => ExitCode::NoTestsCollected,
+            6 => ExitCode::MaxWarnings,
+            // What a process can exit with.
+            7..=255 => ExitCode::Plugin(status),
             _ => ExitCode::InternalError,
         }
     }
@@ -118,3 +138,20 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode;
+
+    #[test]
+    fn pytest_statuses_map_to_themselves() {
+        for status in 0..=255 {
+            assert_eq!(ExitCode::from_pytest(status).code(), status);
+        }
+        assert_eq!(ExitCode::from_pytest(6), ExitCode::MaxWarnings);
+        assert_eq!(ExitCode::from_pytest(42), ExitCode::Plugin(42));
+        // Not a process's exit status.
+        assert_eq!(ExitCode::from_pytest(-1), ExitCode::InternalError);
+        assert_eq!(ExitCode::from_pytest(256), ExitCode::InternalError);
+    }
+}

@@ -114,6 +114,14 @@ pub fn categorize(report: &PhaseReport) -> Option<Category> {
     match report.category.as_deref() {
         Some("") => return None,
         Some("subtests passed") => return Some(Category::SubtestsPassed),
+        // pytest's own word where it differs from the phase's (a report of
+        // pytest-forked's crashed child fails "???", not setup: a failure).
+        Some("passed") => return Some(Category::Passed),
+        Some("failed") => return Some(Category::Failed),
+        Some("error") => return Some(Category::Error),
+        Some("skipped") => return Some(Category::Skipped),
+        Some("xfailed") => return Some(Category::XFailed),
+        Some("xpassed") => return Some(Category::XPassed),
         _ => {}
     }
     let xfail = report.wasxfail.is_some();

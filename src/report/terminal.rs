@@ -595,7 +595,7 @@ impl Terminal {
             for p in r
                 .phases
                 .iter()
-                .filter(|p| p.outcome == "failed" && p.when != "call")
+                .filter(|p| categorize(p) == Some(Category::Error))
             {
                 let name = p.head_line.clone().unwrap_or_else(|| r.nodeid.clone());
                 self.sep_line('_', &format!("ERROR at {} of {name}", p.when), RED, true);
@@ -623,7 +623,7 @@ impl Terminal {
             for p in r
                 .phases
                 .iter()
-                .filter(|p| p.when == "call" && p.outcome == "failed")
+                .filter(|p| categorize(p) == Some(Category::Failed))
             {
                 if self.opts.tb == "line" {
                     // pytest's _getcrashline: "path:line: message".
@@ -839,7 +839,7 @@ impl Terminal {
                         for p in r
                             .phases
                             .iter()
-                            .filter(|p| p.when == "call" && p.outcome == "failed")
+                            .filter(|p| categorize(p) == Some(Category::Failed))
                         {
                             let msg = crash_message(p);
                             let word = p.word.as_deref().unwrap_or("FAILED");
@@ -873,7 +873,7 @@ impl Terminal {
                         for p in r
                             .phases
                             .iter()
-                            .filter(|p| p.when != "call" && p.outcome == "failed")
+                            .filter(|p| categorize(p) == Some(Category::Error))
                         {
                             let msg = crash_message(p);
                             lines.push(with_msg(

@@ -58,6 +58,8 @@ pub(super) struct Controller {
     done: Option<ControllerDone>,
     /// It failed (did not start, died, or a plugin raised in it): exit 3.
     failed: bool,
+    /// Warnings that came before it said whether it wants the run.
+    early_warnings: Vec<RawJson>,
     /// Its process is gone.
     exited: bool,
     /// When it was started (it must be ready within [`START_LIMIT`]).
@@ -213,6 +215,24 @@ impl Session<'_> {
         }
         if let Some(w) = &self.ctl.writer {
             let _ = w.send(encode(msg));
+        }
+    }
+
+    /// A warning for the controller's `pytest_warning_recorded`; one that
+    /// comes before it said whether it wants the run (a collection-time
+    /// warning) waits for its answer.
+    pub(super) fn warning_to_controller(&mut self, data: RawJson) {
+        match self.ctl.state {
+            CtlState::Starting => self.ctl.early_warnings.push(data),
+            CtlState::Active => self.tell_controller(&ToAgent::Warning { data }),
+            CtlState::Off => {}
+        }
+    }
+
+    /// The controller wants the run: what came before its answer.
+    fn send_early_warnings(&mut self) {
+        for data in std::mem::take(&mut self.ctl.early_warnings) {
+            self.tell_controller(&ToAgent::Warning { data });
         }
     }
 
@@ -578,7 +598,9 @@ impl Session<'_> {
                             self.spawn(i);
                         }
                     }
-                    if !ready.needed {
+                    if ready.needed {
+                        self.send_early_warnings();
+                    } else {
                         self.ctl.state = CtlState::Off;
                         self.release_workers();
                     }
@@ -604,10 +626,12 @@ impl Session<'_> {
                             }
                         }
                     }
+                    self.send_early_warnings();
                     self.maybe_start_running();
                 } else {
                     // It ends by itself; nothing more goes to it.
                     self.ctl.state = CtlState::Off;
+                    self.ctl.early_warnings.clear();
                     self.release_workers();
                 }
             }

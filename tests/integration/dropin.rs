@@ -663,3 +663,90 @@ fn a_conftest_decides_how_many_auto_workers_as_under_xdist() {
         "{said}"
     );
 }
+
+#[test]
+fn max_warnings_fails_a_passing_run_as_pytest_does() {
+    // pytest 9.2: more warnings than --max-warnings (or the ini's
+    // max_warnings) allows turns a pass into exit status 6. A warning at
+    // import counts once (every worker collects it; serial pytest sees it
+    // once), in a run whose controller is remembered as needed too.
+    let p = Project::new().file(
+        "test_w.py",
+        "import warnings\n\nwarnings.warn(UserWarning('at import'))\n\n\
+         def test_a():\n    warnings.warn(UserWarning('a'))\n\n\
+         def test_b():\n    warnings.warn(UserWarning('b'))\n\n\
+         def test_c():\n    pass\n",
+    );
+    let serial = p.pytest(&["--max-warnings", "2"]);
+    serial
+        .code(6)
+        .stdout_has("Tests pass, but maximum allowed warnings exceeded: 3 > 2");
+    for _ in 0..2 {
+        let run = p.rtest(&["-n", "2", "--max-warnings", "2"]);
+        run.code(6)
+            .stdout_has("Tests pass, but maximum allowed warnings exceeded: 3 > 2");
+        assert_eq!(run.summary(), "3 passed, 3 warnings");
+    }
+    p.rtest(&["-n", "2", "--max-warnings", "3"])
+        .code(0)
+        .stdout_lacks("maximum allowed warnings");
+    let p = p.file("pytest.ini", "[pytest]\nmax_warnings = 1\n");
+    p.rtest(&["-n", "2"]).code(6);
+    // A failing run stays a failing run.
+    let p = p.file("test_f.py", "def test_f():\n    assert 0\n");
+    p.rtest(&["-n", "2"]).code(1);
+}
+
+#[test]
+fn a_status_a_plugin_sets_is_the_exit_status_as_under_xdist() {
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "def pytest_sessionfinish(session):\n    session.exitstatus = 42\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n");
+    p.pytest(&["-n", "2"]).code(42);
+    p.rtest(&["-n", "2"]).code(42);
+}
+
+#[test]
+fn a_report_of_a_phase_pytest_does_not_name_is_a_failure_as_pytest_counts_it() {
+    // pytest-forked reports a crashed child as a failure "???" (neither
+    // setup nor teardown): pytest counts it as failed, not as an error.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            r#"
+import pytest
+from _pytest.runner import CallInfo
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    if item.name != "test_odd":
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    call = CallInfo.from_call(lambda: 0 / 0, "???")
+    report = item.ihook.pytest_runtest_makereport(item=item, call=call)
+    item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"#,
+        )
+        .file(
+            "test_a.py",
+            "def test_odd():\n    pass\n\ndef test_b():\n    pass\n",
+        );
+    // (pytest-rerunfailures expects every failed report's item to have
+    // been set up.)
+    let args = ["-n", "2", "-rA", "-p", "no:rerunfailures"];
+    let xdist = p.pytest(&args);
+    let run = p.rtest(&args);
+    for r in [&xdist, &run] {
+        r.code(1)
+            .stdout_has("FAILED test_a.py::test_odd - ZeroDivisionError")
+            .stdout_has("= FAILURES =")
+            .stdout_lacks("= ERRORS =");
+        assert_eq!(r.summary(), "1 failed, 1 passed");
+    }
+}
