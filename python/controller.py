@@ -429,6 +429,10 @@ class Controller:
             # --max-warnings (or the ini's max_warnings) allows: its
             # terminal reporter here counts the run's warnings.
             hooked.append("pytest_sessionfinish (max_warnings)")
+        if config.getoption("stepwise", False):
+            # pytest's stepwise plugin remembers the failing test only
+            # outside workers (as under xdist, where the controller does).
+            hooked.append("pytest_runtest_logreport (stepwise)")
         self.needed = bool(hooked)
         wants_ids = any(h.startswith("pytest_xdist_node_collection_finished") for h in hooked)
         common = {}

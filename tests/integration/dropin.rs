@@ -750,3 +750,38 @@ def pytest_runtest_protocol(item, nextitem):
         assert_eq!(r.summary(), "1 failed, 1 passed");
     }
 }
+
+#[test]
+fn stepwise_remembers_the_failing_test_and_starts_from_it_as_under_xdist() {
+    // pytest's stepwise plugin writes its cache only outside workers: under
+    // xdist the controller does, from the reports it sees.
+    let p = Project::new().file(
+        "test_sw.py",
+        "import pytest\n\n@pytest.mark.parametrize('i', range(8))\ndef test_a(i):\n    assert i != 5\n",
+    );
+    let last_failed = |p: &Project| -> Value {
+        let text = p.read(".pytest_cache/v/cache/stepwise");
+        serde_json::from_str::<Value>(&text).unwrap()["last_failed"].clone()
+    };
+    // (xdist exits 2 there, as interrupted; serial pytest and rtest 1.)
+    p.pytest(&["-n", "2", "--sw"]);
+    let want = last_failed(&p);
+    assert_eq!(want, "test_sw.py::test_a[5]");
+    std::fs::remove_dir_all(p.path().join(".pytest_cache")).unwrap();
+
+    let run = p.rtest(&["-n", "2", "--sw"]);
+    run.code(1)
+        .stdout_has("Interrupted: Test failed, continuing from this test next run.");
+    assert_eq!(last_failed(&p), want);
+    // The next run starts from it: the tests before it are deselected.
+    let run = p.rtest(&["-n", "2", "--sw", "-p", "no:randomly"]);
+    run.code(1);
+    assert!(run.summary().contains("5 deselected"), "{}", run.stdout);
+    // Fixed, it passes and is forgotten.
+    let p = p.file(
+        "test_sw.py",
+        "import pytest\n\n@pytest.mark.parametrize('i', range(8))\ndef test_a(i):\n    pass\n",
+    );
+    p.rtest(&["-n", "2", "--sw"]).code(0);
+    assert_eq!(last_failed(&p), Value::Null);
+}
