@@ -7,6 +7,9 @@ use super::*;
 /// How long past `--startup-timeout` the coordinator waits for the agent's
 /// own stack dump before it kills the worker itself.
 const STARTUP_GRACE: f64 = 10.0;
+/// How long a worker that said it is done may take to end: the agent's
+/// ten seconds for its atexit handlers, and some.
+const EXIT_LIMIT: f64 = 15.0;
 
 impl Session<'_> {
     /// The environment worker `index` gets: its spec's, the run's, and a
@@ -475,6 +478,28 @@ impl Session<'_> {
                         k.kill();
                     }
                 }
+            }
+        }
+        for i in 0..self.slots.len() {
+            // Done, but its process has not ended (the agent gives its
+            // atexit handlers EXIT_HANDLERS_LIMIT, then ends; one stuck
+            // in C code holding the GIL cannot).
+            let slot = &mut self.slots[i];
+            let stuck = slot.state != SlotState::Exited
+                && slot.kill_reason.is_none()
+                && slot
+                    .done_at
+                    .is_some_and(|t| t.elapsed().as_secs_f64() > EXIT_LIMIT);
+            if stuck {
+                slot.kill_reason = Some(KillReason::Abort);
+                if let Some(k) = &slot.killer {
+                    k.kill();
+                }
+                let msg = format!(
+                    "worker {} was done but had not ended {EXIT_LIMIT}s later (an atexit handler?); rtest killed it",
+                    slot.id
+                );
+                self.reporter.on_event(&Event::Notice(msg));
             }
         }
         for slot in &mut self.slots {

@@ -506,30 +506,34 @@ fn timeout_zero_switches_off_a_configured_timeout() {
 }
 
 #[test]
-fn an_exit_handler_that_never_returns_costs_its_worker_ten_seconds_not_the_run() {
+fn exit_handlers_that_never_return_cost_seconds_not_the_run() {
     // Workers run their atexit handlers as a process that ends normally
-    // does (and as xdist's do), for at most ten seconds: xdist's limit for
-    // its workers to exit.
+    // does (and as xdist's do), for at most ten seconds (xdist's limit for
+    // its workers to exit). gw0's handler sleeps in Python (the agent ends
+    // the process at the limit); gw1's sleeps in C holding the GIL (the
+    // agent cannot: rtest kills it a little later).
     let p = Project::new()
         .file(
             "conftest.py",
-            "import atexit, time\n\n\
-             def pytest_configure(config):\n    if hasattr(config, 'workerinput'):\n        \
-             atexit.register(time.sleep, 3600)\n",
+            "import atexit, ctypes, time\n\n\
+             def pytest_configure(config):\n    worker = getattr(config, 'workerinput', {}).get('workerid')\n    \
+             if worker == 'gw0':\n        atexit.register(time.sleep, 3600)\n    \
+             elif worker == 'gw1':\n        atexit.register(lambda: ctypes.PyDLL(None).sleep(3600))\n",
         )
-        .file(
-            "test_a.py",
-            "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n",
-        );
+        .file("test_a.py", "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n");
     let started = std::time::Instant::now();
     let run = p.rtest(&["-n", "2", "--junitxml=out.xml"]);
     run.code(1);
     assert_eq!(run.summary(), "1 failed, 1 passed");
     assert!(
-        run.stderr
-            .contains("atexit handlers still running after 10s; the process ends without them"),
+        run.stderr.contains(
+            "[gw0] atexit handlers still running after 10s; the process ends without them"
+        ),
         "{}",
         run.stderr
+    );
+    run.stdout_has(
+        "rtest: worker gw1 was done but had not ended 15s later (an atexit handler?); rtest killed it",
     );
     assert!(
         started.elapsed() < Duration::from_secs(60),
