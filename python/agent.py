@@ -639,7 +639,10 @@ class Worker:
         self.channel.send(msg)
 
     def pytest_internalerror(self, excrepr, excinfo):
+        # The coordinator says it (once for every worker that says the
+        # same), where pytest would write it to stderr as well.
         self.channel.send({"t": "internal_error", "message": _text(excrepr)})
+        return True
 
     def _serialize(self, report, item_index=None):
         try:

@@ -644,9 +644,27 @@ impl Session<'_> {
             }
             FromAgent::InternalError { message } => {
                 self.internal_error = true;
-                let id = self.slots[i].id.clone();
-                self.reporter
-                    .on_event(&Event::Notice(format!("INTERNALERROR on {id}:\n{message}")));
+                let lines: String = message
+                    .trim_end()
+                    .lines()
+                    .map(|l| format!("INTERNALERROR> {l}\n"))
+                    .collect();
+                let slot = &mut self.slots[i];
+                if matches!(slot.state, SlotState::Starting | SlotState::Collecting) {
+                    // Its session is over before it collected: said with
+                    // the report of its loss, as its last words (once for
+                    // every worker that says the same).
+                    slot.tail.extend_from_slice(lines.as_bytes());
+                } else {
+                    let id = slot.id.clone();
+                    let said = if self.not_said_by_another(&id, lines.as_bytes()) {
+                        format!(":\n{}", lines.trim_end())
+                    } else {
+                        ", the same as above".to_string()
+                    };
+                    self.reporter
+                        .on_event(&Event::Notice(format!("INTERNALERROR on {id}{said}")));
+                }
             }
             // Sync happens before a session starts; a worker has no reason
             // to send these here.

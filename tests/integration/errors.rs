@@ -192,3 +192,47 @@ fn a_python_without_pytest_is_provisioned_and_xdist_fixtures_work_without_xdist(
         again.stderr
     );
 }
+
+#[test]
+fn a_workers_internal_error_is_said_once_for_every_worker_that_says_it() {
+    // At configure time (before the worker is ready) it goes with the
+    // report of the worker's loss; during the run, as it comes. Either
+    // way once, as pytest would write it, not again from each worker.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "def pytest_configure(config):\n    if hasattr(config, 'workerinput'):\n        \
+             raise RuntimeError('boom in worker configure')\n",
+        )
+        .file(
+            "test_a.py",
+            "def test_a():\n    pass\n\ndef test_b():\n    pass\n",
+        );
+    let run = p.rtest(&["-n", "2"]);
+    run.code(3);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        all.matches("INTERNALERROR> RuntimeError: boom in worker configure")
+            .count(),
+        1,
+        "{all}"
+    );
+    let p = p.file(
+        "conftest.py",
+        "def pytest_runtest_logreport(report):\n    if report.when == 'call':\n        \
+         raise RuntimeError('boom in logreport')\n",
+    );
+    let run = p.rtest(&["-n", "2"]);
+    run.code(3);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        all.matches("INTERNALERROR> RuntimeError: boom in logreport")
+            .count(),
+        1,
+        "{all}"
+    );
+    assert!(
+        all.contains("INTERNALERROR on gw0") || all.contains("INTERNALERROR on gw1"),
+        "{all}"
+    );
+}
