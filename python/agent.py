@@ -325,6 +325,7 @@ class Worker:
         self.deselected = 0
         self.hang_dump = None
         self.terminal = TerminalTail()
+        self.collection_lines = []
         # The terminal reporter whose writer is the TerminalTail.
         self.quieted = None
         inbox.handlers["steal"] = self._steal
@@ -466,6 +467,19 @@ class Worker:
     def pytest_deselected(self, items):
         self.deselected += len(items)
 
+    def pytest_report_collectionfinish(self):
+        # What plugins report once collection is done (--lf's
+        # "run-last-failure: ...", --sw's "stepwise: ..."), as pytest's
+        # reporter here asks for it: the coordinator shows it.
+        outcome = yield
+        try:
+            result = outcome.get_result()
+        except BaseException:
+            return
+        for entry in reversed(result or []):
+            for line in [entry] if isinstance(entry, str) else entry:
+                self.collection_lines.append(_text(line))
+
     def pytest_collection_finish(self, session):
         _startup_done()
         self.channel.send(
@@ -479,6 +493,7 @@ class Worker:
                 # every item (most run elsewhere) costs real time.
                 "groups": [_groups(item) for item in session.items] if self.start.get("groups") else [],
                 "limits": _time_limits(session.config, session.items),
+                "report_lines": self.collection_lines,
             }
         )
 
@@ -1228,6 +1243,11 @@ def run_pytest(channel, inbox, start):
     Worker.pytest_runtest_logstart = pytest.hookimpl(trylast=True)(Worker.pytest_runtest_logstart)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_sessionfinish)
     Worker.pytest_unconfigure = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_unconfigure)
+    Worker.pytest_report_collectionfinish = pytest.hookimpl(hookwrapper=True)(
+        Worker.pytest_report_collectionfinish
+    )
+    # After pytest's reporter asked plugins what to report.
+    Worker.pytest_collection_finish = pytest.hookimpl(trylast=True)(Worker.pytest_collection_finish)
     worker = Worker(channel, inbox, start)
     worker.stream = bool(start.get("stream"))
     config, status = parse_args(channel, start["args"], None)

@@ -528,8 +528,15 @@ class Controller:
         elif status == 5:
             session.testscollected = 0
         # The coordinator stopped the run and said why; pytest's own lines
-        # for it are the coordinator's to print.
-        session.shouldfail = session.shouldstop = False
+        # for it are the coordinator's to print. (pytest >= 8.4 refuses to
+        # unset them through the property, with a warning: a replayed
+        # report that stopped the session here, --sw's, is no reason to
+        # stop anything.)
+        for name in ("shouldfail", "shouldstop"):
+            if hasattr(session, "_" + name):
+                setattr(session, "_" + name, False)
+            else:
+                setattr(session, name, False)
         self.marks["loop"] = self._position()
         if status == 2:
             raise session.Interrupted("interrupted")

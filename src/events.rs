@@ -225,6 +225,9 @@ pub enum Event {
         /// (`rootdir:`, `configfile:`, `plugins:` and what plugins add);
         /// empty without a controller.
         header: Vec<String>,
+        /// What plugins report once collection is done, from the first
+        /// collection (`pytest_report_collectionfinish`).
+        collection_lines: Vec<String>,
         /// What plugins wrote after pytest's header, before the run.
         plugin_text: String,
         /// Summary sections a plugin's terminal reporter draws its way

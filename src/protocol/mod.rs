@@ -812,6 +812,10 @@ pub struct Collected {
     /// worker (pytest-timeout); absent where none does.
     #[serde(default)]
     pub limits: Option<TimeLimits>,
+    /// What plugins report once collection is done
+    /// (`pytest_report_collectionfinish`: `run-last-failure: ...`).
+    #[serde(default)]
+    pub report_lines: Vec<String>,
 }
 
 /// The time limits a worker's pytest plugin (pytest-timeout) enforces on

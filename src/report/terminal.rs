@@ -199,6 +199,8 @@ pub struct Terminal {
     /// Summary sections a plugin's terminal reporter draws in the
     /// controller (pytest's method names).
     left_to_plugins: Vec<String>,
+    /// What plugins report once collection is done, for the header.
+    collection_lines: Vec<String>,
 }
 
 impl Terminal {
@@ -239,6 +241,7 @@ impl Terminal {
             header_done: false,
             rootdir: None,
             left_to_plugins: Vec::new(),
+            collection_lines: Vec::new(),
         }
     }
 
@@ -1150,6 +1153,11 @@ impl Terminal {
         for (desc, ids) in groups {
             self.line(&format!("  {}: {desc}", ids.join(", ")));
         }
+        // pytest's "run-last-failure: ..." and plugins' like it, where
+        // pytest puts them: below the count of what was collected.
+        for line in std::mem::take(&mut self.collection_lines) {
+            self.line(&line);
+        }
         if !self.opts.collect_only {
             self.line("");
         }
@@ -1385,10 +1393,12 @@ impl Reporter for Terminal {
                 collect_reports,
                 ids,
                 header,
+                collection_lines,
                 plugin_text,
                 left_to_plugins,
             } => {
                 self.left_to_plugins = left_to_plugins.clone();
+                self.collection_lines = collection_lines.clone();
                 if !rootdir.is_empty() {
                     self.rootdir = Some(std::path::PathBuf::from(rootdir));
                 }

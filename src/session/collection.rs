@@ -162,6 +162,7 @@ impl Session<'_> {
                 .add_collection(coll, infos, self.plan.workers.len());
 
             self.collections[coll] = Some(CollectionSet {
+                report_lines: c.report_lines,
                 ids: c.ids,
                 offset,
                 owner: slot_id,
@@ -232,6 +233,7 @@ impl Session<'_> {
             collect_reports: collect_reports.clone(),
             ids,
             header: self.ctl.header.clone(),
+            collection_lines: main.report_lines.clone(),
             plugin_text: std::mem::take(&mut self.ctl.after_header),
             left_to_plugins: self.ctl.sections.clone(),
         });

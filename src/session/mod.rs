@@ -289,6 +289,8 @@ struct CollectionSet {
     owner: String,
     deselected: usize,
     rootdir: String,
+    /// What plugins reported once it was done.
+    report_lines: Vec<String>,
 }
 
 struct Session<'a> {

@@ -771,11 +771,22 @@ fn stepwise_remembers_the_failing_test_and_starts_from_it_as_under_xdist() {
 
     let run = p.rtest(&["-n", "2", "--sw"]);
     run.code(1)
-        .stdout_has("Interrupted: Test failed, continuing from this test next run.");
+        .stdout_has("Interrupted: Test failed, continuing from this test next run.")
+        .stdout_lacks("cannot be unset");
+    assert!(!run.stderr.contains("cannot be unset"), "{}", run.stderr);
+    assert_eq!(
+        run.stdout
+            .matches("continuing from this test next run")
+            .count(),
+        1,
+        "{}",
+        run.stdout
+    );
     assert_eq!(last_failed(&p), want);
     // The next run starts from it: the tests before it are deselected.
     let run = p.rtest(&["-n", "2", "--sw", "-p", "no:randomly"]);
-    run.code(1);
+    run.code(1)
+        .stdout_has("stepwise: skipping 5 already passed items");
     assert!(run.summary().contains("5 deselected"), "{}", run.stdout);
     // Fixed, it passes and is forgotten.
     let p = p.file(
@@ -784,4 +795,43 @@ fn stepwise_remembers_the_failing_test_and_starts_from_it_as_under_xdist() {
     );
     p.rtest(&["-n", "2", "--sw"]).code(0);
     assert_eq!(last_failed(&p), Value::Null);
+}
+
+#[test]
+fn what_plugins_report_after_collection_is_in_the_header_as_in_pytest() {
+    // pytest's own --lf and --sw say what they did with the collection
+    // (xdist's controller, which collects nothing, never says it).
+    let p = Project::new()
+        .file(
+            "test_a.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(4))\ndef test_a(i):\n    assert i != 2\n",
+        )
+        .file("test_b.py", "def test_b():\n    pass\n");
+    let said = |out: &str, prefix: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    p.pytest(&[]).code(1);
+    let want = said(&p.pytest(&["--lf"]).stdout, "run-last-failure:");
+    assert_eq!(
+        want,
+        ["run-last-failure: rerun previous 1 failure (skipped 1 file)"]
+    );
+    let run = p.rtest(&["-n", "2", "--lf"]);
+    run.code(1);
+    assert_eq!(
+        said(&run.stdout, "run-last-failure:"),
+        want,
+        "{}",
+        run.stdout
+    );
+    // Below rtest's workers, above the progress.
+    let at = run.stdout.find("run-last-failure:").unwrap();
+    assert!(run.stdout.find("rtest ").unwrap() < at, "{}", run.stdout);
+    // Quiet: not said, as in pytest.
+    p.rtest(&["-n", "2", "--lf", "-q"])
+        .code(1)
+        .stdout_lacks("run-last-failure:");
 }
