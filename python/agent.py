@@ -1658,6 +1658,12 @@ def _run_exit_handlers(code):
     run = getattr(atexit, "_run_exitfuncs", None)
     if run is None:
         return
+    # The session is over: what they print is quiet, as at unconfigure
+    # (xdist drops a worker's stdout); what they write to stderr is shown.
+    try:
+        sys.stdout = open(os.devnull, "w")
+    except OSError:
+        pass
     timer = threading.Timer(EXIT_HANDLERS_LIMIT, _exit_handlers_hung, (code,))
     timer.daemon = True
     timer.start()

@@ -518,13 +518,22 @@ fn exit_handlers_that_never_return_cost_seconds_not_the_run() {
             "import atexit, ctypes, time\n\n\
              def pytest_configure(config):\n    worker = getattr(config, 'workerinput', {}).get('workerid')\n    \
              if worker == 'gw0':\n        atexit.register(time.sleep, 3600)\n    \
-             elif worker == 'gw1':\n        atexit.register(lambda: ctypes.PyDLL(None).sleep(3600))\n",
+             elif worker == 'gw1':\n        atexit.register(lambda: ctypes.PyDLL(None).sleep(3600))\n    \
+             if worker:\n        atexit.register(print, 'an exit handler prints')\n",
         )
         .file("test_a.py", "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n");
     let started = std::time::Instant::now();
     let run = p.rtest(&["-n", "2", "--junitxml=out.xml"]);
     run.code(1);
     assert_eq!(run.summary(), "1 failed, 1 passed");
+    // What they print is quiet, as the rest of a worker's stdout at the
+    // end of its session.
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains("an exit handler prints"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     assert!(
         run.stderr.contains(
             "[gw0] atexit handlers still running after 10s; the process ends without them"
