@@ -196,9 +196,8 @@ struct Slot {
     tail: Vec<u8>,
     kill_reason: Option<KillReason>,
     reports: HashMap<usize, Vec<PhaseReport>>,
-    done: Option<i32>,
     /// When it said it was done (its atexit handlers run after that).
-    done_at: Option<Instant>,
+    done: Option<Instant>,
     shut: bool,
     /// Started without its workerinput, which the controller provides.
     awaiting_input: bool,
@@ -241,7 +240,6 @@ impl Slot {
             kill_reason: None,
             reports: HashMap::new(),
             done: None,
-            done_at: None,
             shut: false,
             awaiting_input: false,
             in_controller: false,
@@ -262,7 +260,6 @@ impl Slot {
         self.tail.clear();
         self.kill_reason = None;
         self.done = None;
-        self.done_at = None;
         self.shut = false;
         self.started = None;
         self.limits = None;
@@ -675,8 +672,7 @@ impl Session<'_> {
             | FromAgent::Places { .. } => {}
             FromAgent::Done { status } => {
                 let slot = &mut self.slots[i];
-                slot.done = Some(status);
-                slot.done_at = Some(Instant::now());
+                slot.done = Some(Instant::now());
                 if !slot.pending.is_empty() && self.stop.is_none() && status != 0 && status != 1 {
                     // pytest.exit() or an interrupt inside the worker.
                     self.pytest_exit_status = Some(status);

@@ -488,7 +488,7 @@ impl Session<'_> {
             let stuck = slot.state != SlotState::Exited
                 && slot.kill_reason.is_none()
                 && slot
-                    .done_at
+                    .done
                     .is_some_and(|t| t.elapsed().as_secs_f64() > EXIT_LIMIT);
             if stuck {
                 slot.kill_reason = Some(KillReason::Abort);
