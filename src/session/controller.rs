@@ -425,7 +425,7 @@ impl Session<'_> {
         }
         let slot = &mut self.slots[i];
         let output = slot.workeroutput.take();
-        let error = (slot.done.is_none() && !slot.session_over)
+        let error = (slot.done.is_none() && slot.session_over.is_none())
             .then(|| format!("{} went down: {how}", slot.id));
         let id = slot.id.clone();
         self.tell_controller(&ToAgent::NodeDown { id, output, error });
@@ -840,7 +840,7 @@ impl Session<'_> {
         let over = self
             .slots
             .iter()
-            .all(|s| s.state == SlotState::Exited || s.session_over);
+            .all(|s| s.state == SlotState::Exited || s.session_over.is_some());
         if !over
             || self.stop.is_some()
             || self.error.is_some()

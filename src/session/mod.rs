@@ -209,9 +209,9 @@ struct Slot {
     /// It started on the workerinput the last runs' controller gave it;
     /// it runs nothing until this run's controller gives the same.
     guessed_input: Option<protocol::RawJson>,
-    /// Its session finished (it sent its workeroutput): no result can come
-    /// from it any more, whatever it does while exiting.
-    session_over: bool,
+    /// When its session finished (it sent its workeroutput): no result can
+    /// come from it any more, whatever it does while exiting.
+    session_over: Option<Instant>,
     /// Its pytest is configured (with its `workerinfo`, when it sent one).
     configured: Option<Option<protocol::RawJson>>,
     /// What it wrote to stderr outside a test, until it shows it is alive.
@@ -244,7 +244,7 @@ impl Slot {
             awaiting_input: false,
             in_controller: false,
             workeroutput: None,
-            session_over: false,
+            session_over: None,
             guessed_input: None,
             configured: None,
             held_output: Vec::new(),
@@ -266,7 +266,7 @@ impl Slot {
         self.awaiting_input = false;
         self.in_controller = false;
         self.workeroutput = None;
-        self.session_over = false;
+        self.session_over = None;
         self.guessed_input = None;
         self.configured = None;
         self.held_output.clear();
@@ -616,7 +616,7 @@ impl Session<'_> {
                 // the controller's plugins now, not when its process has
                 // unconfigured and exited.
                 self.slots[i].workeroutput = Some(output);
-                self.slots[i].session_over = true;
+                self.slots[i].session_over = Some(Instant::now());
                 self.node_down(i, "");
             }
             // Only the controller says these.

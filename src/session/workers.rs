@@ -10,6 +10,10 @@ const STARTUP_GRACE: f64 = 10.0;
 /// How long a worker that said it is done may take to end: the agent's
 /// ten seconds for its atexit handlers, and some.
 const EXIT_LIMIT: f64 = 15.0;
+/// How long a worker whose session is over may take to say it is done
+/// (plugins' `pytest_unconfigure`); xdist gives its workers ten seconds in
+/// all once every session is over.
+const UNCONFIGURE_LIMIT: f64 = 30.0;
 
 impl Session<'_> {
     /// The environment worker `index` gets: its spec's, the run's, and a
@@ -218,7 +222,7 @@ impl Session<'_> {
         // Its last words are worth showing only if it ended well (a
         // plugin's warning at unconfigure); else they are in its tail,
         // which the report of the loss shows.
-        if self.slots[i].session_over || self.slots[i].done.is_some() {
+        if self.slots[i].session_over.is_some() || self.slots[i].done.is_some() {
             self.release_output(i);
         } else {
             self.slots[i].held_output.clear();
@@ -483,24 +487,30 @@ impl Session<'_> {
         for i in 0..self.slots.len() {
             // Done, but its process has not ended (the agent gives its
             // atexit handlers EXIT_HANDLERS_LIMIT, then ends; one stuck
-            // in C code holding the GIL cannot).
+            // in C code holding the GIL cannot); or its session is over and
+            // it is still unconfiguring.
             let slot = &mut self.slots[i];
-            let stuck = slot.state != SlotState::Exited
-                && slot.kill_reason.is_none()
-                && slot
-                    .done
-                    .is_some_and(|t| t.elapsed().as_secs_f64() > EXIT_LIMIT);
-            if stuck {
-                slot.kill_reason = Some(KillReason::Abort);
-                if let Some(k) = &slot.killer {
-                    k.kill();
-                }
-                let msg = format!(
-                    "worker {} was done but had not ended {EXIT_LIMIT}s later (an atexit handler?); rtest killed it",
-                    slot.id
-                );
-                self.reporter.on_event(&Event::Notice(msg));
+            if slot.state == SlotState::Exited || slot.kill_reason.is_some() {
+                continue;
             }
+            let past = |t: Option<Instant>, limit: f64| {
+                t.is_some_and(|t| t.elapsed().as_secs_f64() > limit)
+            };
+            let why = if past(slot.done, EXIT_LIMIT) {
+                format!("was done but had not ended {EXIT_LIMIT}s later (an atexit handler?)")
+            } else if slot.done.is_none() && past(slot.session_over, UNCONFIGURE_LIMIT) {
+                format!(
+                    "finished its session but was not done {UNCONFIGURE_LIMIT}s later (a plugin's pytest_unconfigure?)"
+                )
+            } else {
+                continue;
+            };
+            slot.kill_reason = Some(KillReason::Abort);
+            if let Some(k) = &slot.killer {
+                k.kill();
+            }
+            let msg = format!("worker {} {why}; rtest killed it", slot.id);
+            self.reporter.on_event(&Event::Notice(msg));
         }
         for slot in &mut self.slots {
             if slot.state != SlotState::Running || slot.kill_reason.is_some() {

@@ -552,3 +552,27 @@ fn exit_handlers_that_never_return_cost_seconds_not_the_run() {
     let outcomes = junit_outcomes(&p.path().join("out.xml"));
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
 }
+
+#[test]
+fn a_worker_stuck_unconfiguring_costs_thirty_seconds_not_the_run() {
+    // Its session is over, so every result is in; xdist kills a worker
+    // that has not ended ten seconds after every session is over.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import time\n\ndef pytest_unconfigure(config):\n    \
+             if getattr(config, 'workerinput', {}).get('workerid') == 'gw1':\n        time.sleep(3600)\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n\ndef test_b():\n    pass\n");
+    let started = std::time::Instant::now();
+    let run = p.rtest(&["-n", "2"]);
+    run.code(0).stdout_has(
+        "rtest: worker gw1 finished its session but was not done 30s later (a plugin's pytest_unconfigure?); rtest killed it",
+    );
+    assert_eq!(run.summary(), "2 passed");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+}
