@@ -910,7 +910,13 @@ impl Session<'_> {
             }
         }
         self.ctl.state = CtlState::Off;
-        if self.ctl.failed && exit < ExitCode::InternalError && exit != ExitCode::Interrupted {
+        // A plugin that raised makes the run an internal error, whatever
+        // the tests' outcome (or a plugin's status) said.
+        let decided_by_tests = matches!(
+            exit,
+            ExitCode::Ok | ExitCode::TestsFailed | ExitCode::MaxWarnings | ExitCode::Plugin(_)
+        );
+        if self.ctl.failed && decided_by_tests {
             exit = ExitCode::InternalError;
         }
         // Not needed, or finished: it is on its way out (writing pytest's

@@ -233,6 +233,13 @@ def pytest_runtest_logreport(report):
         .stdout_has("ValueError: boom in logreport")
         .stdout_has("raiser.py:");
     assert_eq!(run.summary(), "1 failed, 8 passed");
+    // Whatever status the session's plugins set.
+    let p = p.file(
+        "setter.py",
+        "def pytest_sessionfinish(session):\n    session.exitstatus = 42\n",
+    );
+    p.rtest(&["-n", "2", "-p", "raiser", "-p", "setter"])
+        .code(3);
 }
 
 #[test]
