@@ -460,6 +460,17 @@ class Worker:
         }
         if report.skipped and isinstance(report.longrepr, tuple):
             msg["skip"] = [_text(x) for x in report.longrepr]
+        elif report.failed:
+            # The short summary's message, as pytest takes it: the text of
+            # a plain-text error, the crash line of a traceback; none for
+            # an import error (its repr carries no crash).
+            longrepr = report.longrepr
+            if isinstance(longrepr, str):
+                msg["crash"] = longrepr
+            else:
+                crash = getattr(longrepr, "reprcrash", None)
+                if crash is not None:
+                    msg["crash"] = _text(crash.message)
         if self.full_reports or self.stream:
             msg["raw"] = self._serialize(report)
         self.channel.send(msg)
@@ -611,9 +622,10 @@ class Worker:
                 msg["skip"] = [_text(x) for x in longrepr]
             elif isinstance(longrepr, str):
                 msg["longrepr"] = longrepr
-                # pytest's summary line takes the first line as it is
-                # ("[XPASS(strict)] " keeps its space).
-                msg["crash"] = {"path": None, "lineno": None, "message": longrepr.split("\n")[0]}
+                # pytest's summary line takes all of it as the message (its
+                # first line where the line is trimmed; "[XPASS(strict)] "
+                # keeps its space), and so does JUnit's.
+                msg["crash"] = {"path": None, "lineno": None, "message": longrepr}
             else:
                 msg["longrepr"] = _longrepr_text(report)
                 crash = getattr(longrepr, "reprcrash", None)

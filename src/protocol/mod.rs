@@ -784,6 +784,9 @@ pub struct CollectReport {
     /// For skips: path, line, reason.
     #[serde(default)]
     pub skip: Option<Vec<Option<String>>>,
+    /// For errors: the short summary's message, where pytest has one.
+    #[serde(default)]
+    pub crash: Option<String>,
     /// pytest's serialized report (report log, controller).
     #[serde(default)]
     pub raw: Option<RawJson>,

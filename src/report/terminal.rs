@@ -818,21 +818,24 @@ impl Terminal {
             (self.opts.verbosity >= 2 || running_on_ci()) && !self.opts.force_short_summary;
         let with_msg = |word: &str, id: &str, msg: Option<&str>| -> String {
             let base = format!("{word} {id}");
-            match msg.and_then(|m| m.lines().next()).filter(|m| !m.is_empty()) {
-                Some(m) => {
-                    let full = format!("{base} - {m}");
-                    if verbose || full.chars().count() <= width {
-                        full
-                    } else {
-                        let keep = width.saturating_sub(base.chars().count() + 6);
-                        if keep == 0 {
-                            base
-                        } else {
-                            format!("{base} - {}...", m.chars().take(keep).collect::<String>())
-                        }
-                    }
+            let Some(msg) = msg else {
+                return base;
+            };
+            if verbose {
+                // All of it, every line (a long assertion diff too).
+                return format!("{base} - {msg}");
+            }
+            let m = msg.split('\n').next().unwrap_or_default();
+            let full = format!("{base} - {m}");
+            if full.chars().count() <= width {
+                full
+            } else {
+                let keep = width.saturating_sub(base.chars().count() + 6);
+                if keep == 0 {
+                    base
+                } else {
+                    format!("{base} - {}...", m.chars().take(keep).collect::<String>())
                 }
-                None => base,
             }
         };
         for c in chars.chars() {
@@ -860,16 +863,10 @@ impl Terminal {
                         .iter()
                         .filter(|r| r.outcome == "failed")
                     {
-                        let msg = cr.longrepr.as_deref().and_then(|l| {
-                            l.lines()
-                                .rev()
-                                .find(|x| x.starts_with("E "))
-                                .map(|x| x[1..].trim().to_string())
-                        });
                         lines.push(with_msg(
                             &self.paint("ERROR", RED, false),
                             &self.shown(&cr.nodeid),
-                            msg.as_deref(),
+                            cr.crash.as_deref(),
                         ));
                     }
                     for r in &self.failures {

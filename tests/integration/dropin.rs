@@ -348,6 +348,85 @@ fn summary_lines_are_trimmed_as_pytest_trims_them() {
 }
 
 #[test]
+fn summary_messages_are_pytests_in_full_on_ci_and_for_collection_errors() {
+    // On CI and with -vv pytest writes the whole message, every line of an
+    // assertion diff; a collector's error has the crash line of its
+    // traceback (pytest.fail at collection) or none (an import error).
+    let p = Project::new()
+        .file(
+            "test_multi.py",
+            "def test_list():\n    assert [1, 2, 3] == [1, 2, 4]\n\n\
+             def test_lines():\n    raise ValueError('one\\ntwo\\nthree')\n",
+        )
+        .file("test_imports.py", "import no_such_module_here\n")
+        .file(
+            "test_fails.py",
+            "import pytest\npytest.fail('not at collection', pytrace=False)\n",
+        );
+    let summary = |out: &str| -> Vec<String> {
+        let mut lines: Vec<String> = out
+            .lines()
+            .skip_while(|l| !l.contains("short test summary info"))
+            .skip(1)
+            .take_while(|l| !l.starts_with('!') && !l.starts_with('='))
+            .map(str::to_string)
+            .collect();
+        // Failures come in the order they happened; compare as a set of
+        // entries (each with its continuation lines).
+        let mut entries: Vec<String> = Vec::new();
+        for l in lines.drain(..) {
+            if l.starts_with("FAILED ") || l.starts_with("ERROR ") || entries.is_empty() {
+                entries.push(l);
+            } else if let Some(last) = entries.last_mut() {
+                last.push('\n');
+                last.push_str(&l);
+            }
+        }
+        entries.sort();
+        entries
+    };
+    for (args, ci) in [
+        (
+            &["-p", "no:randomly", "--continue-on-collection-errors"][..],
+            Some("1"),
+        ),
+        (
+            &[
+                "-p",
+                "no:randomly",
+                "--continue-on-collection-errors",
+                "-vv",
+            ][..],
+            None,
+        ),
+        (
+            &["-p", "no:randomly", "--continue-on-collection-errors"][..],
+            None,
+        ),
+    ] {
+        let mut pytest = std::process::Command::new(crate::harness::venv_python());
+        pytest
+            .args(["-m", "pytest"])
+            .args(args)
+            .current_dir(p.path())
+            .env("COLUMNS", "100")
+            .env_remove("CI")
+            .env_remove("BUILD_NUMBER");
+        let mut rtest = p.command(&[&["-n", "2"][..], args].concat());
+        if let Some(v) = ci {
+            pytest.env("CI", v);
+            rtest.env("CI", v);
+        }
+        let want = summary(&String::from_utf8_lossy(&pytest.output().unwrap().stdout));
+        let got = summary(&String::from_utf8_lossy(&rtest.output().unwrap().stdout));
+        assert_eq!(want.len(), 4, "{want:?}");
+        assert_eq!(got, want, "{args:?} CI={ci:?}");
+        let full = ci.is_some() || args.contains(&"-vv");
+        assert_eq!(want.iter().any(|e| e.contains("three")), full, "{want:?}");
+    }
+}
+
+#[test]
 fn the_passes_section_is_pytests() {
     // -rP / -rA: the PASSES heading once any test passed, a test's own
     // heading and output when its call captured any, a fixture's
