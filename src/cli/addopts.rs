@@ -32,6 +32,10 @@ pub struct PytestConfig {
     pub env_addopts: Option<String>,
     /// `--basetemp` found in either (rtest splits it per worker).
     pub basetemp: Option<String>,
+    /// xdist's `--maxschedchunk` found in either.
+    pub max_sched_chunk: Option<usize>,
+    /// xdist's `--testrunuid` found in either.
+    pub testrun_uid: Option<String>,
     /// rtest options that have no meaning there, with where they were.
     pub warnings: Vec<String>,
     /// What pytest gets instead, for `rtest plan`: (setting, value,
@@ -202,9 +206,20 @@ fn take(
             "{what}: {flag} is ignored there: give it on rtest's command line or in [tool.rtest]"
         ));
     }
-    let took = !layer.base.values.is_empty() || !ignored.is_empty();
+    let took = !layer.base.values.is_empty()
+        || !ignored.is_empty()
+        || raw.max_sched_chunk.is_some()
+        || raw.testrun_uid.is_some();
     if raw.basetemp.is_some() {
         out.basetemp = raw.basetemp.clone();
+    }
+    // Run-wide xdist options without a config key: the later source
+    // (`PYTEST_ADDOPTS`) wins, the command line over both.
+    if raw.max_sched_chunk.is_some() {
+        out.max_sched_chunk = raw.max_sched_chunk;
+    }
+    if raw.testrun_uid.is_some() {
+        out.testrun_uid = raw.testrun_uid.clone();
     }
     if !layer.base.values.is_empty() {
         out.layers.push(layer);
@@ -247,6 +262,19 @@ mod tests {
             format!("{}:3 addopts", p.display())
         );
         assert_eq!(c.layers[1].location(None, "tx"), "PYTEST_ADDOPTS");
+    }
+
+    #[test]
+    fn xdists_chunk_and_run_id_leave_addopts_too() {
+        let (t, p) = ini("[pytest]\naddopts = --maxschedchunk 3 -ra\n");
+        let c = read(t.path(), Some(&p), Some("--testrunuid=ci-42")).unwrap();
+        assert_eq!(
+            c.override_args,
+            ["-o", "addopts=-r a"].map(String::from).to_vec()
+        );
+        assert_eq!(c.env_addopts.as_deref(), Some(""));
+        assert_eq!(c.max_sched_chunk, Some(3));
+        assert_eq!(c.testrun_uid.as_deref(), Some("ci-42"));
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct RawArgs {
     pub rsyncignore: Vec<String>,
     /// `--max-worker-restart`.
     pub max_worker_restart: Option<usize>,
+    /// `--maxschedchunk`: at most this many tests sent to a worker at once.
+    pub max_sched_chunk: Option<usize>,
+    /// `--testrunuid`: the run's id (`testrun_uid`), instead of a fresh one.
+    pub testrun_uid: Option<String>,
     /// `--timeout`, seconds.
     pub timeout: Option<f64>,
     /// `--startup-timeout`, seconds (0: none).
@@ -104,6 +108,8 @@ pub(crate) const OWN_WITH_VALUE: &[&str] = &[
     "--rsyncdir",
     "--rsyncignore",
     "--max-worker-restart",
+    "--maxschedchunk",
+    "--testrunuid",
     "--timeout",
     "--startup-timeout",
     "--junitxml",
@@ -309,11 +315,22 @@ fn short_cluster(
             'h' => out.help = true,
             'V' => out.version = true,
             'd' => out.dist = Some("load".into()),
+            'f' => return Err(looponfail()),
             _ => kept.push(c),
         }
     }
     flush_short(out, &kept);
     Ok(())
+}
+
+/// pytest-xdist's `-f`/`--looponfail` would wait for file changes forever
+/// inside every pytest process rtest starts.
+fn looponfail() -> ArgError {
+    ArgError(
+        "-f/--looponfail (pytest-xdist's loop on failure) is not supported by rtest; \
+         rerun on changes with a file watcher (e.g. `watchexec -e py -- rtest --lf`)"
+            .into(),
+    )
 }
 
 fn flush_short(out: &mut RawArgs, kept: &str) {
@@ -351,7 +368,13 @@ fn classify_forwarded(
             };
             return apply_own(out, &name, value);
         }
-        "--junitxml" | "--junit-xml" | "--report-log" | "--timeout" | "--max-worker-restart" => {
+        "--junitxml"
+        | "--junit-xml"
+        | "--report-log"
+        | "--timeout"
+        | "--max-worker-restart"
+        | "--maxschedchunk"
+        | "--testrunuid" => {
             let value = take_value(&name, inline, args, i)?;
             return apply_own(out, &name, Some(value));
         }
@@ -404,6 +427,7 @@ fn classify_forwarded(
                 "{name} cannot be used with rtest: tests run in worker processes without a terminal; run that test with plain pytest"
             )))
         }
+        "--looponfail" => return Err(looponfail()),
         _ => {}
     }
     match (takes_value, inline) {
@@ -432,6 +456,21 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
         "--distload" => out.dist = Some("load".into()),
         "--rsyncdir" => out.rsyncdirs.push(PathBuf::from(v)),
         "--rsyncignore" => out.rsyncignore.push(v),
+        "--maxschedchunk" => {
+            out.max_sched_chunk = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ArgError(format!(
+                    "--maxschedchunk: expected a whole number of 1 or more, got {v:?}"
+                ))
+            })?)
+        }
+        "--testrunuid" => {
+            if v.is_empty() {
+                return Err(ArgError(
+                    "--testrunuid: expected an id, got an empty value".into(),
+                ));
+            }
+            out.testrun_uid = Some(v)
+        }
         "--max-worker-restart" => {
             out.max_worker_restart = Some(v.parse().map_err(|_| {
                 ArgError(format!(
@@ -601,6 +640,26 @@ mod tests {
             "--maxfail: expected a whole number, got \"x\""
         );
         assert!(e("--pdb").starts_with("--pdb cannot be used with rtest"));
+        for looponfail in ["-f", "--looponfail", "-vf"] {
+            assert!(
+                e(looponfail).starts_with(
+                    "-f/--looponfail (pytest-xdist's loop on failure) is not supported"
+                ),
+                "{looponfail}"
+            );
+        }
+        assert_eq!(
+            e("--maxschedchunk 0"),
+            "--maxschedchunk: expected a whole number of 1 or more, got \"0\""
+        );
+    }
+
+    #[test]
+    fn xdists_scheduling_and_run_id_options_are_rtests() {
+        let a = p("--maxschedchunk 4 --testrunuid=run-7 -k x");
+        assert_eq!(a.max_sched_chunk, Some(4));
+        assert_eq!(a.testrun_uid.as_deref(), Some("run-7"));
+        assert_eq!(a.pytest_args, vec!["-k", "x"]);
     }
 
     #[test]

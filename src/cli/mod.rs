@@ -109,6 +109,7 @@ fn terminal_options(raw: &RawArgs, plan: &Plan) -> Result<terminal::TerminalOpti
         cwd,
         collect_only: plan.collect_only,
         header_notes: Vec::new(),
+        hash_seed: None,
         show_warnings: true,
         progress: terminal::Progress::default(),
         no_header: false,
@@ -791,6 +792,11 @@ fn settings(
         timeout,
         startup_timeout,
         max_worker_restart,
+        max_sched_chunk: raw.max_sched_chunk.or(pytest.max_sched_chunk),
+        testrun_uid: raw
+            .testrun_uid
+            .clone()
+            .or_else(|| pytest.testrun_uid.clone()),
         maxfail,
         junitxml,
         report_log,

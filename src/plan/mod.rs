@@ -75,6 +75,10 @@ pub struct Settings {
     pub startup_timeout: Option<f64>,
     /// `--max-worker-restart`.
     pub max_worker_restart: Option<usize>,
+    /// `--maxschedchunk`.
+    pub max_sched_chunk: Option<usize>,
+    /// `--testrunuid`.
+    pub testrun_uid: Option<String>,
     /// `-x`/`--maxfail`.
     pub maxfail: Option<usize>,
     /// `--junitxml`.
@@ -182,6 +186,12 @@ pub struct Plan {
     pub startup_timeout: Option<f64>,
     /// How many crashed workers may be replaced.
     pub max_worker_restart: usize,
+    /// At most this many tests go to a worker at once (`--maxschedchunk`).
+    #[serde(skip)]
+    pub max_sched_chunk: Option<usize>,
+    /// The run's id, where `--testrunuid` gave one.
+    #[serde(skip)]
+    pub testrun_uid: Option<String>,
     /// Stop after this many failures.
     pub maxfail: Option<usize>,
     /// JUnit XML output.
@@ -380,6 +390,8 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         timeout: settings.timeout,
         startup_timeout,
         max_worker_restart,
+        max_sched_chunk: settings.max_sched_chunk,
+        testrun_uid: settings.testrun_uid.clone(),
         maxfail: settings.maxfail,
         junitxml: settings.junitxml.clone(),
         report_log: settings.report_log.clone(),

@@ -55,6 +55,8 @@ pub struct TerminalOptions {
     pub fold_skipped: bool,
     /// `--force-short-summary`: messages trimmed at -vv and on CI too.
     pub force_short_summary: bool,
+    /// The `PYTHONHASHSEED` rtest gave every worker (shown with -v).
+    pub hash_seed: Option<String>,
 }
 
 /// What pytest's progress lines end with (its `console_output_style`).
@@ -1108,6 +1110,16 @@ impl Terminal {
         }
         for n in self.opts.header_notes.clone() {
             self.line(&n);
+        }
+        if let Some(seed) = self
+            .opts
+            .hash_seed
+            .clone()
+            .filter(|_| self.opts.verbosity > 0)
+        {
+            self.line(&format!(
+                "PYTHONHASHSEED={seed} for every worker (so they collect alike; set it to choose)"
+            ));
         }
         // Group workers with the same interpreter: "gw0-gw3: popen, CPython 3.11.7 (/usr/bin/python3)".
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();

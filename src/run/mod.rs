@@ -81,6 +81,23 @@ pub fn show(mut plan: Plan, no_provision: bool) -> Result<ExitCode, Error> {
     })
 }
 
+/// The `PYTHONHASHSEED` every worker gets, where neither rtest's
+/// environment nor the config sets one: one process hashes strings one way,
+/// so a suite that parametrizes over a set (or sorts by hash) collects alike
+/// on every worker, as it would in plain pytest (pytest-xdist stops such a
+/// run: "Different tests were collected"). A new seed each run (from `uid`),
+/// the same for all of it: workers, the controller, what tests start.
+fn hash_seed(uid: &str, env: &[(String, String)]) -> Option<String> {
+    if std::env::var_os("PYTHONHASHSEED").is_some()
+        || env.iter().any(|(k, _)| k == "PYTHONHASHSEED")
+    {
+        return None;
+    }
+    let n = u32::from_str_radix(uid.get(..8)?, 16).ok()?;
+    // 1..=4294967295: 0 would turn hash randomization off.
+    Some((n % u32::MAX + 1).to_string())
+}
+
 /// A fresh `PYTEST_XDIST_TESTRUNUID`.
 pub fn testrun_uid() -> String {
     use sha2::{Digest, Sha256};
@@ -104,7 +121,12 @@ fn run_session(
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     let mut look = opts.terminal;
     look.header_notes.extend(header_notes);
-    let (cwd, color, width) = (look.cwd.clone(), look.color, look.width);
+    let mut env = pytest_env(plan, Some(look.width));
+    if let Some(seed) = hash_seed(&testrun_uid(), &env) {
+        env.push(("PYTHONHASHSEED".into(), seed.clone()));
+        look.hash_seed = Some(seed);
+    }
+    let (cwd, color) = (look.cwd.clone(), look.color);
     reporters.push(Box::new(terminal::Terminal::new(look)));
     if let Some(path) = &plan.junitxml {
         let path = cwd.join(path);
@@ -126,11 +148,11 @@ fn run_session(
         reporters.push(Box::new(log));
     }
     let session_opts = SessionOptions {
-        testrun_uid: testrun_uid(),
+        testrun_uid: plan.testrun_uid.clone().unwrap_or_else(testrun_uid),
         full_reports: plan.report_log.is_some(),
         echo_output: opts.echo_output,
         continue_on_collection_errors: opts.continue_on_collection_errors,
-        env: pytest_env(plan, Some(width)),
+        env,
         remotes,
         require_all_hosts: opts.require_all_hosts,
         controller: controller_python(plan),

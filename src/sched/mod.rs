@@ -81,6 +81,10 @@ pub struct Scheduler {
     /// Crashed tests waiting to learn whether they run again: until then
     /// no worker is shut down for want of work.
     held: usize,
+    /// `--maxschedchunk`: at most this many tests go to a worker in one
+    /// step (`load`, `worksteal`), and a worker is topped up once it holds
+    /// fewer.
+    max_chunk: Option<usize>,
 }
 
 /// Group items into units: by key; in the load modes with history, short
@@ -221,7 +225,17 @@ impl Scheduler {
             wakeups: Vec::new(),
             steal_inflight: None,
             held: 0,
+            max_chunk: None,
         }
+    }
+
+    /// Send at most `chunk` tests to a worker in one step, as xdist's
+    /// `--maxschedchunk` does (a worker still gets two to start: the test
+    /// it runs and the one after it).
+    pub fn with_max_chunk(mut self, chunk: Option<usize>) -> Self {
+        self.max_chunk =
+            chunk.filter(|_| matches!(self.mode, DistMode::Load | DistMode::WorkSteal));
+        self
     }
 
     /// A crashed test may come back ([`release`](Scheduler::release)):
@@ -420,7 +434,8 @@ impl Scheduler {
         // short ones in bulk.
         let time_goal = (self.timed && !matches!(mode, DistMode::Each | DistMode::No))
             .then(|| self.pool_time.get(&collection).copied().unwrap_or(0.0) / (live as f64 * 4.0));
-        let low = target.div_ceil(2).max(2);
+        let cap = self.max_chunk.unwrap_or(usize::MAX);
+        let low = target.div_ceil(2).max(2).min(cap.max(2));
         let busy = match time_goal {
             Some(t) => pending >= 2 && state.pending_time >= t / 2.0,
             None => pending >= low,
@@ -435,12 +450,15 @@ impl Scheduler {
         let mut batch = Vec::new();
         let mut batch_time = 0.0;
         loop {
-            let enough = match time_goal {
-                Some(t) if !(pending == 0 && scarce) => {
-                    pending + batch.len() >= 2 && (batch_time >= t || pending + batch.len() >= 64)
-                }
-                _ => pending + batch.len() >= goal,
-            };
+            let capped = pending + batch.len() >= 2 && batch.len() >= cap;
+            let enough = capped
+                || match time_goal {
+                    Some(t) if !(pending == 0 && scarce) => {
+                        pending + batch.len() >= 2
+                            && (batch_time >= t || pending + batch.len() >= 64)
+                    }
+                    _ => pending + batch.len() >= goal,
+                };
             if enough {
                 break;
             }
@@ -784,6 +802,57 @@ mod tests {
             ran.iter().collect::<std::collections::HashSet<_>>().len(),
             3
         );
+    }
+
+    #[test]
+    fn max_chunk_caps_each_step_and_every_item_still_runs_once() {
+        for cap in [1, 3, 10] {
+            let n = 200;
+            let mut s = Scheduler::new(DistMode::Load).with_max_chunk(Some(cap));
+            s.add_collection(0, infos(ids(n), None), 2);
+            let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); 2];
+            let mut shut = [false; 2];
+            s.add_worker(0, 0);
+            s.add_worker(1, 0);
+            let mut ran = vec![false; n];
+            let mut steps = 0;
+            while !(shut.iter().all(|s| *s) && queues.iter().all(VecDeque::is_empty)) {
+                steps += 1;
+                assert!(steps < 10 * n, "no progress with cap {cap}");
+                for w in 0..2 {
+                    if !shut[w] {
+                        match s.poll(w) {
+                            Action::Run(b) => {
+                                // Two to start with (the test and its
+                                // successor), else at most the cap.
+                                assert!(
+                                    b.len() <= cap.max(2 - queues[w].len().min(2)),
+                                    "cap {cap}: {} at once",
+                                    b.len()
+                                );
+                                queues[w].extend(b);
+                            }
+                            Action::Shutdown => shut[w] = true,
+                            Action::Wait => {}
+                            Action::Steal { victim, items } => {
+                                fake_steal(&mut s, &mut queues[victim], victim, &items, 2);
+                            }
+                        }
+                    }
+                    assert!(
+                        queues[w].len() <= 2 * cap.max(2),
+                        "cap {cap}: queue too deep"
+                    );
+                    if queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()) {
+                        let item = queues[w].pop_front().unwrap();
+                        assert!(!ran[item], "item {item} ran twice");
+                        ran[item] = true;
+                        s.finished(w, item);
+                    }
+                }
+            }
+            assert!(ran.iter().all(|r| *r), "cap {cap}: not every item ran");
+        }
     }
 
     #[test]

@@ -354,7 +354,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         slots: Vec::new(),
         items: Vec::new(),
         collections: Vec::new(),
-        sched: Scheduler::new(plan.dist),
+        sched: Scheduler::new(plan.dist).with_max_chunk(plan.max_sched_chunk),
         started_event: false,
         pending_start: None,
         collected_event: false,

@@ -128,7 +128,7 @@ fn options_rtest_takes_never_reach_pytest() {
         .env("PYTEST_ADDOPTS", "--tx popen -v")
         .output()
         .unwrap();
-    let r = crate::harness::Run::from(out);
+    let r = Run::from(out);
     r.code(0)
         .stdout_has("3 workers")
         .stdout_has("PASSED tests/test_a.py::test_b")
@@ -151,7 +151,7 @@ fn bad_values_in_addopts_name_the_file_and_line() {
         .env("PYTEST_ADDOPTS", "-n lots")
         .output()
         .unwrap();
-    crate::harness::Run::from(out)
+    Run::from(out)
         .code(4)
         .stderr_has("PYTEST_ADDOPTS: -n/--numprocesses: expected a whole number");
 }
@@ -913,4 +913,85 @@ fn what_plugins_report_after_collection_is_in_the_header_as_in_pytest() {
     p.rtest(&["-n", "2", "--lf", "-q"])
         .code(1)
         .stdout_lacks("run-last-failure:");
+}
+
+#[test]
+fn a_suite_parametrized_over_a_set_collects_alike_on_every_worker() {
+    // Strings hash differently in every process unless PYTHONHASHSEED is
+    // set: a set's order, and so the parametrization, differs from worker
+    // to worker (pytest-xdist stops: "Different tests were collected").
+    // rtest gives every worker one seed per run, so it runs as plain pytest.
+    let names: Vec<String> = (0..40).map(|i| format!("'name{i}'")).collect();
+    let p = Project::new().file(
+        "test_set.py",
+        &format!(
+            "import os, pytest\n\nNAMES = {{{}}}\n\n\
+             @pytest.mark.parametrize('name', NAMES)\n\
+             def test_name(name):\n    assert name.startswith('name')\n\n\
+             def test_seed():\n    print('seed', os.environ.get('PYTHONHASHSEED'))\n",
+            names.join(", ")
+        ),
+    );
+    for _ in 0..2 {
+        let out = p
+            .command(&["-n", "2", "-p", "no:randomly", "-v", "-rA"])
+            .env_remove("PYTHONHASHSEED")
+            .output()
+            .unwrap();
+        let run = Run::from(out);
+        run.code(0).stdout_has("41 passed");
+        let seed = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("PYTHONHASHSEED="))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("the seed is in the -v header")
+            .to_string();
+        // The test saw the seed the header names.
+        run.stdout_has(&format!("seed {seed}"));
+    }
+    // One the user set is theirs, and not announced.
+    let out = p
+        .command(&["-n", "2", "-p", "no:randomly", "-v", "-rA"])
+        .env("PYTHONHASHSEED", "123")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.code(0)
+        .stdout_has("seed 123")
+        .stdout_lacks("PYTHONHASHSEED=");
+}
+
+#[test]
+fn xdists_maxschedchunk_and_testrunuid_are_taken_and_looponfail_refused() {
+    // rtest takes them (pytest never sees them: with xdist switched off it
+    // would not know them), as `pytest -n` users have them in addopts.
+    let p = Project::new().file(
+        "test_uid.py",
+        "import os, pytest\n\n\
+         @pytest.mark.parametrize('i', range(30))\n\
+         def test_uid(i, testrun_uid):\n\
+         \x20   assert testrun_uid == 'shared-run-7'\n\
+         \x20   assert os.environ['PYTEST_XDIST_TESTRUNUID'] == 'shared-run-7'\n",
+    );
+    p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:randomly",
+        "--maxschedchunk",
+        "1",
+        "--testrunuid=shared-run-7",
+    ])
+    .code(0)
+    .stdout_has("30 passed");
+    // xdist's loop on failure would wait for changes in every process
+    // forever: refused at once, with what to do instead.
+    for flag in ["-f", "--looponfail"] {
+        p.rtest(&["-n", "2", flag]).code(4).stderr_has(
+            "-f/--looponfail (pytest-xdist's loop on failure) is not supported by rtest",
+        );
+    }
 }
