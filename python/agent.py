@@ -665,6 +665,23 @@ class Worker:
             msg["data"] = _warning_data(warning_message, when, nodeid, location)
         self.channel.send(msg)
 
+    def pytest_keyboard_interrupt(self, excinfo):
+        # pytest.exit() in a test, a fixture or a hook: the run ends with
+        # pytest's own line for it ("_pytest.outcomes.Exit: why").
+        try:
+            from _pytest.outcomes import Exit
+        except ImportError:
+            return
+        if isinstance(excinfo.value, Exit):
+            status = excinfo.value.returncode
+            self.channel.send(
+                {
+                    "t": "exit",
+                    "message": _text(excinfo.exconly()),
+                    "status": 2 if status is None else int(status),
+                }
+            )
+
     def pytest_internalerror(self, excrepr, excinfo):
         # The coordinator says it (once for every worker that says the
         # same), where pytest would write it to stderr as well.

@@ -302,6 +302,8 @@ class Controller:
         self.told_missing = set()
         self.junit_seen = {}
         self.needed = False
+        # pytest.exit() ended the session (said to the coordinator).
+        self.exited = False
         self.collected = False
         self.errors = 0
         self.buffer = None
@@ -487,6 +489,24 @@ class Controller:
                 out.extend(_text(line) for line in entry)
         return out
 
+    def pytest_keyboard_interrupt(self, excinfo):
+        # pytest.exit() in the session's own hooks (a conftest's
+        # pytest_sessionstart): the run ends with pytest's line for it.
+        try:
+            from _pytest.outcomes import Exit
+        except ImportError:
+            return
+        if isinstance(excinfo.value, Exit):
+            self.exited = True
+            status = excinfo.value.returncode
+            self.channel.send(
+                {
+                    "t": "exit",
+                    "message": _text(excinfo.exconly()),
+                    "status": 2 if status is None else int(status),
+                }
+            )
+
     def pytest_internalerror(self, excrepr, excinfo):
         # The session itself failed (a plugin raised in pytest_configure or
         # pytest_sessionstart): the coordinator says it, as pytest would.
@@ -550,7 +570,8 @@ class Controller:
             return
         try:
             handler(msg)
-        except Exception:
+        except Exception as exc:
+            _reraise_exit(exc)
             self.hook_error(kind)
         if self.buffer is not None and self.buffer.live:
             # What plugins wrote for this test (pytest-instafail's
@@ -745,7 +766,8 @@ class Controller:
                 report = hook.pytest_report_from_serializable(config=self.config, data=data)
                 if report is not None:
                     hook.pytest_collectreport(report=report)
-            except Exception:
+            except Exception as exc:
+                _reraise_exit(exc)
                 self.hook_error("pytest_collectreport")
 
     def on_test(self, msg):
@@ -759,7 +781,8 @@ class Controller:
             _tuples(data)
             try:
                 report = hook.pytest_report_from_serializable(config=self.config, data=data)
-            except Exception:
+            except Exception as exc:
+                _reraise_exit(exc)
                 self.hook_error("pytest_report_from_serializable")
                 continue
             if report is None:
@@ -771,7 +794,8 @@ class Controller:
                 environment = None
             try:
                 hook.pytest_runtest_logreport(report=report)
-            except Exception:
+            except Exception as exc:
+                _reraise_exit(exc)
                 self.hook_error("pytest_runtest_logreport")
         crash = msg.get("crash")
         if crash is not None:
@@ -801,7 +825,8 @@ class Controller:
             self.junit_record(report, environment)
         try:
             self.config.hook.pytest_runtest_logreport(report=report)
-        except Exception:
+        except Exception as exc:
+            _reraise_exit(exc)
             self.hook_error("pytest_runtest_logreport")
 
     def on_crash_item(self, msg):
@@ -822,7 +847,8 @@ class Controller:
         time.sleep(0.05)
         try:
             hook.pytest_handlecrashitem(crashitem=nodeid, report=report, sched=sched)
-        except Exception:
+        except Exception as exc:
+            _reraise_exit(exc)
             self.hook_error("pytest_handlecrashitem")
         verdict = {
             "t": "crash_verdict",
@@ -897,6 +923,16 @@ class Controller:
             node.workeroutput = output
         self.node_hook(node, "pytest_testnodedown")(node=node, error=msg.get("error"))
         _cov_paths_for_combining(self.config)
+
+
+def _reraise_exit(exc):
+    """pytest.exit() in a replayed hook (a conftest that stops the run at
+    the first failure it hears of) ends the session with its status, as
+    under xdist: it is no plugin error."""
+    from _pytest.outcomes import Exit
+
+    if isinstance(exc, Exit):
+        raise exc
 
 
 def _tuples(data):
@@ -1066,8 +1102,11 @@ def run_controller(channel, inbox, control):
         # they were registered: only a wrapper comes after all).
         @pytest.hookimpl(hookwrapper=True, tryfirst=True)
         def pytest_sessionstart(self, session):
-            yield
-            controller.ready(session)
+            outcome = yield
+            # A session whose start raised (pytest.exit() in a conftest's
+            # sessionstart) never starts: it is not ready for anything.
+            if outcome.excinfo is None:
+                controller.ready(session)
 
     ready = Ready()
     controller.own.append(ready)
@@ -1098,7 +1137,7 @@ def run_controller(channel, inbox, control):
     for text in controller.internal_errors:
         lines = ["INTERNALERROR> " + line for line in text.rstrip("\n").split("\n")]
         channel.send({"t": "internal_error", "message": "\n".join(lines)})
-    if not controller.ready_sent and not controller.internal_errors:
+    if not controller.ready_sent and not controller.internal_errors and not controller.exited:
         message = "the controller's session did not start (exit status %s)" % status
         channel.send({"t": "internal_error", "message": message})
     channel.send(

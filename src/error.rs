@@ -85,9 +85,22 @@ pub enum ErrorKind {
     /// pytest refused to start and said why in its own words (a conftest
     /// that does not import): shown as pytest shows it (exit 4).
     Pytest,
+    /// `pytest.exit()` ended a session before it ran anything (in a
+    /// conftest's `pytest_sessionstart`): pytest's line for it, and the
+    /// status it gave.
+    Exit(i32),
 }
 
 impl Error {
+    /// `pytest.exit()` before the run: `line` is pytest's for it
+    /// (`_pytest.outcomes.Exit: why`), `status` the session's.
+    pub fn pytest_exit(status: i32, line: impl Into<String>) -> Self {
+        Error {
+            kind: ErrorKind::Exit(status),
+            message: line.into(),
+        }
+    }
+
     /// A usage error.
     pub fn usage(message: impl Into<String>) -> Self {
         Error {
@@ -116,7 +129,7 @@ impl Error {
     /// own words as they are.
     pub fn rendered(&self) -> String {
         match self.kind {
-            ErrorKind::Pytest => self.message.clone(),
+            ErrorKind::Pytest | ErrorKind::Exit(_) => self.message.clone(),
             _ => format!("ERROR: {}", self.message),
         }
     }
@@ -127,6 +140,7 @@ impl Error {
             ErrorKind::Usage | ErrorKind::Worker | ErrorKind::Pytest => ExitCode::UsageError,
             ErrorKind::Internal => ExitCode::InternalError,
             ErrorKind::Interrupted => ExitCode::Interrupted,
+            ErrorKind::Exit(status) => ExitCode::from_pytest(status),
         }
     }
 }

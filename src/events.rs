@@ -181,8 +181,12 @@ impl TestResult {
 pub enum StopReason {
     /// `-x`/`--maxfail` reached.
     MaxFail(usize),
-    /// pytest itself asked to stop (from an ini `-x`, `pytest.exit`).
+    /// pytest itself asked to stop (from an ini `-x`).
     PytestStop(String),
+    /// `pytest.exit()` in a worker: pytest's line for it
+    /// (`_pytest.outcomes.Exit: why`), and whether pytest says it after the
+    /// final line (it does when the call gave a return code).
+    PytestExit(String, bool),
     /// Errors during collection.
     CollectionErrors(usize),
     /// A test raised KeyboardInterrupt.

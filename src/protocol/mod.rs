@@ -458,6 +458,14 @@ pub enum FromAgent {
         /// The traceback.
         message: String,
     },
+    /// `pytest.exit()` ended the worker's session.
+    Exit {
+        /// pytest's line for it (`_pytest.outcomes.Exit: why`).
+        message: String,
+        /// The status it gives the session.
+        #[serde(default)]
+        status: Option<i32>,
+    },
     /// pytest's session asked to stop (`-x`/`--maxfail` from an ini file).
     ShouldStop {
         /// pytest's reason.

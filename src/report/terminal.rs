@@ -1231,6 +1231,13 @@ impl Terminal {
         self.hide_status();
         self.finish_progress_line();
         self.plugin_text_after_loop(&plugins.after_loop);
+        if let Some(e) = error.filter(|e| matches!(e.kind, crate::error::ErrorKind::Exit(_))) {
+            // pytest.exit() before the run: pytest's own line, where its
+            // terminal writes it.
+            self.sep_line('!', &e.message, RED, false);
+            let _ = self.out.flush();
+            return;
+        }
         if let Some(e) = error {
             let _ = self.out.flush();
             let msg = self.paint(&e.rendered(), RED, false);
@@ -1287,6 +1294,7 @@ impl Terminal {
             Some(StopReason::PytestStop(reason)) if !reason.is_empty() => {
                 self.sep_line('!', &format!("Interrupted: {reason}"), RED, false)
             }
+            Some(StopReason::PytestExit(line, false)) => self.sep_line('!', line, RED, false),
             Some(StopReason::WorkersLost) => self.sep_line(
                 '!',
                 "every worker crashed; see the errors above",
@@ -1296,6 +1304,9 @@ impl Terminal {
             _ => {}
         }
         self.final_line(elapsed);
+        if let Some(StopReason::PytestExit(line, true)) = stop {
+            self.sep_line('!', line, RED, false);
+        }
         self.plugin_text(&plugins.after_final);
         let _ = self.out.flush();
     }

@@ -56,6 +56,8 @@ pub(super) struct Controller {
     wants_ids: bool,
     /// How its session ended.
     done: Option<ControllerDone>,
+    /// pytest's line for the `pytest.exit()` that ended its session.
+    exit_line: Option<String>,
     /// It failed (did not start, died, or a plugin raised in it): exit 3.
     failed: bool,
     /// Warnings that came before it said whether it wants the run.
@@ -703,14 +705,47 @@ impl Session<'_> {
                 };
                 self.fail(crate::error::Error { kind, message });
             }
+            FromAgent::Exit { message, status } => {
+                if self.ctl.state == CtlState::Active && self.stop.is_none() {
+                    // In a replayed hook (a conftest that stops the run at
+                    // the first failure it hears of): the run stops now,
+                    // with that status, as under xdist.
+                    let status = status.unwrap_or(2);
+                    self.pytest_exit_status = Some(status);
+                    self.set_stop(crate::events::StopReason::PytestExit(message, status != 2));
+                } else {
+                    self.ctl.exit_line = Some(message);
+                }
+            }
             FromAgent::ControllerDone(done) => {
                 if done.errors > 0 {
                     self.ctl.failed = true;
                 }
+                let status = done.exitstatus;
                 self.ctl.done = Some(done);
+                if let Some(line) = self.ctl.exit_line.take() {
+                    // pytest.exit() in the session's hooks: before its
+                    // session started (a conftest's pytest_sessionstart),
+                    // nothing runs, as under pytest; later, the run stops.
+                    if self.ctl.state == CtlState::Starting {
+                        self.ctl.state = CtlState::Off;
+                        return self.fail(crate::error::Error::pytest_exit(status, line));
+                    }
+                    self.ctl.state = CtlState::Off;
+                    self.pytest_exit_status = Some(status);
+                    self.set_stop(crate::events::StopReason::PytestExit(line, status != 2));
+                }
                 if self.ctl.state == CtlState::Starting {
                     self.ctl.failed = true;
                     self.ctl.state = CtlState::Off;
+                }
+                // No worker waits for what a finished session can no
+                // longer give.
+                let waiting = self
+                    .slots
+                    .iter()
+                    .any(|s| s.awaiting_input || s.guessed_input.is_some());
+                if waiting {
                     self.release_workers();
                 }
             }
@@ -903,8 +938,11 @@ impl Session<'_> {
             self.take_controller_junit();
             if let Some(done) = &self.ctl.done {
                 // Plugins decide as they would under xdist, but never turn
-                // an error of the run itself into a pass.
-                if !matches!(exit, ExitCode::InternalError | ExitCode::UsageError) {
+                // an error of the run itself into a pass, nor override the
+                // status a pytest.exit() gave.
+                if !matches!(exit, ExitCode::InternalError | ExitCode::UsageError)
+                    && self.pytest_exit_status.is_none()
+                {
                     exit = ExitCode::from_pytest(done.exitstatus);
                 }
             }

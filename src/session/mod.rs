@@ -216,6 +216,8 @@ struct Slot {
     configured: Option<Option<protocol::RawJson>>,
     /// What it wrote to stderr outside a test, until it shows it is alive.
     held_output: Vec<Vec<u8>>,
+    /// pytest's line for the `pytest.exit()` that ended its session.
+    exit_message: Option<String>,
 }
 
 impl Slot {
@@ -248,6 +250,7 @@ impl Slot {
             guessed_input: None,
             configured: None,
             held_output: Vec::new(),
+            exit_message: None,
         }
     }
 
@@ -267,6 +270,7 @@ impl Slot {
         self.in_controller = false;
         self.workeroutput = None;
         self.session_over = None;
+        self.exit_message = None;
         self.guessed_input = None;
         self.configured = None;
         self.held_output.clear();
@@ -630,6 +634,7 @@ impl Session<'_> {
                 let nodeid = self.nodeid_of(i, local).unwrap_or_default();
                 self.interrupt(StopReason::TestInterrupted(format!("{nodeid}\n{message}")));
             }
+            FromAgent::Exit { message, .. } => self.slots[i].exit_message = Some(message),
             FromAgent::ShouldStop { reason } => {
                 self.set_stop(StopReason::PytestStop(reason.unwrap_or_default()));
             }
@@ -673,14 +678,64 @@ impl Session<'_> {
             FromAgent::Done { status } => {
                 let slot = &mut self.slots[i];
                 slot.done = Some(Instant::now());
-                if !slot.pending.is_empty() && self.stop.is_none() && status != 0 && status != 1 {
+                let exit_message = slot.exit_message.take();
+                if slot.collection.is_none() {
+                    if let Some(line) = exit_message {
+                        // pytest.exit() before collection (a conftest's
+                        // pytest_sessionstart): the session's decision, not
+                        // a lost worker; the run ends as pytest's would.
+                        self.fail(Error::pytest_exit(status, line));
+                    }
+                } else if !slot.pending.is_empty() && status != 0 && status != 1 {
                     // pytest.exit() or an interrupt inside the worker.
+                    self.record_what_it_reported(i);
+                    if self.stop.is_some() {
+                        return;
+                    }
                     self.pytest_exit_status = Some(status);
-                    let reason = format!("worker {} ended the session", slot.id);
-                    self.set_stop(StopReason::PytestStop(reason));
+                    let slot = &self.slots[i];
+                    let reason = match exit_message {
+                        // pytest says it after the final line when the
+                        // call gave a status, as the session's end else.
+                        Some(message) => StopReason::PytestExit(message, status != 2),
+                        None => {
+                            StopReason::PytestStop(format!("worker {} ended the session", slot.id))
+                        }
+                    };
+                    self.set_stop(reason);
                 }
             }
         }
+    }
+
+    /// The test worker `i` was running when its session ended by itself
+    /// (pytest.exit() in a hook that saw its report): what it reported is
+    /// its outcome, as pytest counts it (the test that failed and made a
+    /// conftest stop the run is a failure, not lost).
+    fn record_what_it_reported(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(&global) = slot.pending.front() else {
+            return;
+        };
+        let local = self.items[global].local;
+        let Some(mut phases) = slot.reports.remove(&local).filter(|p| !p.is_empty()) else {
+            return;
+        };
+        phases.sort_by_key(|p| p.k);
+        slot.pending.pop_front();
+        let worker = slot.id.clone();
+        self.sched.finished(i, global);
+        let item = &self.items[global];
+        let result = TestResult {
+            nodeid: item.nodeid.clone(),
+            worker,
+            worker_index: i,
+            location: item.location.clone(),
+            duration: phases.iter().map(|p| p.duration).sum(),
+            phases,
+            crashed: false,
+        };
+        self.record_final(global, result, true);
     }
 
     fn worker_desc(&self, i: usize) -> Option<WorkerDesc> {

@@ -117,7 +117,9 @@ impl Session<'_> {
                     ExitCode::Interrupted
                 }
                 Some(StopReason::CollectionErrors(_)) => ExitCode::Interrupted,
-                Some(StopReason::PytestStop(_)) if self.pytest_exit_status.is_some() => {
+                Some(StopReason::PytestStop(_) | StopReason::PytestExit(..))
+                    if self.pytest_exit_status.is_some() =>
+                {
                     ExitCode::from_pytest(self.pytest_exit_status.unwrap_or(2))
                 }
                 _ if self.internal_error => ExitCode::InternalError,

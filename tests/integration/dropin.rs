@@ -995,3 +995,96 @@ fn xdists_maxschedchunk_and_testrunuid_are_taken_and_looponfail_refused() {
         );
     }
 }
+
+#[test]
+fn pytest_exit_in_a_test_ends_the_run_with_pytests_line_and_status() {
+    // pytest.exit() in a test: the run stops with pytest's line for it,
+    // after the final line when the call gave a status (which is the exit
+    // status), before it otherwise (exit status 2), as plain pytest writes
+    // it (xdist: INTERNALERROR).
+    for (call, code, after) in [
+        ("pytest.exit('enough of this', returncode=5)", 5, true),
+        ("pytest.exit('enough of this')", 2, false),
+    ] {
+        let p = Project::new().file(
+            "test_e.py",
+            &format!("import pytest\n\ndef test_a():\n    pass\n\ndef test_exit():\n    {call}\n"),
+        );
+        let want = p.pytest(&["-p", "no:randomly", "-p", "no:xdist"]);
+        let got = p.rtest(&["-n", "2", "-p", "no:randomly"]);
+        assert_eq!(want.code, code, "{}", want.stdout);
+        got.code(code);
+        for run in [&want, &got] {
+            let lines: Vec<&str> = run.stdout.lines().collect();
+            let exit = lines
+                .iter()
+                .position(|l| {
+                    l.starts_with("!!") && l.contains(" _pytest.outcomes.Exit: enough of this ")
+                })
+                .unwrap_or_else(|| panic!("no exit line:\n{}", run.stdout));
+            let last = lines
+                .iter()
+                .rposition(|l| l.starts_with("==") && l.contains(" in "))
+                .unwrap_or_else(|| panic!("no final line:\n{}", run.stdout));
+            assert_eq!(exit > last, after, "{}", run.stdout);
+        }
+        assert!(!got.stdout.contains("ended the session"), "{}", got.stdout);
+    }
+}
+
+#[test]
+fn pytest_exit_in_a_conftests_sessionstart_ends_the_run_at_once_as_in_pytest() {
+    // The controller's session and every worker's meet it before anything
+    // runs: rtest exits with its status and pytest's line (it waited for
+    // the workers' input forever).
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import pytest\n\ndef pytest_sessionstart(session):\n    pytest.exit('service is down', returncode=4)\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n");
+    for _ in 0..2 {
+        let want = p.pytest(&["-p", "no:randomly", "-p", "no:xdist"]);
+        assert_eq!(want.code, 4);
+        let got = p.rtest(&["-n", "2", "-p", "no:randomly", "--startup-timeout", "60"]);
+        got.code(4)
+            .stdout_has("_pytest.outcomes.Exit: service is down")
+            .stdout_lacks("passed");
+    }
+}
+
+#[test]
+fn pytest_exit_in_a_conftest_hook_that_hears_a_failure_stops_the_run_with_its_status() {
+    // A conftest that stops the run at the first failure it hears of: in
+    // the workers and in the controller's session (xdist's controller:
+    // exit 7). The failing test is reported, not lost.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import pytest\n\ndef pytest_runtest_logreport(report):\n    if report.failed:\n        pytest.exit('stop at first failure', returncode=7)\n",
+        )
+        .file(
+            "test_x.py",
+            "def test_a():\n    pass\n\ndef test_b():\n    assert 0\n\ndef test_c():\n    pass\n",
+        );
+    let xml = p.path().join("r.xml");
+    let got = p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:randomly",
+        "--junitxml",
+        xml.to_str().unwrap(),
+    ]);
+    got.code(7)
+        .stdout_has("FAILED test_x.py::test_b")
+        .stdout_has("_pytest.outcomes.Exit: stop at first failure")
+        .stdout_lacks("INTERNALERROR");
+    let outcomes = crate::harness::junit_outcomes(&xml);
+    assert!(
+        outcomes
+            .iter()
+            .any(|(id, o)| id.ends_with("test_b") && o == "failure"),
+        "{outcomes:?}"
+    );
+}
