@@ -1137,7 +1137,16 @@ def run_controller(channel, inbox, control):
     for text in controller.internal_errors:
         lines = ["INTERNALERROR> " + line for line in text.rstrip("\n").split("\n")]
         channel.send({"t": "internal_error", "message": "\n".join(lines)})
-    if not controller.ready_sent and not controller.internal_errors and not controller.exited:
+    # A session interrupted before it started (a KeyboardInterrupt in a
+    # conftest's pytest_sessionstart) is no plugin error: the coordinator
+    # ends the run with its status, as pytest would.
+    interrupted = status == 2
+    if (
+        not controller.ready_sent
+        and not controller.internal_errors
+        and not controller.exited
+        and not interrupted
+    ):
         message = "the controller's session did not start (exit status %s)" % status
         channel.send({"t": "internal_error", "message": message})
     channel.send(

@@ -101,6 +101,14 @@ impl Error {
         }
     }
 
+    /// The run was interrupted (exit 2).
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Error {
+            kind: ErrorKind::Interrupted,
+            message: message.into(),
+        }
+    }
+
     /// A usage error.
     pub fn usage(message: impl Into<String>) -> Self {
         Error {

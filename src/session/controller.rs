@@ -738,6 +738,14 @@ impl Session<'_> {
                 if self.ctl.state == CtlState::Starting {
                     self.ctl.failed = true;
                     self.ctl.state = CtlState::Off;
+                    if status == 2 {
+                        // Interrupted before its session started (a
+                        // KeyboardInterrupt in a conftest's
+                        // pytest_sessionstart): so would every worker be.
+                        return self.fail(crate::error::Error::interrupted(
+                            "the pytest session was interrupted before it started: a KeyboardInterrupt raised by a hook at configure or session start (pytest exits 2)",
+                        ));
+                    }
                 }
                 // No worker waits for what a finished session can no
                 // longer give.

@@ -218,6 +218,8 @@ struct Slot {
     held_output: Vec<Vec<u8>>,
     /// pytest's line for the `pytest.exit()` that ended its session.
     exit_message: Option<String>,
+    /// The status its session ended with, once it said it was done.
+    exit_status: Option<i32>,
 }
 
 impl Slot {
@@ -251,6 +253,7 @@ impl Slot {
             configured: None,
             held_output: Vec::new(),
             exit_message: None,
+            exit_status: None,
         }
     }
 
@@ -271,6 +274,7 @@ impl Slot {
         self.workeroutput = None;
         self.session_over = None;
         self.exit_message = None;
+        self.exit_status = None;
         self.guessed_input = None;
         self.configured = None;
         self.held_output.clear();
@@ -678,6 +682,7 @@ impl Session<'_> {
             FromAgent::Done { status } => {
                 let slot = &mut self.slots[i];
                 slot.done = Some(Instant::now());
+                slot.exit_status = Some(status);
                 let exit_message = slot.exit_message.take();
                 if slot.collection.is_none() {
                     if let Some(line) = exit_message {

@@ -396,7 +396,12 @@ impl Session<'_> {
         // dropped connection) may well be passing: it is retried while
         // restarts last.
         let loss = (!tail.is_empty()).then(|| format!("{how}\n{}", without_addresses(&tail)));
-        let same_again = loss.is_some() && self.slots[i].early_loss == loss;
+        // A worker whose pytest ended its session by itself (an
+        // INTERNALERROR or a KeyboardInterrupt in a conftest's
+        // pytest_configure or pytest_sessionstart) had pytest's verdict,
+        // which another process would have too: it is not retried.
+        let decided = self.slots[i].done.is_some();
+        let same_again = decided || (loss.is_some() && self.slots[i].early_loss == loss);
         if !same_again && self.replace(i, &format!("{message}\nreplacing it")) {
             self.slots[i].early_loss = loss;
             return;
@@ -408,7 +413,9 @@ impl Session<'_> {
             .any(|(j, s)| j != i && s.state != SlotState::Exited);
         if !others && !self.collected_event {
             // No worker is left to collect: the run cannot go on.
-            let error = if was == SlotState::Starting {
+            let error = if decided && self.slots[i].exit_status == Some(2) {
+                Error::interrupted(message)
+            } else if was == SlotState::Starting && !decided {
                 Error::worker(message)
             } else {
                 Error::internal(message)

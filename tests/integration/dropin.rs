@@ -1088,3 +1088,26 @@ fn pytest_exit_in_a_conftest_hook_that_hears_a_failure_stops_the_run_with_its_st
         "{outcomes:?}"
     );
 }
+
+#[test]
+fn a_session_that_fails_to_start_in_every_worker_is_not_retried() {
+    // A conftest's pytest_sessionstart that raises is pytest's verdict in
+    // every process: the run ends with it (3, or 2 for a KeyboardInterrupt,
+    // as pytest's), without starting worker after worker.
+    for (raise, code) in [
+        ("RuntimeError('boom at start')", 3),
+        ("KeyboardInterrupt()", 2),
+    ] {
+        let p = Project::new()
+            .file(
+                "conftest.py",
+                &format!("def pytest_sessionstart(session):\n    raise {raise}\n"),
+            )
+            .file("test_a.py", "def test_a():\n    pass\n");
+        let want = p.pytest(&["-p", "no:randomly", "-p", "no:xdist"]);
+        assert_eq!(want.code, code, "{}", want.stdout);
+        let got = p.rtest(&["-n", "2", "-p", "no:randomly"]);
+        got.code(code).stdout_lacks("passed");
+        assert!(!got.stderr.contains("replacing it"), "{}", got.stderr);
+    }
+}
