@@ -667,20 +667,10 @@ class Worker:
 
     def pytest_keyboard_interrupt(self, excinfo):
         # pytest.exit() in a test, a fixture or a hook: the run ends with
-        # pytest's own line for it ("_pytest.outcomes.Exit: why").
-        try:
-            from _pytest.outcomes import Exit
-        except ImportError:
-            return
-        if isinstance(excinfo.value, Exit):
-            status = excinfo.value.returncode
-            self.channel.send(
-                {
-                    "t": "exit",
-                    "message": _text(excinfo.exconly()),
-                    "status": 2 if status is None else int(status),
-                }
-            )
+        # pytest's own line for it.
+        msg = _exit_message(excinfo)
+        if msg is not None:
+            self.channel.send(msg)
 
     def pytest_internalerror(self, excrepr, excinfo):
         # The coordinator says it (once for every worker that says the
@@ -702,6 +692,24 @@ class Worker:
             return data
         except Exception:
             return None
+
+
+def _exit_message(excinfo):
+    """What says that pytest.exit() ended a session: pytest's line for it
+    ("_pytest.outcomes.Exit: why") and the status it gives (2 without
+    one); None for any other interruption."""
+    try:
+        from _pytest.outcomes import Exit
+    except ImportError:
+        return None
+    if not isinstance(excinfo.value, Exit):
+        return None
+    status = excinfo.value.returncode
+    return {
+        "t": "exit",
+        "message": _text(excinfo.exconly()),
+        "status": 2 if status is None else int(status),
+    }
 
 
 def _drop_bytecode(path):

@@ -492,20 +492,10 @@ class Controller:
     def pytest_keyboard_interrupt(self, excinfo):
         # pytest.exit() in the session's own hooks (a conftest's
         # pytest_sessionstart): the run ends with pytest's line for it.
-        try:
-            from _pytest.outcomes import Exit
-        except ImportError:
-            return
-        if isinstance(excinfo.value, Exit):
+        msg = _exit_message(excinfo)
+        if msg is not None:
             self.exited = True
-            status = excinfo.value.returncode
-            self.channel.send(
-                {
-                    "t": "exit",
-                    "message": _text(excinfo.exconly()),
-                    "status": 2 if status is None else int(status),
-                }
-            )
+            self.channel.send(msg)
 
     def pytest_internalerror(self, excrepr, excinfo):
         # The session itself failed (a plugin raised in pytest_configure or
