@@ -1257,6 +1257,18 @@ def _conftest_failure(exc):
     return "\n".join(lines)
 
 
+def _importable_cwd():
+    """The working directory on sys.path as `python -m pytest` has it:
+    first, by its absolute name. `python -c` put "" there instead, which
+    follows a test's os.chdir() and which xdist's own workers never have
+    (a test that runs xdist asserts it)."""
+    cwd = os.getcwd()
+    sys.path[:] = [entry for entry in sys.path if entry != ""]
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    return cwd
+
+
 def run_pytest(channel, inbox, start):
     _report_crashes()
     _bound_startup(start.get("startup_timeout"))
@@ -1265,12 +1277,11 @@ def run_pytest(channel, inbox, start):
     os.environ["PYTEST_XDIST_WORKER"] = start["worker_id"]
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(start["worker_count"])
     os.environ["PYTEST_XDIST_TESTRUNUID"] = start["testrun_uid"]
-    # Like pytest-xdist: the working directory is importable, in this process
-    # and in the subprocesses tests start.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    os.environ["PYTHONPATH"] = cwd + os.pathsep + os.environ.get("PYTHONPATH", "")
+    cwd = _importable_cwd()
+    if start.get("remote"):
+        # As xdist's remote workers: the synced tree is importable in the
+        # subprocesses tests start too.
+        os.environ["PYTHONPATH"] = cwd + os.pathsep + os.environ.get("PYTHONPATH", "")
 
     import pytest
 

@@ -1069,9 +1069,7 @@ def run_controller(channel, inbox, control):
     for key, value in (control.get("env") or {}).items():
         os.environ[key] = value
     os.environ.pop("PYTEST_XDIST_WORKER", None)
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    _importable_cwd()
 
     import pytest
 

@@ -299,6 +299,10 @@ pub struct StartArgs {
     /// (pytest-timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// Not a popen worker: as xdist's remote workers, its working
+    /// directory (the synced tree) goes on `sys.path` and `PYTHONPATH`.
+    #[serde(default)]
+    pub remote: bool,
 }
 
 /// The arguments of [`ToAgent::Control`].

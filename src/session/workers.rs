@@ -172,6 +172,7 @@ impl Session<'_> {
             stream,
             startup_timeout: self.plan.startup_timeout,
             timeout: self.plan.timeout,
+            remote: w.transport != Transport::Popen,
         })));
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);

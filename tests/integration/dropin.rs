@@ -1111,3 +1111,28 @@ fn a_session_that_fails_to_start_in_every_worker_is_not_retried() {
         assert!(!got.stderr.contains("replacing it"), "{}", got.stderr);
     }
 }
+
+#[test]
+fn workers_import_as_python_m_pytest_does_and_leave_subprocesses_environment_alone() {
+    // `python -c` put "" on a worker's sys.path: imports followed a test's
+    // chdir, and a test running xdist inside (xdist's own suite) saw it.
+    // PYTHONPATH got the working directory, which xdist gives only remote
+    // workers. Both tools must pass the same tests.
+    let p = Project::new().file(
+        "tests/test_path.py",
+        "import importlib, os, sys\nimport pytest\n\n\
+         def test_no_empty_entry_and_the_directory_by_name():\n    \
+         assert '' not in sys.path\n    assert os.getcwd() in sys.path\n\n\
+         def test_a_chdir_does_not_change_what_imports(tmp_path, monkeypatch):\n    \
+         (tmp_path / 'only_in_tmp.py').write_text('X = 1\\n')\n    \
+         monkeypatch.chdir(tmp_path)\n    importlib.invalidate_caches()\n    \
+         with pytest.raises(ImportError):\n        import only_in_tmp\n\n\
+         def test_pythonpath_is_the_users():\n    \
+         assert os.getcwd() not in os.environ.get('PYTHONPATH', '').split(os.pathsep)\n",
+    );
+    let want = p.pytest(&["-n", "2", "-p", "no:randomly"]);
+    assert_eq!(want.code, 0, "{}", want.stdout);
+    p.rtest(&["-n", "2", "-p", "no:randomly"])
+        .code(0)
+        .stdout_has("3 passed");
+}
