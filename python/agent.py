@@ -123,13 +123,24 @@ class Inbox:
                 msg = None
             if msg is None:
                 _coordinator_gone()
-            handler = self.handlers.get(msg.get("t"))
-            if handler is not None:
-                handler(msg)
-                continue
             with self.cond:
-                self.queue.append(msg)
-                self.cond.notify_all()
+                handler = self.handlers.get(msg.get("t"))
+                if handler is None:
+                    self.queue.append(msg)
+                    self.cond.notify_all()
+                    continue
+            handler(msg)
+
+    def on(self, kind, handler):
+        """Handle `kind` as it is read from now on, and those read before
+        (they came while pytest was being imported)."""
+        with self.cond:
+            self.handlers[kind] = handler
+            early = [msg for msg in self.queue if msg.get("t") == kind]
+            if early:
+                self.queue = collections.deque(m for m in self.queue if m.get("t") != kind)
+        for msg in early:
+            handler(msg)
 
     def get(self):
         with self.cond:
@@ -328,9 +339,11 @@ class Worker:
         self.collection_lines = []
         # The terminal reporter whose writer is the TerminalTail.
         self.quieted = None
-        inbox.handlers["steal"] = self._steal
-        inbox.handlers["stop"] = self._stop
-        inbox.handlers["stream"] = self._stream
+        self.basetemp = None
+        inbox.on("steal", self._steal)
+        inbox.on("stop", self._stop)
+        inbox.on("stream", self._stream)
+        inbox.on("basetemp", self._basetemp)
 
     # -- commands -------------------------------------------------------
 
@@ -355,6 +368,24 @@ class Worker:
     def _stream(self, msg):
         # Before the first test: the controller turned out to want reports.
         self.stream = bool(msg.get("on"))
+
+    def _basetemp(self, msg):
+        # The run's (the controller made it), for a worker started before
+        # it was known: taken before the first test (it comes first).
+        self.basetemp = msg.get("path")
+
+    def _use_basetemp(self, config):
+        """As if given with --basetemp, unless this session made its own
+        already (a plugin's or conftest's tmp_path_factory at start)."""
+        path, self.basetemp = self.basetemp, None
+        factory = getattr(config, "_tmp_path_factory", None)
+        if path is None or factory is None or config.option.basetemp:
+            return
+        if getattr(factory, "_basetemp", True) is None and hasattr(factory, "_given_basetemp"):
+            import pathlib
+
+            factory._given_basetemp = pathlib.Path(path)
+            config.option.basetemp = path
 
     def _stop(self, msg):
         with self.inbox.cond:
@@ -516,6 +547,7 @@ class Worker:
         self.hang_dump = HangDump.for_config(session.config, self.start.get("timeout"))
         items = session.items
         index = self._next_index()
+        self._use_basetemp(session.config)
         while index != SHUTDOWN:
             nxt = self._next_index()
             self.item_index = index

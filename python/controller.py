@@ -448,6 +448,7 @@ class Controller:
             common["randomly_seed"] = config.getoption("randomly_seed")
         self.ready_sent = True
         watch, absent = _watch(config)
+        basetemp = self._basetemp()
         before, after = self.buffer.around_header() if self.buffer is not None else ("", "")
         self.channel.send(
             {
@@ -464,8 +465,26 @@ class Controller:
                 "sections": self.replaced,
                 "before_header": before,
                 "after_header": after,
+                "basetemp": basetemp,
+                "drop_basetemp": basetemp is not None
+                and getattr(config._tmp_path_factory, "_retention_policy", None) == "failed",
             }
         )
+
+    def _basetemp(self):
+        """The run's numbered base temporary directory (pytest-of-user/
+        pytest-N), made here as xdist's controller makes it: the local
+        workers' lie in it, the last runs are kept whole, and this
+        session's sessionfinish cleans it up as pytest's. None where not
+        asked for or pytest cannot make it (a worker then says why)."""
+        config = self.config
+        factory = getattr(config, "_tmp_path_factory", None)
+        if not self.control.get("basetemp") or factory is None or config.option.basetemp:
+            return None
+        try:
+            return str(factory.getbasetemp())
+        except Exception:
+            return None
 
     def _header_lines(self):
         config = self.config

@@ -131,6 +131,13 @@ pub enum ToAgent {
         /// Whether to.
         on: bool,
     },
+    /// A local worker's `--basetemp` in the run's numbered directory (the
+    /// controller's), for a worker started before it was known: used
+    /// unless the worker's pytest made its own already.
+    Basetemp {
+        /// The directory.
+        path: String,
+    },
     /// A worker's `config.workerinput` (after the controller's
     /// `pytest_configure_node`), for a worker started without it.
     WorkerInput {
@@ -339,6 +346,11 @@ pub struct ControlArgs {
     /// the controller answers is capped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_cap: Option<usize>,
+    /// Make pytest's numbered base temporary directory for the run and
+    /// say it in [`ControllerReady::basetemp`]: the local workers' lie in
+    /// it (`popen-gw0`, ...), as under xdist.
+    #[serde(default)]
+    pub basetemp: bool,
 }
 
 /// A test that crashed its worker, for the controller's plugins.
@@ -619,6 +631,14 @@ pub struct ControllerReady {
     /// What they wrote after it, before the run.
     #[serde(default)]
     pub after_header: String,
+    /// The run's numbered base temporary directory, where asked for and
+    /// pytest could make it.
+    #[serde(default)]
+    pub basetemp: Option<String>,
+    /// ... which pytest removes if every test passed
+    /// (`tmp_path_retention_policy = "failed"`).
+    #[serde(default)]
+    pub drop_basetemp: bool,
 }
 
 /// How the controller's session ended.

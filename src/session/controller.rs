@@ -81,6 +81,10 @@ pub(super) struct Controller {
     told_finish: bool,
     /// A plugin implements `pytest_handlecrashitem`.
     crash_items: bool,
+    /// The run's numbered base temporary directory, which it made.
+    pub(super) basetemp: Option<std::path::PathBuf>,
+    /// ... to be removed if every test passed.
+    drop_basetemp: bool,
     /// Whether a plugin implements `pytest_xdist_auto_num_workers` (once
     /// asked).
     auto_hook: Option<bool>,
@@ -160,6 +164,13 @@ impl Session<'_> {
             auto_workers: self.plan.auto_workers.as_ref().map(|a| a.word.clone()),
             auto_cap: self.plan.auto_workers.as_ref().and_then(|a| a.cap),
             dist: self.plan.dist.name().to_string(),
+            basetemp: self.plan.basetemp.is_none()
+                && !self.plan.collect_only
+                && self
+                    .plan
+                    .workers
+                    .iter()
+                    .any(|w| w.transport == crate::spec::Transport::Popen),
             color: self.opts.color,
             width: self
                 .opts
@@ -580,6 +591,18 @@ impl Session<'_> {
                 self.ctl.common = ready.workerinput;
                 self.ctl.wants_ids = ready.wants_ids;
                 self.ctl.crash_items = ready.crash_items;
+                self.ctl.basetemp = ready.basetemp.map(std::path::PathBuf::from);
+                self.ctl.drop_basetemp = ready.drop_basetemp;
+                for i in 0..self.slots.len() {
+                    // Those started meanwhile; the others get it as
+                    // --basetemp.
+                    if self.slots[i].writer.is_some() && self.slots[i].state != SlotState::Exited {
+                        if let Some(dir) = self.worker_basetemp(i) {
+                            let path = dir.display().to_string();
+                            self.send(i, &ToAgent::Basetemp { path });
+                        }
+                    }
+                }
                 let configure_node = ready.configure_node || !self.ctl.common.is_empty();
                 let wrong = match &guessed {
                     None => false,
@@ -972,6 +995,23 @@ impl Session<'_> {
         self.hear_controller(rx, |c| c.writer.is_none(), grace)
             .await;
         self.kill_controller();
+        if matches!(exit, ExitCode::Ok) && self.ctl.drop_basetemp {
+            // tmp_path_retention_policy = "failed" and every test passed:
+            // what the controller's sessionfinish does where it saw the
+            // run (pytest's, best effort), where it ended early too.
+            if let Some(dir) = &self.ctl.basetemp {
+                let _ = std::fs::remove_dir_all(dir);
+                // And, as pytest's cleanup, the links left dead by it
+                // (pytest-current).
+                let entries = dir.parent().and_then(|p| std::fs::read_dir(p).ok());
+                for entry in entries.into_iter().flatten().flatten() {
+                    let path = entry.path();
+                    if path.is_symlink() && !path.exists() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
         exit
     }
 

@@ -118,6 +118,7 @@ impl Session<'_> {
         let stream = self.ctl.state == CtlState::Starting
             && self.ctl.speculative.as_ref().is_some_and(|g| g.needed);
         let junit = self.junit_paths().map(|(path, _)| path);
+        let basetemp = self.worker_basetemp(index);
         let slot = &mut self.slots[index];
         slot.awaiting_input = workerinput.is_none();
         // Checked against the controller's answer before it runs a test,
@@ -137,8 +138,7 @@ impl Session<'_> {
             // controller.
             args.push(format!("--junitxml={}", path.display()));
         }
-        if let Some(base) = &self.plan.basetemp {
-            let dir = PathBuf::from(base).join(&slot.id);
+        if let Some(dir) = basetemp {
             args.push(format!("--basetemp={}", dir.display()));
         }
         // An agent that runs already (synced over this connection) only
@@ -182,6 +182,30 @@ impl Session<'_> {
         if self.ctl.state == CtlState::Active {
             self.configure_node(index);
         }
+    }
+
+    /// Where worker `i`'s pytest keeps its temporary directories, as
+    /// under xdist: its own directory in `--basetemp` or, for a local
+    /// worker, in the run's numbered directory the controller made
+    /// (`popen-gw0`). A replacement gets a new one: the lost worker's
+    /// files stay for a look.
+    pub(super) fn worker_basetemp(&self, i: usize) -> Option<PathBuf> {
+        let slot = &self.slots[i];
+        let local = self.plan.workers[slot.plan_index].transport == Transport::Popen;
+        let base = match (&self.plan.basetemp, &self.ctl.basetemp) {
+            (Some(base), _) => PathBuf::from(base),
+            (None, Some(base)) if local => base.clone(),
+            _ => return None,
+        };
+        let mut name = if local {
+            format!("popen-{}", slot.id)
+        } else {
+            slot.id.clone()
+        };
+        if slot.gen > 0 {
+            name = format!("{name}-{}", slot.gen);
+        }
+        Some(base.join(name))
     }
 
     pub(super) fn on_ready(&mut self, i: usize, info: ReadyInfo) {

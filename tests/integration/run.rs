@@ -300,6 +300,99 @@ fn different_collections_stop_with_a_diff_naming_workers() {
         .stderr_has("only on gw");
 }
 
+/// Every file named `name` under `dir`, relative to it.
+fn files_named(dir: &std::path::Path, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                todo.push(path);
+            } else if entry.file_name() == name {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn temporary_directories_are_one_numbered_directory_per_run_as_under_xdist() {
+    // Each worker made a pytest-N of its own: a run on 3 workers took all
+    // three that pytest keeps, and the cleanup of the workers that ended
+    // first removed the failed tests' files of the others. As xdist's,
+    // the run has one (the controller's), with a directory per local
+    // worker in it, and pytest's retention keeps the last three runs.
+    let p = Project::new().file(
+        "test_t.py",
+        "import pytest\n\n@pytest.mark.parametrize('i', range(9))\n\
+         def test_t(tmp_path, i, worker_id):\n    \
+         assert tmp_path.parent.name == 'popen-' + worker_id\n    \
+         (tmp_path / 'evidence').write_text(str(i))\n    assert i < 0\n",
+    );
+    let root = p.path().join("temproot");
+    std::fs::create_dir(&root).unwrap();
+    for _ in 0..4 {
+        let out = p
+            .command(&["-n", "3", "-p", "no:randomly"])
+            .env("PYTEST_DEBUG_TEMPROOT", &root)
+            .output()
+            .unwrap();
+        let r = crate::harness::Run::from(out);
+        r.code(1).stdout_has("9 failed");
+        assert!(
+            !r.stdout.contains("AssertionError: assert 'popen"),
+            "{}",
+            r.stdout
+        );
+    }
+    let users: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().collect();
+    assert_eq!(users.len(), 1);
+    let user = users[0].path();
+    let files = files_named(&user, "evidence");
+    let runs: std::collections::BTreeSet<_> =
+        files.iter().map(|f| f.split('/').next().unwrap()).collect();
+    assert_eq!(
+        runs.into_iter().collect::<Vec<_>>(),
+        ["pytest-1", "pytest-2", "pytest-3"],
+        "{files:?}"
+    );
+    assert_eq!(files.len(), 27, "{files:?}");
+    let current = std::fs::read_link(user.join("pytest-current")).unwrap();
+    assert!(current.ends_with("pytest-3"), "{}", current.display());
+
+    // tmp_path_retention_policy = "failed" and every test passed: nothing
+    // is left, as pytest and xdist leave nothing.
+    let p = Project::new()
+        .file(
+            "pytest.ini",
+            "[pytest]\ntmp_path_retention_policy = failed\n",
+        )
+        .file(
+            "test_t.py",
+            "import pytest\n\n@pytest.mark.parametrize('i', range(4))\n\
+             def test_t(tmp_path, i):\n    (tmp_path / 'evidence').write_text('x')\n",
+        );
+    let root = p.path().join("temproot");
+    std::fs::create_dir(&root).unwrap();
+    let out = p
+        .command(&["-n", "2", "-p", "no:randomly"])
+        .env("PYTEST_DEBUG_TEMPROOT", &root)
+        .output()
+        .unwrap();
+    crate::harness::Run::from(out).code(0);
+    for user in std::fs::read_dir(&root).unwrap().flatten() {
+        let left: Vec<_> = std::fs::read_dir(user.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
 #[test]
 fn basetemp_is_split_per_worker() {
     let p = Project::new().file(
@@ -316,7 +409,8 @@ fn basetemp_is_split_per_worker() {
         "no:cacheprovider",
     ])
     .code(0);
-    assert!(bt.join("gw0").is_dir() && bt.join("gw1").is_dir());
+    // As xdist names a local worker's.
+    assert!(bt.join("popen-gw0").is_dir() && bt.join("popen-gw1").is_dir());
 }
 
 #[test]
