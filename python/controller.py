@@ -24,8 +24,9 @@ final line itself; pytest's own terminal sections are silenced here.
 
 # Hooks that make the controller worth keeping: a plugin or conftest.py
 # (not pytest's built-ins, not rtest's own) implementing one of them sees
-# the run here.  Without any, the controller ends at once and workers send
-# no reports for it.
+# the run here.  Without any, workers send no reports for it, and the
+# controller ends at once (or, holding the run's temporary directory, when
+# the run ends).
 CONTROLLER_HOOKS = (
     "pytest_configure_node",
     "pytest_testnodeready",
@@ -302,6 +303,9 @@ class Controller:
         self.told_missing = set()
         self.junit_seen = {}
         self.needed = False
+        # The run's numbered temporary directory, made here (its lock is
+        # this process's): held until the run ends, wanted or not.
+        self.basetemp = None
         # pytest.exit() ended the session (said to the coordinator).
         self.exited = False
         self.collected = False
@@ -448,7 +452,7 @@ class Controller:
             common["randomly_seed"] = config.getoption("randomly_seed")
         self.ready_sent = True
         watch, absent = _watch(config)
-        basetemp = self._basetemp()
+        basetemp = self.basetemp = self._basetemp()
         before, after = self.buffer.around_header() if self.buffer is not None else ("", "")
         self.channel.send(
             {
@@ -466,8 +470,6 @@ class Controller:
                 "before_header": before,
                 "after_header": after,
                 "basetemp": basetemp,
-                "drop_basetemp": basetemp is not None
-                and getattr(config._tmp_path_factory, "_retention_policy", None) == "failed",
             }
         )
 
@@ -513,6 +515,9 @@ class Controller:
         # pytest_sessionstart): the run ends with pytest's line for it.
         msg = _exit_message(excinfo)
         if msg is not None:
+            # At configure time (no sessionstart began), pytest writes only
+            # "Exit: why" to stderr (this session's, shown).
+            msg["quiet"] = self.session is None
             self.exited = True
             self.channel.send(msg)
 
@@ -527,10 +532,14 @@ class Controller:
         return True
 
     def pytest_runtestloop(self, session):
-        if not self.needed:
+        if not self.needed and self.basetemp is None:
             # Nothing but built-ins would see the run: end now.
             self.marks["loop"] = self._position()
             return True
+        # Wanted, or holding the run's temporary directory: then, with no
+        # report coming, the session ends with the run, as xdist's does
+        # (pytest removes the directory of a passing run under the
+        # "failed" retention policy, and its lock only now).
         finish = None
         if self.buffer is not None:
             self.buffer.live = []

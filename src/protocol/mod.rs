@@ -481,6 +481,10 @@ pub enum FromAgent {
         /// The status it gives the session.
         #[serde(default)]
         status: Option<i32>,
+        /// At configure time: pytest writes only `Exit: why` to stderr,
+        /// no line on stdout.
+        #[serde(default)]
+        quiet: bool,
     },
     /// pytest's session asked to stop (`-x`/`--maxfail` from an ini file).
     ShouldStop {
@@ -632,13 +636,10 @@ pub struct ControllerReady {
     #[serde(default)]
     pub after_header: String,
     /// The run's numbered base temporary directory, where asked for and
-    /// pytest could make it.
+    /// pytest could make it. A controller that made it keeps its session
+    /// (its lock on it) until told to finish, needed or not.
     #[serde(default)]
     pub basetemp: Option<String>,
-    /// ... which pytest removes if every test passed
-    /// (`tmp_path_retention_policy = "failed"`).
-    #[serde(default)]
-    pub drop_basetemp: bool,
 }
 
 /// How the controller's session ended.

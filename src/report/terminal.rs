@@ -1233,8 +1233,10 @@ impl Terminal {
         self.plugin_text_after_loop(&plugins.after_loop);
         if let Some(e) = error.filter(|e| matches!(e.kind, crate::error::ErrorKind::Exit(_))) {
             // pytest.exit() before the run: pytest's own line, where its
-            // terminal writes it.
-            self.sep_line('!', &e.message, RED, false);
+            // terminal writes it (none at configure time).
+            if !e.message.is_empty() {
+                self.sep_line('!', &e.message, RED, false);
+            }
             let _ = self.out.flush();
             return;
         }

@@ -83,8 +83,9 @@ pub(super) struct Controller {
     crash_items: bool,
     /// The run's numbered base temporary directory, which it made.
     pub(super) basetemp: Option<std::path::PathBuf>,
-    /// ... to be removed if every test passed.
-    drop_basetemp: bool,
+    /// Not needed, but holding that directory: it waits for the end of
+    /// the run to finish its session.
+    idle: bool,
     /// Whether a plugin implements `pytest_xdist_auto_num_workers` (once
     /// asked).
     auto_hook: Option<bool>,
@@ -592,7 +593,7 @@ impl Session<'_> {
                 self.ctl.wants_ids = ready.wants_ids;
                 self.ctl.crash_items = ready.crash_items;
                 self.ctl.basetemp = ready.basetemp.map(std::path::PathBuf::from);
-                self.ctl.drop_basetemp = ready.drop_basetemp;
+                self.ctl.idle = !ready.needed && self.ctl.basetemp.is_some();
                 for i in 0..self.slots.len() {
                     // Those started meanwhile; the others get it as
                     // --basetemp.
@@ -728,7 +729,11 @@ impl Session<'_> {
                 };
                 self.fail(crate::error::Error { kind, message });
             }
-            FromAgent::Exit { message, status } => {
+            FromAgent::Exit {
+                message,
+                status,
+                quiet,
+            } => {
                 if self.ctl.state == CtlState::Active && self.stop.is_none() {
                     // In a replayed hook (a conftest that stops the run at
                     // the first failure it hears of): the run stops now,
@@ -737,7 +742,8 @@ impl Session<'_> {
                     self.pytest_exit_status = Some(status);
                     self.set_stop(crate::events::StopReason::PytestExit(message, status != 2));
                 } else {
-                    self.ctl.exit_line = Some(message);
+                    // (Its session's stderr said `Exit: why` already.)
+                    self.ctl.exit_line = Some(if quiet { String::new() } else { message });
                 }
             }
             FromAgent::ControllerDone(done) => {
@@ -921,6 +927,13 @@ impl Session<'_> {
     }
 
     fn tell_finish(&mut self, exit: ExitCode) {
+        let msg = self.finish_message(exit);
+        self.tell_controller(&msg);
+        self.ctl.told_finish = true;
+    }
+
+    /// What ends the controller's session: the run's status and numbers.
+    fn finish_message(&self, exit: ExitCode) -> ToAgent {
         let failed = self.failures
             + self
                 .slots
@@ -928,12 +941,11 @@ impl Session<'_> {
                 .flat_map(|s| s.collect_reports.iter())
                 .filter(|r| r.outcome == "failed")
                 .count();
-        self.tell_controller(&ToAgent::Finish {
+        ToAgent::Finish {
             exitstatus: exit.code(),
             collected: self.items.len(),
             failed,
-        });
-        self.ctl.told_finish = true;
+        }
     }
 
     /// Finish the controller's session with the run's exit status (unless
@@ -978,6 +990,15 @@ impl Session<'_> {
                 }
             }
         }
+        if self.ctl.state == CtlState::Off && std::mem::take(&mut self.ctl.idle) {
+            // Its session ends now that no worker uses the directory it
+            // holds, with the run's outcome (its plugins saw nothing of
+            // the run, so it decides nothing).
+            if let Some(w) = &self.ctl.writer {
+                let _ = w.send(encode(&self.finish_message(exit)));
+                let _ = w.send(encode(&ToAgent::WorkersGone));
+            }
+        }
         self.ctl.state = CtlState::Off;
         // A plugin that raised makes the run an internal error, whatever
         // the tests' outcome (or a plugin's status) said.
@@ -995,23 +1016,6 @@ impl Session<'_> {
         self.hear_controller(rx, |c| c.writer.is_none(), grace)
             .await;
         self.kill_controller();
-        if matches!(exit, ExitCode::Ok) && self.ctl.drop_basetemp {
-            // tmp_path_retention_policy = "failed" and every test passed:
-            // what the controller's sessionfinish does where it saw the
-            // run (pytest's, best effort), where it ended early too.
-            if let Some(dir) = &self.ctl.basetemp {
-                let _ = std::fs::remove_dir_all(dir);
-                // And, as pytest's cleanup, the links left dead by it
-                // (pytest-current).
-                let entries = dir.parent().and_then(|p| std::fs::read_dir(p).ok());
-                for entry in entries.into_iter().flatten().flatten() {
-                    let path = entry.path();
-                    if path.is_symlink() && !path.exists() {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-            }
-        }
         exit
     }
 

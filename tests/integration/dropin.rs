@@ -1054,6 +1054,47 @@ fn pytest_exit_in_a_conftests_sessionstart_ends_the_run_at_once_as_in_pytest() {
 }
 
 #[test]
+fn pytest_exit_at_configure_time_says_what_pytest_says_where_pytest_says_it() {
+    // At configure time pytest writes only `Exit: why` to stderr; in
+    // sessionstart its terminal adds its "!!!" line on stdout.
+    for (hook, on_stdout) in [("pytest_configure", false), ("pytest_sessionstart", true)] {
+        let p = Project::new()
+            .file(
+                "conftest.py",
+                &format!("import pytest\n\ndef {hook}(*args):\n    pytest.exit('service is down', returncode=7)\n"),
+            )
+            .file("test_a.py", "def test_a():\n    pass\n");
+        let want = p.pytest(&["-p", "no:randomly", "-p", "no:xdist"]);
+        assert_eq!(want.code, 7);
+        assert_eq!(
+            want.stdout.contains("Exit: service is down"),
+            on_stdout,
+            "{hook}: {}",
+            want.stdout
+        );
+        assert!(
+            want.stderr.contains("Exit: service is down"),
+            "{hook}: {}",
+            want.stderr
+        );
+        let got = p.rtest(&["-n", "2", "-p", "no:randomly"]);
+        got.code(7).stderr_has("Exit: service is down");
+        assert_eq!(
+            got.stdout.contains("Exit: service is down"),
+            on_stdout,
+            "{hook}: {}",
+            got.stdout
+        );
+        assert_eq!(
+            got.stderr.matches("Exit: service is down").count(),
+            1,
+            "{hook}: {}",
+            got.stderr
+        );
+    }
+}
+
+#[test]
 fn pytest_exit_in_a_conftest_hook_that_hears_a_failure_stops_the_run_with_its_status() {
     // A conftest that stops the run at the first failure it hears of: in
     // the workers and in the controller's session (xdist's controller:

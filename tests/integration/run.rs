@@ -324,12 +324,15 @@ fn temporary_directories_are_one_numbered_directory_per_run_as_under_xdist() {
     // three that pytest keeps, and the cleanup of the workers that ended
     // first removed the failed tests' files of the others. As xdist's,
     // the run has one (the controller's), with a directory per local
-    // worker in it, and pytest's retention keeps the last three runs.
+    // worker in it, and pytest's retention keeps the last three runs. The
+    // controller's lock on it lasts the run: another pytest's cleanup (a
+    // test that runs pytest) must not take it while the workers use it.
     let p = Project::new().file(
         "test_t.py",
         "import pytest\n\n@pytest.mark.parametrize('i', range(9))\n\
          def test_t(tmp_path, i, worker_id):\n    \
          assert tmp_path.parent.name == 'popen-' + worker_id\n    \
+         assert (tmp_path.parent.parent / '.lock').is_file()\n    \
          (tmp_path / 'evidence').write_text(str(i))\n    assert i < 0\n",
     );
     let root = p.path().join("temproot");
