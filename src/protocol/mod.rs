@@ -307,7 +307,8 @@ pub struct StartArgs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
     /// Not a popen worker: as xdist's remote workers, its working
-    /// directory (the synced tree) goes on `sys.path` and `PYTHONPATH`.
+    /// directory (the synced tree) goes on `PYTHONPATH` too, for the
+    /// subprocesses tests start (every worker has it on `sys.path`).
     #[serde(default)]
     pub remote: bool,
 }

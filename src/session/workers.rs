@@ -187,7 +187,8 @@ impl Session<'_> {
     /// Where worker `i`'s pytest keeps its temporary directories, as
     /// under xdist: its own directory in `--basetemp` or, for a local
     /// worker, in the run's numbered directory the controller made
-    /// (`popen-gw0`). A replacement gets a new one: the lost worker's
+    /// (`popen-gw0`). A worker started again (a replacement, or a start
+    /// on a guess that did not hold) gets a new one: a lost worker's
     /// files stay for a look.
     pub(super) fn worker_basetemp(&self, i: usize) -> Option<PathBuf> {
         let slot = &self.slots[i];
