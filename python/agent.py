@@ -32,7 +32,7 @@ class Channel:
         self.lock = threading.Lock()
 
     def send(self, msg):
-        data = json.dumps(msg, ensure_ascii=False, default=_wire_default)
+        data = _ENCODER.encode(msg)
         # Lone surrogates (undecodable bytes from a test's output) are not
         # valid UTF-8: replace them rather than corrupt the frame.
         payload = data.encode("utf-8", "replace")
@@ -78,6 +78,10 @@ def _wire_default(value):
     if isinstance(value, (set, frozenset)):
         return list(value)
     return _text(value)
+
+
+# One for every frame (json.dumps with options makes a new one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_wire_default)
 
 
 def _unwire(obj):
@@ -340,6 +344,8 @@ class Worker:
         # The terminal reporter whose writer is the TerminalTail.
         self.quieted = None
         self.basetemp = None
+        # (report, status) from the last pytest_report_teststatus.
+        self.status_seen = None
         inbox.on("steal", self._steal)
         inbox.on("stop", self._stop)
         inbox.on("stream", self._stream)
@@ -603,8 +609,12 @@ class Worker:
         # pytest's own status first: it may change the report (a test whose
         # subtests failed fails), and plugins may count it otherwise.
         category = word = letter = None
+        seen, self.status_seen = self.status_seen, None
         try:
-            status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+            if seen is not None and seen[0] is report:
+                status = seen[1]
+            else:
+                status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
             if status:
                 category, letter = status[0], status[1]
                 word = status[2] if isinstance(status[2], str) else None
@@ -676,6 +686,17 @@ class Worker:
         if self.full_reports or self.stream:
             msg["raw"] = self._serialize(report, self.item_index)
         self.channel.send(msg)
+
+    def pytest_report_teststatus(self, report, config):
+        # A wrapper: what plugins told pytest's reporter about the report
+        # (it asks for every report it draws, before this plugin's
+        # pytest_runtest_logreport), kept so that they are asked once, as
+        # in a plain pytest session.
+        outcome = yield
+        try:
+            self.status_seen = (report, outcome.get_result())
+        except BaseException:
+            self.status_seen = None
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         import warnings
@@ -1323,6 +1344,7 @@ def run_pytest(channel, inbox, start):
     Worker.pytest_runtest_logstart = pytest.hookimpl(trylast=True)(Worker.pytest_runtest_logstart)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_sessionfinish)
     Worker.pytest_unconfigure = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_unconfigure)
+    Worker.pytest_report_teststatus = pytest.hookimpl(hookwrapper=True)(Worker.pytest_report_teststatus)
     Worker.pytest_report_collectionfinish = pytest.hookimpl(hookwrapper=True)(
         Worker.pytest_report_collectionfinish
     )
