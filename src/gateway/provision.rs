@@ -24,9 +24,12 @@ pub struct Probe {
 
 const PROBE: &str = "import sys, importlib.util as u; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3]); print(u.find_spec('pytest') is not None)";
 
-/// Run `python` once to see what it is. Errors name the interpreter and say
-/// what to do.
+/// Run `python` once to see what it is (unless its virtualenv's files say
+/// it: see [`venv_probe`]). Errors name the interpreter and say what to do.
 pub fn probe(python: &str) -> Result<Probe, Error> {
+    if let Some(known) = venv_probe(python) {
+        return Ok(known);
+    }
     let out = Command::new(python).arg("-c").arg(PROBE).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::usage(format!(
@@ -62,6 +65,75 @@ pub fn probe(python: &str) -> Result<Probe, Error> {
         version,
         has_pytest: has.trim() == "True",
     })
+}
+
+/// What a virtualenv's own files say of its interpreter, without starting
+/// it (a Python start costs a run 50 ms before any worker can start): the
+/// interpreter is `bin/python...` beside a `pyvenv.cfg` that gives its
+/// version (`version` from venv, `version_info` from virtualenv and uv),
+/// and pytest is in the venv's own site-packages. `None` wherever the files
+/// do not say all of it (a bare interpreter, a venv without pytest or with
+/// pytest only in the base's site-packages, an editable pytest, a venv
+/// whose base interpreter is gone): the interpreter is asked then.
+pub fn venv_probe(python: &str) -> Option<Probe> {
+    let path = resolve_program(python)?;
+    // Following links: the base interpreter a venv's python points to is
+    // still there.
+    if !std::fs::metadata(&path).ok()?.is_file() {
+        return None;
+    }
+    let bin = path.parent()?;
+    if bin.file_name()? != "bin" {
+        return None;
+    }
+    let root = bin.parent()?;
+    let cfg = std::fs::read_to_string(root.join("pyvenv.cfg")).ok()?;
+    let version = cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        matches!(key.trim(), "version" | "version_info").then(|| {
+            let parts: Vec<u32> = value
+                .trim()
+                .split('.')
+                .take(3)
+                .map_while(|p| p.parse().ok())
+                .collect();
+            (parts.len() == 3).then(|| (parts[0], parts[1], parts[2]))
+        })?
+    })?;
+    if version < (3, 8, 0) {
+        return None;
+    }
+    let site = root
+        .join("lib")
+        .join(format!("python{}.{}", version.0, version.1))
+        .join("site-packages");
+    if !site.join("pytest").join("__init__.py").is_file() {
+        return None;
+    }
+    Some(Probe {
+        executable: path.display().to_string(),
+        version,
+        has_pytest: true,
+    })
+}
+
+/// Where a program named as on a command line is: a path as given (made
+/// absolute), a bare name as found on `PATH`.
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    let given = Path::new(program);
+    if program.contains('/') {
+        return std::path::absolute(given).ok();
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(given))
+        .find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .and_then(|found| std::path::absolute(found).ok())
 }
 
 /// rtest's cache directory.
@@ -157,4 +229,80 @@ pub fn provision(python: &str, probe: &Probe, say: &mut dyn FnMut(&str)) -> Resu
     std::fs::write(&ready, b"")
         .map_err(|e| Error::usage(format!("cannot write {}: {e}", ready.display())))?;
     Ok(venv_python(&dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A venv's files: `bin/python`, `pyvenv.cfg` with `cfg`, and pytest
+    /// in its site-packages if `pytest`.
+    fn venv(root: &Path, cfg: &str, pytest: bool) -> String {
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        let python = root.join("bin").join("python");
+        std::fs::write(&python, "").unwrap();
+        std::fs::write(root.join("pyvenv.cfg"), cfg).unwrap();
+        let site = root.join("lib/python3.12/site-packages");
+        std::fs::create_dir_all(&site).unwrap();
+        if pytest {
+            std::fs::create_dir_all(site.join("pytest")).unwrap();
+            std::fs::write(site.join("pytest/__init__.py"), "").unwrap();
+        }
+        python.display().to_string()
+    }
+
+    #[test]
+    fn a_venv_with_pytest_is_known_from_its_files() {
+        let d = tempfile::tempdir().unwrap();
+        for (name, cfg) in [
+            ("venv", "home = /usr/bin\nversion = 3.12.4\n"),
+            (
+                "uv",
+                "home = /usr/bin\nimplementation = CPython\nversion_info = 3.12.4\n",
+            ),
+            (
+                "virtualenv",
+                "home = /usr/bin\nversion_info = 3.12.4.final.0\n",
+            ),
+        ] {
+            let python = venv(&d.path().join(name), cfg, true);
+            let known = venv_probe(&python).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(known.version, (3, 12, 4), "{name}");
+            assert!(known.has_pytest);
+            assert_eq!(known.executable, python);
+        }
+    }
+
+    #[test]
+    fn the_interpreter_is_asked_where_the_files_do_not_say() {
+        let d = tempfile::tempdir().unwrap();
+        // No pytest in the venv (perhaps only in the base's site-packages).
+        let bare = venv(&d.path().join("bare"), "version = 3.12.4\n", false);
+        assert_eq!(venv_probe(&bare), None);
+        // No version in pyvenv.cfg.
+        let unknown = venv(&d.path().join("unknown"), "home = /usr/bin\n", true);
+        assert_eq!(venv_probe(&unknown), None);
+        // pytest for another minor version than the cfg says.
+        let other = venv(&d.path().join("other"), "version = 3.11.2\n", true);
+        assert_eq!(venv_probe(&other), None);
+        // Too old for workers: the interpreter's probe says so.
+        let old = venv(&d.path().join("old"), "version = 3.7.9\n", true);
+        assert_eq!(venv_probe(&old), None);
+        // Not in a venv at all.
+        let loose = d.path().join("python");
+        std::fs::write(&loose, "").unwrap();
+        assert_eq!(venv_probe(&loose.display().to_string()), None);
+        // A venv whose base interpreter is gone.
+        let gone = d.path().join("gone");
+        venv(&gone, "version = 3.12.4\n", true);
+        std::fs::remove_file(gone.join("bin/python")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("no-such-python"), gone.join("bin/python"))
+            .unwrap();
+        assert_eq!(
+            venv_probe(&gone.join("bin/python").display().to_string()),
+            None
+        );
+        // A name not on PATH.
+        assert_eq!(venv_probe("no-such-python-for-rtest"), None);
+    }
 }
