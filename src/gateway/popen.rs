@@ -2,13 +2,14 @@
 
 use super::Connection;
 use crate::error::Error;
-use crate::protocol::BOOTSTRAP;
+use crate::protocol::{AGENT_CACHE_ENV, BOOTSTRAP};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use tokio::process::Command;
 
-/// Start `python` with the bootstrap one-liner, in its own process group.
+/// Start `python` with the bootstrap one-liner, in its own process group,
+/// with the cache of compiled agents in rtest's cache directory.
 pub fn spawn(
     python: &str,
     chdir: Option<&Path>,
@@ -24,6 +25,7 @@ pub fn spawn(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true)
+        .env(AGENT_CACHE_ENV, super::provision::cache_dir().join("agent"))
         .envs(env);
     if let Some(dir) = chdir {
         cmd.current_dir(dir);

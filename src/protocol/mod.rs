@@ -17,11 +17,18 @@ pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// The agent's source, embedded in the binary and sent over the bootstrap.
 pub const AGENT_SOURCE: &str = include_str!("../../python/agent.py");
 
-/// The bootstrap every gateway runs with `python -u -c`: read a length
-/// line, then exactly that many bytes of source, and exec it. It reads the
-/// raw fd byte-exactly (no buffered `sys.stdin`), so the frames that follow
-/// the source stay in the pipe for the agent. Works on every Python 3.
-pub const BOOTSTRAP: &str = "import os
+/// The bootstrap every gateway runs with `python -u -c`: read a line with
+/// the source's length and key, then exactly that many bytes of source,
+/// and exec it. It reads the raw fd byte-exactly (no buffered `sys.stdin`),
+/// so the frames that follow the source stay in the pipe for the agent.
+/// Works on every Python 3.
+///
+/// Where `RTEST_AGENT_CACHE` names a directory (local workers and the
+/// controller: see [`AGENT_CACHE_ENV`]), the compiled source is kept there
+/// under its key and this interpreter's exact version, so later starts
+/// load it instead of compiling it again (30-40 ms each); the variable is
+/// gone from the environment before anything else runs.
+pub const BOOTSTRAP: &str = "import os,sys
 def r(n):
  b=b''
  while len(b)<n:
@@ -31,8 +38,30 @@ def r(n):
  return b
 n=b''
 while not n.endswith(b'\\n'):n+=r(1)
-exec(compile(r(int(n)),'<rtest-agent>','exec'),{'__name__':'__main__'})
+n,k=n.split()
+s=r(int(n))
+d=os.environ.pop('RTEST_AGENT_CACHE','')
+c=f=None
+if d:
+ import marshal
+ f=os.path.join(d,'%s-%x-%s.bin'%(k.decode(),sys.hexversion,sys.implementation.cache_tag))
+ try:
+  with open(f,'rb') as h:c=marshal.load(h)
+ except Exception:pass
+if c is None:
+ c=compile(s,'<rtest-agent>','exec')
+ if f:
+  try:
+   os.makedirs(d,exist_ok=True);t='%s.%d'%(f,os.getpid())
+   with open(t,'wb') as h:marshal.dump(c,h)
+   os.replace(t,f)
+  except Exception:pass
+del r,n,k,s,d,f
+exec(c,{'__name__':'__main__'})
 ";
+
+/// The variable that turns on the bootstrap's cache of compiled agents.
+pub const AGENT_CACHE_ENV: &str = "RTEST_AGENT_CACHE";
 
 /// The controller role, sent after the agent to the controller process.
 pub const CONTROLLER_SOURCE: &str = include_str!("../../python/controller.py");
@@ -51,12 +80,24 @@ pub fn controller_payload() -> Vec<u8> {
     payload(&[AGENT_SOURCE, "\n", CONTROLLER_SOURCE, ENTRY])
 }
 
+/// `LEN KEY\n` then the source: KEY names this exact source (a digest),
+/// for the bootstrap's cache.
 fn payload(parts: &[&str]) -> Vec<u8> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = format!("{len}\n").into_bytes();
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    let mut source = Vec::new();
     for p in parts {
-        out.extend_from_slice(p.as_bytes());
+        digest.update(p.as_bytes());
+        source.extend_from_slice(p.as_bytes());
     }
+    let key: String = digest
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut out = format!("{} {key}\n", source.len()).into_bytes();
+    out.append(&mut source);
     out
 }
 
@@ -1168,16 +1209,23 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_starts_with_the_source_length() {
+    fn bootstrap_starts_with_the_source_length_and_its_key() {
+        let head = |payload: &[u8]| {
+            let first = payload.split(|b| *b == b'\n').next().unwrap().to_vec();
+            let line = String::from_utf8(first.clone()).unwrap();
+            let (len, key) = line.split_once(' ').unwrap();
+            let len: usize = len.parse().unwrap();
+            assert_eq!(len, payload.len() - first.len() - 1);
+            assert_eq!(key.len(), 24);
+            assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+            key.to_string()
+        };
         let payload = bootstrap_payload();
-        let first_line = payload.split(|b| *b == b'\n').next().unwrap();
-        let len: usize = std::str::from_utf8(first_line).unwrap().parse().unwrap();
-        assert_eq!(len, payload.len() - first_line.len() - 1);
         assert!(payload.ends_with(b"\n_entry()\n"));
         let controller = controller_payload();
-        let first = controller.split(|b| *b == b'\n').next().unwrap();
-        let len: usize = std::str::from_utf8(first).unwrap().parse().unwrap();
-        assert_eq!(len, controller.len() - first.len() - 1);
+        // Each source its own compiled copy.
+        assert_ne!(head(&payload), head(&controller));
+        assert_eq!(head(&payload), head(&bootstrap_payload()));
     }
 
     #[test]
