@@ -712,9 +712,12 @@ class Worker:
         except Exception:
             text = _text(warning_message.message)
         msg = {"t": "warning", "nodeid": nodeid, "when": when, "text": text.rstrip("\n")}
-        if self.stream or when != "runtest":
+        if not nodeid:
+            msg["place"] = _warning_place(self.config, warning_message)
+        if self.stream or self.full_reports or when != "runtest":
             # Those outside tests come before the controller may have said
             # it wants the stream: kept by the coordinator until it has.
+            # The report log writes them as pytest-reportlog does.
             msg["data"] = _warning_data(warning_message, when, nodeid, location)
         self.channel.send(msg)
 
@@ -813,6 +816,25 @@ def _warning_data(warning_message, when, nodeid, location):
 
 
 _KNOWN_CATEGORIES = ("passed", "failed", "skipped", "xfailed", "xpassed", "error", "", "subtests passed")
+
+
+def _warning_place(config, warning_message):
+    """Where pytest's warnings summary says a warning outside any test comes
+    from (its ``WarningReport.get_location``): the file, relative to where
+    pytest was started, and the line."""
+    filename = getattr(warning_message, "filename", None)
+    if not filename:
+        return None
+    try:
+        from _pytest.pathlib import absolutepath, bestrelpath
+
+        rel = bestrelpath(config.invocation_params.dir, absolutepath(filename))
+    except Exception:
+        try:
+            rel = os.path.relpath(filename)
+        except ValueError:
+            rel = filename
+    return "%s:%s" % (rel, warning_message.lineno)
 
 
 def _usual_category(report):

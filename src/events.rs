@@ -262,6 +262,10 @@ pub enum Event {
         nodeid: String,
         /// The formatted warning.
         text: String,
+        /// Where a warning outside any test came from (`path:line`).
+        place: Option<String>,
+        /// The warning as the worker serialized it (for the report log).
+        data: Option<crate::protocol::RawJson>,
     },
     /// The run is over.
     Finished {

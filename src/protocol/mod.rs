@@ -628,6 +628,10 @@ pub struct WarningMsg {
     pub when: String,
     /// The formatted warning.
     pub text: String,
+    /// Where a warning outside any test came from, as pytest's summary
+    /// says it (`path:line`, relative to where pytest started).
+    #[serde(default)]
+    pub place: Option<String>,
     /// The warning serialized for the controller (when it replays).
     #[serde(default)]
     pub data: Option<RawJson>,

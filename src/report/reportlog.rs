@@ -63,6 +63,27 @@ impl ReportLog {
     }
 }
 
+/// A warning as pytest-reportlog writes it: its category's name, file,
+/// line and message, when pytest recorded it and the location pytest gave
+/// (`[file, line, function]` or null), from the worker's serialized form.
+fn warning_json(data: &Value) -> Option<Value> {
+    let category = data
+        .get("category")
+        .and_then(Value::as_array)
+        .and_then(|c| c.last())
+        .and_then(Value::as_str)
+        .map(|q| q.rsplit('.').next().unwrap_or(q).to_string());
+    Some(json!({
+        "category": category,
+        "filename": data.get("filename")?,
+        "lineno": data.get("lineno")?,
+        "message": data.get("message")?,
+        "$report_type": "WarningMessage",
+        "when": data.get("when")?,
+        "location": data.get("location").cloned().unwrap_or(Value::Null),
+    }))
+}
+
 /// A phase as pytest-reportlog writes it.
 pub fn phase_json(result: &TestResult, p: &PhaseReport) -> Value {
     let mut v = match p.raw.as_ref().map(|r| r.parse()) {
@@ -123,10 +144,16 @@ impl Reporter for ReportLog {
                     self.write(phase_json(r, p));
                 }
             }
-            Event::Warning { nodeid, text } => {
-                self.write(
-                    json!({"nodeid": nodeid, "message": text, "$report_type": "WarningMessage"}),
-                );
+            Event::Warning {
+                nodeid, text, data, ..
+            } => {
+                let line = data
+                    .as_ref()
+                    .and_then(|d| warning_json(&d.parse()))
+                    .unwrap_or_else(|| {
+                        json!({"nodeid": nodeid, "message": text, "$report_type": "WarningMessage"})
+                    });
+                self.write(line);
             }
             Event::Finished { exit, error, .. } => {
                 if error.is_some() && self.results == 0 {

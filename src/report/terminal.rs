@@ -86,6 +86,43 @@ impl Progress {
     }
 }
 
+/// pytest's warnings summary, grouped as its reporter groups them: one
+/// entry per message, in the order first seen, with the lines that say
+/// where it came from (every test or place that recorded it, once per
+/// time; from ten on, counted per file instead).
+fn warning_groups(warnings: &[(String, String)]) -> Vec<(String, Vec<String>)> {
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for (location, text) in warnings {
+        let at = match grouped.iter().position(|(t, _)| t == text) {
+            Some(at) => at,
+            None => {
+                grouped.push((text.clone(), Vec::new()));
+                grouped.len() - 1
+            }
+        };
+        if !location.is_empty() {
+            grouped[at].1.push(location.clone());
+        }
+    }
+    for (_, locations) in grouped.iter_mut() {
+        if locations.len() >= 10 {
+            let mut counts: Vec<(String, usize)> = Vec::new();
+            for l in locations.iter() {
+                let file = l.split("::").next().unwrap_or(l).to_string();
+                match counts.iter_mut().find(|(f, _)| *f == file) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((file, 1)),
+                }
+            }
+            *locations = counts
+                .into_iter()
+                .map(|(f, n)| format!("{f}: {n} {}", if n == 1 { "warning" } else { "warnings" }))
+                .collect();
+        }
+    }
+    grouped
+}
+
 /// Expand pytest's `-r` characters (default `fE`) as pytest's
 /// `getreportopt` does (`a` and `A` replace what came before them); the
 /// warnings character `w` is left out.
@@ -720,25 +757,15 @@ impl Terminal {
             return;
         }
         self.sep_line('=', "warnings summary", YELLOW, false);
-        let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
-        for (nodeid, text) in self.warnings.clone() {
-            match grouped.iter_mut().find(|(t, _)| *t == text) {
-                Some((_, ids)) => {
-                    if !ids.contains(&nodeid) {
-                        ids.push(nodeid)
-                    }
+        for (text, lines) in warning_groups(&self.warnings) {
+            if lines.is_empty() {
+                self.line(text.trim_end());
+            } else {
+                for l in &lines {
+                    self.line(l);
                 }
-                None => grouped.push((text, vec![nodeid])),
-            }
-        }
-        for (text, ids) in grouped {
-            for id in &ids {
-                if !id.is_empty() {
-                    self.line(id);
-                }
-            }
-            for l in text.lines() {
-                self.line(&format!("  {l}"));
+                let indented: Vec<String> = text.lines().map(|l| format!("  {l}")).collect();
+                self.line(indented.join("\n").trim_end());
             }
             self.line("");
         }
@@ -1466,9 +1493,18 @@ impl Reporter for Terminal {
                 let _ = writeln!(self.out, "{painted}");
                 let _ = self.out.flush();
             }
-            Event::Warning { nodeid, text } => {
+            Event::Warning {
+                nodeid,
+                text,
+                place,
+                ..
+            } => {
                 self.stats.warnings += 1;
-                self.warnings.push((nodeid.clone(), text.clone()));
+                let location = match place {
+                    Some(place) if nodeid.is_empty() => place.clone(),
+                    _ => nodeid.clone(),
+                };
+                self.warnings.push((location, text.clone()));
             }
             Event::Finished {
                 stop,

@@ -605,18 +605,27 @@ impl Session<'_> {
                     nodeid,
                     mut text,
                     when,
+                    mut place,
                     data,
                 } = w;
                 if let Some(copy) = self.copy_of(i) {
                     copy.text(&mut text);
+                    if let Some(place) = place.as_mut() {
+                        copy.text(place);
+                    }
                 }
                 // Every worker collects, so collection-time warnings arrive
                 // once per worker: show them once.
                 if when == "runtest" || self.seen_warnings.insert((nodeid.clone(), text.clone())) {
-                    if let Some(data) = data {
-                        self.warning_to_controller(data);
+                    if let Some(data) = &data {
+                        self.warning_to_controller(data.clone());
                     }
-                    self.reporter.on_event(&Event::Warning { nodeid, text });
+                    self.reporter.on_event(&Event::Warning {
+                        nodeid,
+                        text,
+                        place,
+                        data,
+                    });
                 }
             }
             FromAgent::WorkerOutput { output } => {

@@ -1177,3 +1177,35 @@ fn workers_import_as_python_m_pytest_does_and_leave_subprocesses_environment_alo
         .code(0)
         .stdout_has("3 passed");
 }
+
+#[test]
+fn the_warnings_summary_says_where_each_warning_came_from_as_pytest_does() {
+    // Warnings outside any test (an unknown ini key at configure time, a
+    // module's at import) under the file and line they came from; a test
+    // that warns three times listed three times; twelve tests with one
+    // message counted per file.
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\nno_such_key = 1\n")
+        .file(
+            "test_w.py",
+            "import warnings\n\nimport pytest\n\nwarnings.warn(UserWarning('at import'))\n\n\
+             def test_thrice():\n    for _ in range(3):\n        warnings.warn(DeprecationWarning('again'))\n\n\
+             @pytest.mark.parametrize('i', range(12))\n\
+             def test_many(i):\n    warnings.warn(UserWarning('many'))\n",
+        );
+    let section = |run: &Run| {
+        let out = &run.stdout;
+        let start = out.find("warnings summary").expect("a warnings summary");
+        let end = out.find("-- Docs:").expect("the docs line");
+        out[start..end].to_string()
+    };
+    let serial = p.pytest(&["-p", "no:randomly"]);
+    serial.code(0);
+    let want = section(&serial);
+    assert!(want.contains("\ntest_w.py:5\n"), "{want}");
+    assert!(want.contains("test_w.py: 12 warnings"), "{want}");
+    let run = p.rtest(&["-n", "2", "--dist", "loadfile", "-p", "no:randomly"]);
+    run.code(0);
+    assert_eq!(section(&run), want);
+    assert_eq!(run.summary(), serial.summary());
+}

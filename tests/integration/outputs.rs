@@ -67,6 +67,57 @@ fn report_log_is_pytest_reportlog_json_lines() {
 }
 
 #[test]
+fn report_log_warnings_are_pytest_reportlogs() {
+    // The same WarningMessage lines as pytest-reportlog writes in a plain
+    // pytest session: at configure time (once, though every worker
+    // configures), at import, in a test.
+    let p = Project::new()
+        .file("pytest.ini", "[pytest]\nno_such_key = 1\n")
+        .file(
+            "test_w.py",
+            "import warnings\n\nwarnings.warn(UserWarning('at import'))\n\n\
+             def test_w():\n    warnings.warn(DeprecationWarning('in a test'))\n",
+        );
+    let warnings = |log: &str| {
+        let mut lines: Vec<serde_json::Value> = p
+            .read(log)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["$report_type"] == "WarningMessage")
+            .collect();
+        lines.sort_by_key(|l| l.to_string());
+        lines
+    };
+    let site = crate::harness::side_site("pytest-reportlog", "pytest_reportlog");
+    let serial = std::process::Command::new(crate::harness::venv_python())
+        .args([
+            "-m",
+            "pytest",
+            "-p",
+            "no:randomly",
+            "--report-log",
+            "serial.jsonl",
+        ])
+        .current_dir(p.path())
+        .env("PYTHONPATH", &site)
+        .output()
+        .unwrap();
+    assert!(serial.status.success(), "{serial:?}");
+    let want = warnings("serial.jsonl");
+    assert_eq!(want.len(), 3, "{want:?}");
+    p.rtest(&[
+        "-n",
+        "2",
+        "-p",
+        "no:randomly",
+        "--report-log",
+        "rtest.jsonl",
+    ])
+    .code(0);
+    assert_eq!(warnings("rtest.jsonl"), want);
+}
+
+#[test]
 fn raw_non_utf8_writes_to_fd_1_and_2_do_not_break_the_protocol() {
     let p = Project::new().file(
         "test_raw.py",
