@@ -235,10 +235,10 @@ impl Session<'_> {
     /// A warning for the controller's `pytest_warning_recorded`; one that
     /// comes before it said whether it wants the run (a collection-time
     /// warning) waits for its answer.
-    pub(super) fn warning_to_controller(&mut self, data: RawJson) {
+    pub(super) fn warning_to_controller(&mut self, data: &RawJson) {
         match self.ctl.state {
-            CtlState::Starting => self.ctl.early_warnings.push(data),
-            CtlState::Active => self.tell_controller(&ToAgent::Warning { data }),
+            CtlState::Starting => self.ctl.early_warnings.push(data.clone()),
+            CtlState::Active => self.tell_controller(&ToAgent::Warning { data: data.clone() }),
             CtlState::Off => {}
         }
     }

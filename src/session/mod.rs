@@ -618,7 +618,7 @@ impl Session<'_> {
                 // once per worker: show them once.
                 if when == "runtest" || self.seen_warnings.insert((nodeid.clone(), text.clone())) {
                     if let Some(data) = &data {
-                        self.warning_to_controller(data.clone());
+                        self.warning_to_controller(data);
                     }
                     self.reporter.on_event(&Event::Warning {
                         nodeid,
