@@ -662,6 +662,11 @@ class Worker:
         if longrepr is not None:
             if report.skipped and isinstance(longrepr, tuple):
                 msg["skip"] = [_text(x) for x in longrepr]
+                keywords = getattr(report, "keywords", None) or {}
+                if report.when == "setup" and "skip" in keywords and "pytestmark" not in keywords:
+                    # pytest's short summary folds skips by a skip marker
+                    # on the test by file and reason, not by line.
+                    msg["by_file"] = True
             elif isinstance(longrepr, str):
                 msg["longrepr"] = longrepr
                 # pytest's summary line takes all of it as the message (its

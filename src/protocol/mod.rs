@@ -982,6 +982,10 @@ pub struct PhaseReport {
     /// For skips: path, line, reason.
     #[serde(default)]
     pub skip: Option<Vec<Option<String>>>,
+    /// A skip by a `skip` marker at setup (not a module's `pytestmark`):
+    /// pytest's short summary folds it by file and reason, without a line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_file: bool,
     /// pytest's serialized report (report log, controller).
     #[serde(default)]
     pub raw: Option<RawJson>,

@@ -854,17 +854,11 @@ impl Terminal {
                 // All of it, every line (a long assertion diff too).
                 return format!("{base} - {msg}");
             }
-            let m = msg.split('\n').next().unwrap_or_default();
-            let full = format!("{base} - {m}");
-            if full.chars().count() <= width {
-                full
-            } else {
-                let keep = width.saturating_sub(base.chars().count() + 6);
-                if keep == 0 {
-                    base
-                } else {
-                    format!("{base} - {}...", m.chars().take(keep).collect::<String>())
-                }
+            // As pytest measures it: a line with markup has no width.
+            let available = width as isize - pytest_width(&base);
+            match trimmed_message(msg, available) {
+                Some(m) => format!("{base}{m}"),
+                None => base,
             }
         };
         for c in chars.chars() {
@@ -1039,6 +1033,9 @@ impl Terminal {
                 .strip_prefix("Skipped: ")
                 .unwrap_or(&reason)
                 .to_string();
+            if p.by_file {
+                return (path, reason);
+            }
             return (format!("{path}:{line}"), reason);
         }
         (nodeid.to_string(), skip_reason(p).unwrap_or_default())
@@ -1520,5 +1517,72 @@ impl Reporter for Terminal {
         if self.opts.live && self.last_draw.elapsed() >= Duration::from_millis(200) {
             self.draw_status();
         }
+    }
+}
+
+/// A string's width in columns as pytest's `wcswidth` gives it: -1 where
+/// it holds a control character (terminal markup), and pytest's answer
+/// decides how the short summary trims its lines.
+fn pytest_width(text: &str) -> isize {
+    let mut width = 0;
+    for c in text.chars() {
+        let o = c as u32;
+        if o < 32 || (0x7f..0xa0).contains(&o) {
+            return -1;
+        }
+        width += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0) as isize;
+    }
+    width
+}
+
+/// pytest's `_format_trimmed(" - {}", msg, available)`: the message's
+/// first line after " - ", cut with "..." to what is left of the line, or
+/// nothing where not even " - ..." fits.
+fn trimmed_message(msg: &str, available: isize) -> Option<String> {
+    let first = msg.split('\n').next().unwrap_or_default();
+    const FORMAT: isize = 3;
+    const ELLIPSIS: isize = 3;
+    if FORMAT + ELLIPSIS > available {
+        return None;
+    }
+    if FORMAT + pytest_width(first) <= available {
+        return Some(format!(" - {first}"));
+    }
+    let available = available - ELLIPSIS;
+    let mut cut: String = first.chars().take(available.max(0) as usize).collect();
+    while FORMAT + pytest_width(&cut) > available {
+        cut.pop();
+    }
+    Some(format!(" - {cut}..."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pytest_width, trimmed_message};
+
+    #[test]
+    fn short_summary_messages_are_trimmed_as_pytest_trims_them() {
+        // Room for all of it.
+        assert_eq!(trimmed_message("boom\nmore", 8).as_deref(), Some(" - boom"));
+        // Cut to the line, with the ellipsis.
+        assert_eq!(trimmed_message("abcdefgh", 9).as_deref(), Some(" - abc..."));
+        // Exactly room for " - ...": that is what pytest writes.
+        assert_eq!(trimmed_message("abcdefgh", 6).as_deref(), Some(" - ..."));
+        assert_eq!(trimmed_message("abcdefgh", 5), None);
+        // Wide characters take two columns.
+        assert_eq!(
+            trimmed_message("日本語です", 10).as_deref(),
+            Some(" - 日本...")
+        );
+        // A message with a control character has no width for pytest:
+        // never cut.
+        assert_eq!(
+            trimmed_message("a\tbcdefghij", 7).as_deref(),
+            Some(" - a\tbcdefghij")
+        );
+        // Markup makes the line's own width -1 (pytest then allows one
+        // column more than the terminal has).
+        assert_eq!(pytest_width("\x1b[31mFAILED\x1b[0m t.py"), -1);
+        assert_eq!(pytest_width("FAILED t.py"), 11);
     }
 }

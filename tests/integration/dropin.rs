@@ -1209,3 +1209,60 @@ fn the_warnings_summary_says_where_each_warning_came_from_as_pytest_does() {
     assert_eq!(section(&run), want);
     assert_eq!(run.summary(), serial.summary());
 }
+
+#[test]
+fn skips_by_marker_are_folded_by_file_as_pytest_folds_them() {
+    // pytest's short summary folds skips at setup by a skip marker that
+    // is not the test function's own (one a conftest adds, a module's
+    // pytestmark) by file and reason, without a line; a decorated test,
+    // skipif and pytest.skip() in a test keep their line.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import pytest\n\n\
+             def pytest_collection_modifyitems(items):\n    for item in items:\n        \
+             if item.name.startswith('test_pg'):\n            \
+             item.add_marker(pytest.mark.skip(reason='needs postgres'))\n",
+        )
+        .file(
+            "test_a.py",
+            "import pytest\n\n\
+             def test_pg_one():\n    pass\n\n\
+             def test_pg_two():\n    pass\n\n\
+             @pytest.mark.skip(reason='later')\ndef test_three():\n    pass\n\n\
+             @pytest.mark.skipif(True, reason='never')\ndef test_four():\n    pass\n\n\
+             @pytest.mark.skipif(True, reason='never')\ndef test_five():\n    pass\n\n\
+             def test_six():\n    pytest.skip('inside')\n",
+        )
+        .file(
+            "test_b.py",
+            "import pytest\n\npytestmark = pytest.mark.skip(reason='whole module')\n\n\
+             def test_x():\n    pass\n\ndef test_y():\n    pass\n",
+        );
+    let section = |run: &Run| {
+        let out = &run.stdout;
+        let start = out
+            .find("short test summary info")
+            .expect("a short summary");
+        let mut lines: Vec<&str> = out[start..]
+            .lines()
+            .filter(|l| l.starts_with("SKIPPED"))
+            .collect();
+        // Workers finish in their own order; pytest lists in the order of
+        // the reports.
+        lines.sort_unstable();
+        lines.join("\n")
+    };
+    let serial = p.pytest(&["-rs", "-p", "no:randomly"]);
+    serial.code(0);
+    let want = section(&serial);
+    assert!(
+        want.contains("SKIPPED [2] test_a.py: needs postgres"),
+        "{want}"
+    );
+    assert!(want.contains("SKIPPED [2] test_b.py:"), "{want}");
+    let run = p.rtest(&["-n", "2", "-rs", "-p", "no:randomly"]);
+    run.code(0);
+    assert_eq!(section(&run), want);
+    assert_eq!(run.summary(), serial.summary());
+}
