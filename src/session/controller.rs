@@ -701,7 +701,19 @@ impl Session<'_> {
             }
             FromAgent::InternalError { message } => {
                 self.internal_error = true;
-                let message = format!("a plugin raised in the controller's session:\n{message}");
+                let plain = super::workers::without_addresses(&message);
+                // Workers that already ended with it (their configure ran
+                // the same plugin) showed it.
+                let shown = self
+                    .early_tails
+                    .iter()
+                    .any(|t| t.lines().nth(1).is_some() && plain.contains(t.as_str()));
+                self.ctl_error_text = Some(plain);
+                let message = if shown {
+                    "a plugin raised in the controller's session too (the error above)".to_string()
+                } else {
+                    format!("a plugin raised in the controller's session:\n{message}")
+                };
                 if self.ctl.state == CtlState::Starting {
                     // Its session never started: go on without it.
                     self.kill_controller();

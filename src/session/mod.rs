@@ -330,6 +330,9 @@ struct Session<'a> {
     junit_written: bool,
     /// The stderr of workers lost before collection, as already shown.
     early_tails: std::collections::HashSet<String>,
+    /// The controller's INTERNALERROR (addresses blanked), where a plugin
+    /// raised in its session: a worker that ends with the same is said to.
+    ctl_error_text: Option<String>,
     pytest_exit_status: Option<i32>,
     start: Instant,
     cachedir: Option<String>,
@@ -374,6 +377,7 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         shown_output: HashMap::new(),
         junit_written: false,
         early_tails: Default::default(),
+        ctl_error_text: None,
         pytest_exit_status: None,
         start: Instant::now(),
         cachedir: None,

@@ -391,9 +391,18 @@ impl Session<'_> {
         });
         // The same stderr from every worker (a crash at import) is shown
         // once.
+        let seen = without_addresses(&tail);
         let said = if tail.is_empty() {
             String::new()
-        } else if !self.early_tails.insert(without_addresses(&tail)) {
+        } else if self
+            .ctl_error_text
+            .as_ref()
+            .is_some_and(|ctl| seen.lines().nth(1).is_some() && ctl.contains(&seen))
+        {
+            // A plugin that raised in the controller's configure raises in
+            // every worker's too.
+            "; its stderr is the controller's error above".to_string()
+        } else if !self.early_tails.insert(seen) {
             match hung {
                 Some(_) => "; it was where the one above was".to_string(),
                 None => "; its stderr is the same as above".to_string(),
@@ -404,9 +413,9 @@ impl Session<'_> {
                 None => format!("; its stderr:\n{tail}"),
             }
         };
-        let message = match hung {
+        let head = match hung {
             Some(limit) => format!(
-                "worker {id} ({python}) did not report its collection within {limit}s (--startup-timeout) and was stopped ({how}){said}"
+                "worker {id} ({python}) did not report its collection within {limit}s (--startup-timeout) and was stopped ({how})"
             ),
             None => {
                 let phase = if was == SlotState::Starting {
@@ -414,9 +423,10 @@ impl Session<'_> {
                 } else {
                     "during collection"
                 };
-                format!("worker {id} ({python}) exited {phase} ({how}){said}")
+                format!("worker {id} ({python}) exited {phase} ({how})")
             }
         };
+        let message = format!("{head}{said}");
         // The same loss again is how it ended and what it said (a crash at
         // import dumps the same stack). A loss that says nothing (a kill, a
         // dropped connection) may well be passing: it is retried while
@@ -449,8 +459,9 @@ impl Session<'_> {
             self.fail(error);
             return;
         }
+        // Said before its stderr, which can be long.
         self.reporter
-            .on_event(&Event::Notice(format!("{message}\ngoing on without it")));
+            .on_event(&Event::Notice(format!("{head}, going on without it{said}")));
         if !self.collected_event {
             self.maybe_start_running();
         }
@@ -626,7 +637,7 @@ fn plugin_grace(limit: f64) -> f64 {
 
 /// `text` with hexadecimal addresses (`0x7fa9b6dbe6c0`) blanked: two
 /// processes' stack dumps of the same place differ only there.
-fn without_addresses(text: &str) -> String {
+pub(super) fn without_addresses(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("0x") {

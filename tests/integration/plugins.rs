@@ -941,3 +941,30 @@ def pytest_unconfigure(config):
         assert_eq!(tail(&run.stdout), want, "{}", run.stdout);
     }
 }
+
+#[test]
+fn a_plugin_that_fails_every_session_is_shown_once() {
+    // A conftest's pytest_configure that raises in every process: pytest
+    // shows the INTERNALERROR once, and so does rtest, however many
+    // workers and the controller hit it.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "def pytest_configure(config):\n    raise RuntimeError('nowhere works')\n",
+        )
+        .file("test_a.py", "def test_a():\n    pass\n");
+    let serial = p.pytest(&["-p", "no:randomly"]);
+    serial.code(3);
+    let run = p.rtest(&["-n", "3", "-p", "no:randomly"]);
+    run.code(3);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(
+        all.matches("RuntimeError: nowhere works").count(),
+        1,
+        "{all}"
+    );
+    assert!(
+        all.contains("the controller's error above") || all.contains("(the error above)"),
+        "{all}"
+    );
+}
