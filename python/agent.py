@@ -664,8 +664,10 @@ class Worker:
                 msg["skip"] = [_text(x) for x in longrepr]
                 keywords = getattr(report, "keywords", None) or {}
                 if report.when == "setup" and "skip" in keywords and "pytestmark" not in keywords:
-                    # pytest's short summary folds skips by a skip marker
-                    # on the test by file and reason, not by line.
+                    # pytest's short summary folds a skip by a marker that
+                    # is not the test function's own decoration (its
+                    # pytestmark would be among the keywords) by file and
+                    # reason, not by line.
                     msg["by_file"] = True
             elif isinstance(longrepr, str):
                 msg["longrepr"] = longrepr

@@ -982,8 +982,11 @@ pub struct PhaseReport {
     /// For skips: path, line, reason.
     #[serde(default)]
     pub skip: Option<Vec<Option<String>>>,
-    /// A skip by a `skip` marker at setup (not a module's `pytestmark`):
-    /// pytest's short summary folds it by file and reason, without a line.
+    /// A skip at setup by a `skip` marker that does not decorate the test
+    /// function itself (one a conftest adds, a module's `pytestmark`;
+    /// pytest asks for "skip" and no "pytestmark" among the report's
+    /// keywords): pytest's short summary folds it by file and reason,
+    /// without a line.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_file: bool,
     /// pytest's serialized report (report log, controller).

@@ -668,6 +668,17 @@ impl Terminal {
                 .filter(|p| categorize(p) == Some(Category::Failed))
             {
                 if self.opts.tb == "line" {
+                    if self.pytest_major().is_some_and(|major| major >= 9) {
+                        // pytest 9 shows the report (its one line) and
+                        // what the test printed before the crash line.
+                        if let Some(l) = self.worker_line(&r.worker) {
+                            self.line(&l);
+                        }
+                        if let Some(text) = p.longrepr.as_deref().filter(|t| !t.is_empty()) {
+                            self.line(text);
+                        }
+                        self.print_sections(p);
+                    }
                     // pytest's _getcrashline: "path:line: message".
                     let line = match &p.crash {
                         Some(c) => format!(
@@ -697,6 +708,14 @@ impl Terminal {
                 self.print_teardown_sections(r);
             }
         }
+    }
+
+    /// The workers' pytest's major version.
+    fn pytest_major(&self) -> Option<u32> {
+        self.workers
+            .first()
+            .and_then(|w| w.info.pytest.as_deref())
+            .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
     }
 
     /// pytest shows a failed test's teardown output after its call output.
@@ -975,12 +994,7 @@ impl Terminal {
                     };
                     // The reason in full, as pytest (8 and later) shows it;
                     // pytest 9 names the phase of an xfail outside the call.
-                    let phase_named = self
-                        .workers
-                        .first()
-                        .and_then(|w| w.info.pytest.as_deref())
-                        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
-                        .is_some_and(|major| major >= 9);
+                    let phase_named = self.pytest_major().is_some_and(|major| major >= 9);
                     for r in &self.interesting {
                         for p in r.phases.iter().filter(|p| categorize(p) == Some(cat)) {
                             let word = self.paint(cat.verbose_word(), YELLOW, false);

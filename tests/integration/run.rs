@@ -1,6 +1,6 @@
 //! Ordinary runs: results, modes, pytest options, xdist compatibility.
 
-use crate::harness::{junit_outcomes, Project};
+use crate::harness::{junit_outcomes, Project, Run};
 
 fn example() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart")
@@ -650,4 +650,35 @@ def test_ok():
     let r = crate::harness::Run::from(cmd.output().unwrap());
     r.code(1);
     assert_eq!(r.summary(), "2 failed, 1 passed");
+}
+
+#[test]
+fn tb_line_failures_are_pytests_own() {
+    // pytest 9 shows a failure's one-line report and what the test printed
+    // before its crash line under --tb=line (older pytest: the crash line
+    // alone); rtest's section is pytest's, with the worker line xdist adds.
+    let p = Project::new().file(
+        "test_line.py",
+        "def test_fail():\n    print('said before')\n    assert 1 == 2\n\ndef test_ok():\n    pass\n",
+    );
+    let section = |run: &Run| {
+        let out = &run.stdout;
+        let start = out.find("= FAILURES =").expect("a FAILURES section");
+        let end = out
+            .find("short test summary info")
+            .expect("a short summary");
+        out[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("[gw"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let args = ["-p", "no:cacheprovider", "-p", "no:randomly", "--tb=line"];
+    let serial = p.pytest(&args);
+    serial.code(1);
+    let want = section(&serial);
+    assert!(want.contains("said before"), "{want}");
+    let run = p.rtest(&[&["-n", "2"][..], &args[..]].concat());
+    run.code(1);
+    assert_eq!(section(&run), want);
 }
