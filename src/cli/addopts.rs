@@ -34,6 +34,9 @@ pub struct PytestConfig {
     pub basetemp: Option<String>,
     /// xdist's `--maxschedchunk` found in either.
     pub max_sched_chunk: Option<usize>,
+    /// xdist's `--loadscope-reorder` / `--no-loadscope-reorder` found in
+    /// either.
+    pub loadscope_reorder: Option<bool>,
     /// xdist's `--testrunuid` found in either.
     pub testrun_uid: Option<String>,
     /// rtest options that have no meaning there, with where they were.
@@ -209,6 +212,7 @@ fn take(
     let took = !layer.base.values.is_empty()
         || !ignored.is_empty()
         || raw.max_sched_chunk.is_some()
+        || raw.loadscope_reorder.is_some()
         || raw.testrun_uid.is_some();
     if raw.basetemp.is_some() {
         out.basetemp = raw.basetemp.clone();
@@ -217,6 +221,9 @@ fn take(
     // (`PYTEST_ADDOPTS`) wins, the command line over both.
     if raw.max_sched_chunk.is_some() {
         out.max_sched_chunk = raw.max_sched_chunk;
+    }
+    if raw.loadscope_reorder.is_some() {
+        out.loadscope_reorder = raw.loadscope_reorder;
     }
     if raw.testrun_uid.is_some() {
         out.testrun_uid = raw.testrun_uid.clone();

@@ -30,6 +30,8 @@ pub struct RawArgs {
     pub max_worker_restart: Option<usize>,
     /// `--maxschedchunk`: at most this many tests sent to a worker at once.
     pub max_sched_chunk: Option<usize>,
+    /// `--loadscope-reorder` (true) / `--no-loadscope-reorder` (false).
+    pub loadscope_reorder: Option<bool>,
     /// `--testrunuid`: the run's id (`testrun_uid`), instead of a fresh one.
     pub testrun_uid: Option<String>,
     /// `--timeout`, seconds.
@@ -194,6 +196,8 @@ pub(crate) fn own_long(name: &str) -> bool {
                 | "--distload"
                 | "--no-config"
                 | "--require-all-hosts"
+                | "--loadscope-reorder"
+                | "--no-loadscope-reorder"
         )
 }
 
@@ -512,6 +516,8 @@ fn apply_own(out: &mut RawArgs, name: &str, value: Option<String>) -> Result<(),
         "--shard" => out.shard = Some(parse_shard(&v)?),
         "--no-config" => out.no_config = true,
         "--require-all-hosts" => out.require_all_hosts = true,
+        "--loadscope-reorder" => out.loadscope_reorder = Some(true),
+        "--no-loadscope-reorder" => out.loadscope_reorder = Some(false),
         "--exitfirst" => out.maxfail = Some(1),
         "--maxfail" => {
             let n: usize = v
@@ -656,10 +662,15 @@ mod tests {
 
     #[test]
     fn xdists_scheduling_and_run_id_options_are_rtests() {
-        let a = p("--maxschedchunk 4 --testrunuid=run-7 -k x");
+        let a = p("--maxschedchunk 4 --testrunuid=run-7 --no-loadscope-reorder -k x");
         assert_eq!(a.max_sched_chunk, Some(4));
         assert_eq!(a.testrun_uid.as_deref(), Some("run-7"));
+        assert_eq!(a.loadscope_reorder, Some(false));
         assert_eq!(a.pytest_args, vec!["-k", "x"]);
+        let a = p("--no-loadscope-reorder --loadscope-reorder");
+        assert_eq!(a.loadscope_reorder, Some(true));
+        assert!(a.pytest_args.is_empty());
+        assert_eq!(p("-k x").loadscope_reorder, None);
     }
 
     #[test]

@@ -793,6 +793,10 @@ fn settings(
         startup_timeout,
         max_worker_restart,
         max_sched_chunk: raw.max_sched_chunk.or(pytest.max_sched_chunk),
+        loadscope_reorder: raw
+            .loadscope_reorder
+            .or(pytest.loadscope_reorder)
+            .unwrap_or(true),
         testrun_uid: raw
             .testrun_uid
             .clone()

@@ -77,6 +77,8 @@ pub struct Settings {
     pub max_worker_restart: Option<usize>,
     /// `--maxschedchunk`.
     pub max_sched_chunk: Option<usize>,
+    /// `--loadscope-reorder` (the default) / `--no-loadscope-reorder`.
+    pub loadscope_reorder: bool,
     /// `--testrunuid`.
     pub testrun_uid: Option<String>,
     /// `-x`/`--maxfail`.
@@ -189,6 +191,10 @@ pub struct Plan {
     /// At most this many tests go to a worker at once (`--maxschedchunk`).
     #[serde(skip)]
     pub max_sched_chunk: Option<usize>,
+    /// Scopes, files and groups go out largest first (`--loadscope-reorder`,
+    /// the default) or in collection order (`--no-loadscope-reorder`).
+    #[serde(skip)]
+    pub loadscope_reorder: bool,
     /// The run's id, where `--testrunuid` gave one.
     #[serde(skip)]
     pub testrun_uid: Option<String>,
@@ -391,6 +397,7 @@ pub fn build(settings: &Settings, machine: &Machine) -> Result<Plan, Error> {
         startup_timeout,
         max_worker_restart,
         max_sched_chunk: settings.max_sched_chunk,
+        loadscope_reorder: settings.loadscope_reorder,
         testrun_uid: settings.testrun_uid.clone(),
         maxfail: settings.maxfail,
         junitxml: settings.junitxml.clone(),

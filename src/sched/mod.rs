@@ -7,11 +7,13 @@
 //! session asks [`Scheduler::poll`] what to send a worker whenever its queue
 //! changes, and reports completions, requeues and lost workers back.
 //!
-//! With a duration history ([`history`]), the load modes dispatch longest
-//! expected first (LPT): short tests of one module are first bundled into
-//! chunks (so module-scoped fixtures are set up once where that costs
-//! nothing), then chunks and long tests are handed out by expected time.
-//! [`shard`] splits a suite across CI jobs the same way.
+//! With a duration history ([`history`]), the load modes start the long
+//! tests first, longest first (LPT), and hand out the rest in collection
+//! order, so that every worker runs its tests in that order as under xdist:
+//! short tests of one module are bundled into chunks (so module-scoped
+//! fixtures are set up once where that costs nothing), handed out by
+//! expected time. [`shard`] splits a suite across CI jobs by the same
+//! chunks, dealt longest first.
 
 pub mod history;
 
@@ -85,12 +87,14 @@ pub struct Scheduler {
     /// step (`load`, `worksteal`), and a worker is topped up once it holds
     /// fewer.
     max_chunk: Option<usize>,
+    /// Scopes, files and groups go out largest first (xdist's
+    /// `--loadscope-reorder`, the default), else in collection order.
+    reorder_scopes: bool,
 }
 
-/// Group items into units: by key; in the load modes with history, short
-/// tests of one module are bundled into chunks of at most `quantum`
-/// seconds. With history the units are ordered longest first (stable, so
-/// ties keep collection order).
+/// Group items into units, in collection order: by key; in the load modes
+/// with history, short tests of one module are bundled into chunks of at
+/// most `quantum` seconds.
 fn build_units(mode: DistMode, items: Vec<ItemInfo>, quantum: Option<f64>) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut by_key: HashMap<String, usize> = HashMap::new();
@@ -134,14 +138,37 @@ fn build_units(mode: DistMode, items: Vec<ItemInfo>, quantum: Option<f64>) -> Ve
             weight: w,
         });
     }
-    if quantum.is_some() && !matches!(mode, DistMode::Each | DistMode::No) {
-        units.sort_by(|a, b| {
-            b.weight
-                .partial_cmp(&a.weight)
-                .unwrap_or(std::cmp::Ordering::Equal)
-        });
-    }
     units
+}
+
+/// Longest first; stable, so ties keep collection order.
+fn longest_first(units: &mut [Unit]) {
+    units.sort_by(|a, b| {
+        b.weight
+            .partial_cmp(&a.weight)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
+/// A test expected to take less than this is never moved ahead of the
+/// tests collected before it: starting it first could not shorten the run
+/// by more than its own time.
+const LONG_TEST_FLOOR: f64 = 0.1;
+
+/// The order `load` hands units out in, with history: the long tests
+/// (longer than a module chunk may be, and than [`LONG_TEST_FLOOR`]) first,
+/// longest first, so that none of them starts at the end (LPT); then
+/// everything else in collection order, as xdist hands it out. Every worker
+/// so runs the tests it gets in collection order (as under xdist) but for
+/// the few long ones it started with, and a module's tests, split into
+/// chunks, keep their order on whichever worker runs them.
+fn long_tests_first(units: Vec<Unit>, quantum: f64) -> Vec<Unit> {
+    let (mut long, rest): (Vec<Unit>, Vec<Unit>) = units
+        .into_iter()
+        .partition(|u| u.items.len() == 1 && u.weight > quantum && u.weight > LONG_TEST_FLOOR);
+    longest_first(&mut long);
+    long.extend(rest);
+    long
 }
 
 /// The items of shard `k` (1-based) of `n`: units (as for `load`, with
@@ -173,7 +200,8 @@ pub fn shard(items: &[ItemInfo], k: usize, n: usize) -> Vec<usize> {
             i
         })
         .collect();
-    let units = build_units(DistMode::Load, keyless, Some(quantum));
+    let mut units = build_units(DistMode::Load, keyless, Some(quantum));
+    longest_first(&mut units);
     let mut loads = vec![0.0f64; n];
     let mut mine = Vec::new();
     for u in units {
@@ -226,6 +254,7 @@ impl Scheduler {
             steal_inflight: None,
             held: 0,
             max_chunk: None,
+            reorder_scopes: true,
         }
     }
 
@@ -235,6 +264,13 @@ impl Scheduler {
     pub fn with_max_chunk(mut self, chunk: Option<usize>) -> Self {
         self.max_chunk =
             chunk.filter(|_| matches!(self.mode, DistMode::Load | DistMode::WorkSteal));
+        self
+    }
+
+    /// Hand out scopes, files and groups largest first (`true`, xdist's
+    /// default) or in collection order (`--no-loadscope-reorder`).
+    pub fn with_scope_reorder(mut self, reorder: bool) -> Self {
+        self.reorder_scopes = reorder;
         self
     }
 
@@ -266,7 +302,26 @@ impl Scheduler {
             }
         }
         let quantum = timed.then(|| total / (workers.max(1) as f64 * 16.0));
-        let units = build_units(self.mode, items, quantum);
+        let mut units = build_units(self.mode, items, quantum);
+        match self.mode {
+            DistMode::Load | DistMode::WorkSteal => {
+                if let Some(q) = quantum {
+                    units = long_tests_first(units, q);
+                }
+            }
+            DistMode::Each | DistMode::No => {}
+            // Scopes, files and groups: the largest first, as xdist orders
+            // them (by how many tests they have; by expected time here when
+            // there is history), unless told to keep collection order.
+            _ if self.reorder_scopes => {
+                if quantum.is_some() {
+                    longest_first(&mut units);
+                } else {
+                    units.sort_by_key(|u| std::cmp::Reverse(u.items.len()));
+                }
+            }
+            _ => {}
+        }
         self.timed |= timed;
         self.pool_time
             .insert(collection, units.iter().map(|u| u.weight).sum());
@@ -601,6 +656,17 @@ mod tests {
     /// return the makespan. Workers behave like agents: a test starts only
     /// once its successor (or shutdown) is known.
     fn makespan(mode: DistMode, durations: &[f64], workers: usize, history: bool) -> f64 {
+        timed_run(mode, durations, workers, history).0
+    }
+
+    /// [`makespan`], and the tests each worker ran, in the order it ran them.
+    fn timed_run(
+        mode: DistMode,
+        durations: &[f64],
+        workers: usize,
+        history: bool,
+    ) -> (f64, Vec<Vec<usize>>) {
+        let mut order: Vec<Vec<usize>> = vec![Vec::new(); workers];
         let mut s = Scheduler::new(mode);
         let items: Vec<(usize, Option<String>)> = (0..durations.len()).map(|i| (i, None)).collect();
         s.add_collection(0, infos(items, history.then_some(durations)), workers);
@@ -646,6 +712,7 @@ mod tests {
                 {
                     let item = queues[w].pop_front().unwrap();
                     running[w] = Some(item);
+                    order[w].push(item);
                     busy_until[w] = now + durations[item];
                 }
             }
@@ -665,7 +732,7 @@ mod tests {
             done += 1;
             poll(&mut s, w, &mut queues, &mut shut, &running);
         }
-        now
+        (now, order)
     }
 
     fn heavy_tailed(n: usize) -> Vec<f64> {
@@ -693,6 +760,72 @@ mod tests {
                 "workers={workers}: {with} vs bound {bound} (without history {without})"
             );
             assert!(with <= without, "history made it worse: {with} > {without}");
+        }
+    }
+
+    #[test]
+    fn with_history_workers_run_their_tests_in_collection_order_after_the_long_ones() {
+        // Short tests of slightly different expected times (which ordering
+        // by time alone would shuffle), a few long ones among them.
+        let mut d: Vec<f64> = (0..300)
+            .map(|i| 0.01 + 0.001 * ((i * 37) % 11) as f64)
+            .collect();
+        for k in [40, 150, 260] {
+            d[k] = 2.0;
+        }
+        for workers in [2, 3] {
+            let (_, order) = timed_run(DistMode::Load, &d, workers, true);
+            for seq in &order {
+                let long: Vec<usize> = seq.iter().copied().filter(|i| d[*i] > 1.0).collect();
+                // Long tests come first, before any short one.
+                assert!(seq.iter().take(long.len()).all(|i| d[*i] > 1.0), "{seq:?}");
+                // The rest in collection order, but where the end of the run
+                // moved tests from one worker to another (at most once per
+                // steal).
+                let short: Vec<usize> = seq.iter().copied().filter(|i| d[*i] <= 1.0).collect();
+                let descents = short.windows(2).filter(|w| w[1] < w[0]).count();
+                assert!(
+                    descents <= 2,
+                    "workers={workers}: {descents} out of order: {short:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scopes_go_largest_first_unless_told_to_keep_collection_order() {
+        let nodeids = [
+            "a.py::t1", "b.py::t1", "b.py::t2", "c.py::t1", "c.py::t2", "c.py::t3",
+        ];
+        let infos_for = |mode| {
+            let items = nodeids
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i, unit_key(mode, n, None)))
+                .collect();
+            infos(items, None)
+        };
+        for (reorder, want) in [
+            (true, vec![3, 4, 5, 1, 2, 0]),
+            (false, vec![0, 1, 2, 3, 4, 5]),
+        ] {
+            for mode in [DistMode::LoadFile, DistMode::LoadScope] {
+                let mut s = Scheduler::new(mode).with_scope_reorder(reorder);
+                s.add_collection(0, infos_for(mode), 1);
+                s.add_worker(0, 0);
+                let mut ran = Vec::new();
+                loop {
+                    match s.poll(0) {
+                        Action::Run(b) => ran.extend(b),
+                        Action::Shutdown => break,
+                        other => panic!("{other:?}"),
+                    }
+                    for i in ran.clone() {
+                        s.finished(0, i);
+                    }
+                }
+                assert_eq!(ran, want, "reorder={reorder} {mode:?}");
+            }
         }
     }
 

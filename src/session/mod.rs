@@ -365,7 +365,9 @@ pub async fn run(plan: &Plan, opts: &SessionOptions, reporter: &mut dyn Reporter
         slots: Vec::new(),
         items: Vec::new(),
         collections: Vec::new(),
-        sched: Scheduler::new(plan.dist).with_max_chunk(plan.max_sched_chunk),
+        sched: Scheduler::new(plan.dist)
+            .with_max_chunk(plan.max_sched_chunk)
+            .with_scope_reorder(plan.loadscope_reorder),
         started_event: false,
         pending_start: None,
         collected_event: false,

@@ -126,3 +126,70 @@ fn plan_collect_shows_the_shard_split() {
         run.summary()
     );
 }
+
+/// Tests that lean on the ones collected before them in their module (set
+/// up state, or say so with pytest-order or pytest-dependency) pass under
+/// xdist's `load` when they share a worker, since every worker runs its
+/// tests in collection order. With a duration history they still do: only
+/// the long tests are moved ahead.
+#[test]
+fn with_history_each_worker_still_runs_its_tests_in_collection_order() {
+    let body = "import time\nimport pytest\n\nSEEN = []\n\n\
+        def step(n):\n    SEEN.append(n)\n    assert SEEN == sorted(SEEN), SEEN\n\n\
+        @pytest.mark.parametrize('i', range(20))\n\
+        def test_first(i):\n    time.sleep(0.002 * (i % 5))\n    step(i)\n\n\
+        def test_long():\n    time.sleep(0.4)\n\n\
+        @pytest.mark.parametrize('i', range(20))\n\
+        def test_second(i):\n    time.sleep(0.002 * (i % 3))\n    step(100 + i)\n";
+    let p = Project::new().file("test_order.py", body);
+    for run in 0..3 {
+        p.rtest(&["-n", "2", "-p", "no:cacheprovider"])
+            .code(0)
+            .stdout_has("41 passed");
+        assert!(p.path().join(".rtest/durations.json").exists(), "run {run}");
+    }
+}
+
+#[test]
+fn no_loadscope_reorder_keeps_files_in_collection_order() {
+    // One worker: the order it runs the files in is the order they went out.
+    let mut p = Project::new();
+    for (name, n) in [("test_a.py", 1), ("test_b.py", 2), ("test_c.py", 3)] {
+        let mut body = String::from("import os\n\n");
+        for k in 0..n {
+            body.push_str(&format!(
+                "def test_{k}():\n    with open(os.path.join(os.path.dirname(__file__), 'order.txt'), 'a') as f:\n        f.write('{name}\\n')\n\n"
+            ));
+        }
+        p = p.file(name, &body);
+    }
+    let files = |p: &Project| {
+        let mut seen: Vec<String> = Vec::new();
+        for line in p.read("order.txt").lines() {
+            if seen.last().map(String::as_str) != Some(line) {
+                seen.push(line.to_string());
+            }
+        }
+        std::fs::remove_file(p.path().join("order.txt")).unwrap();
+        seen
+    };
+    p.rtest(&["-n", "1", "--dist", "loadfile", "-p", "no:cacheprovider"])
+        .code(0);
+    assert_eq!(files(&p), ["test_c.py", "test_b.py", "test_a.py"]);
+    p.rtest(&[
+        "-n",
+        "1",
+        "--dist",
+        "loadfile",
+        "--no-loadscope-reorder",
+        "-p",
+        "no:cacheprovider",
+    ])
+    .code(0);
+    assert_eq!(files(&p), ["test_a.py", "test_b.py", "test_c.py"]);
+    // From the ini's addopts too, as xdist reads it there.
+    let p = p.file("pytest.ini", "[pytest]\naddopts = --no-loadscope-reorder\n");
+    p.rtest(&["-n", "1", "--dist", "loadscope", "-p", "no:cacheprovider"])
+        .code(0);
+    assert_eq!(files(&p), ["test_a.py", "test_b.py", "test_c.py"]);
+}
