@@ -80,24 +80,36 @@ pub fn controller_payload() -> Vec<u8> {
     payload(&[AGENT_SOURCE, "\n", CONTROLLER_SOURCE, ENTRY])
 }
 
-/// `LEN KEY\n` then the source: KEY names this exact source (a digest),
-/// for the bootstrap's cache.
-fn payload(parts: &[&str]) -> Vec<u8> {
+/// The keys this build's payloads go by in the bootstrap's cache (the
+/// worker's and the controller's).
+pub fn payload_keys() -> [String; 2] {
+    [
+        key(&[AGENT_SOURCE, ENTRY]),
+        key(&[AGENT_SOURCE, "\n", CONTROLLER_SOURCE, ENTRY]),
+    ]
+}
+
+/// A digest of the source `parts` make.
+fn key(parts: &[&str]) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
-    let mut source = Vec::new();
     for p in parts {
         digest.update(p.as_bytes());
-        source.extend_from_slice(p.as_bytes());
     }
-    let key: String = digest
+    digest
         .finalize()
         .iter()
         .take(12)
         .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut out = format!("{} {key}\n", source.len()).into_bytes();
-    out.append(&mut source);
+        .collect()
+}
+
+/// `LEN KEY\n` then the source: KEY names this exact source (a digest),
+/// for the bootstrap's cache.
+fn payload(parts: &[&str]) -> Vec<u8> {
+    let source = parts.concat().into_bytes();
+    let mut out = format!("{} {}\n", source.len(), key(parts)).into_bytes();
+    out.extend_from_slice(&source);
     out
 }
 
@@ -1180,6 +1192,23 @@ pub fn decode(buf: &[u8]) -> Result<FromAgent, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_go_by_the_keys_the_cache_keeps() {
+        let head = |p: Vec<u8>| {
+            let line = p.split(|b| *b == b'\n').next().unwrap().to_vec();
+            String::from_utf8(line)
+                .unwrap()
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            [head(bootstrap_payload()), head(controller_payload())],
+            payload_keys()
+        );
+    }
 
     #[test]
     fn to_agent_shapes_match_the_python_side() {

@@ -492,7 +492,11 @@ impl Scheduler {
         let cap = self.max_chunk.unwrap_or(usize::MAX);
         let low = target.div_ceil(2).max(2).min(cap.max(2));
         let busy = match time_goal {
-            Some(t) => pending >= 2 && state.pending_time >= t / 2.0,
+            // `--maxschedchunk` bounds what a worker holds, history or not.
+            Some(t) => {
+                (pending >= 2 && state.pending_time >= t / 2.0)
+                    || (self.max_chunk.is_some() && pending >= low)
+            }
             None => pending >= low,
         };
         if busy {
@@ -518,7 +522,23 @@ impl Scheduler {
                 break;
             }
             match pool.pop_front() {
-                Some(unit) => {
+                Some(mut unit) => {
+                    // A module chunk larger than what `--maxschedchunk`
+                    // leaves room for is split: the rest stays first in
+                    // the pool.
+                    let room = cap.max(2usize.saturating_sub(pending)) - batch.len();
+                    if unit.items.len() > room {
+                        let rest = unit.items.split_off(room);
+                        let rest_time: f64 = rest
+                            .iter()
+                            .map(|i| self.weights.get(i).copied().unwrap_or(0.0))
+                            .sum();
+                        unit.weight = (unit.weight - rest_time).max(0.0);
+                        pool.push_front(Unit {
+                            items: rest,
+                            weight: rest_time,
+                        });
+                    }
                     batch_time += unit.weight;
                     batch.extend(unit.items);
                 }
@@ -939,10 +959,13 @@ mod tests {
 
     #[test]
     fn max_chunk_caps_each_step_and_every_item_still_runs_once() {
-        for cap in [1, 3, 10] {
+        // With history too, where short tests of a module go out as one
+        // chunk (ten tests per module here).
+        let tiny = vec![0.001; 200];
+        for (cap, history) in [1, 3, 10].into_iter().flat_map(|c| [(c, false), (c, true)]) {
             let n = 200;
             let mut s = Scheduler::new(DistMode::Load).with_max_chunk(Some(cap));
-            s.add_collection(0, infos(ids(n), None), 2);
+            s.add_collection(0, infos(ids(n), history.then_some(&tiny[..])), 2);
             let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); 2];
             let mut shut = [false; 2];
             s.add_worker(0, 0);
