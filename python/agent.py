@@ -542,6 +542,7 @@ class Worker:
                 "groups": [_groups(item) for item in session.items] if self.start.get("groups") else [],
                 "limits": _time_limits(session.config, session.items),
                 "report_lines": self.collection_lines,
+                "listing": _collected_listing(session) if session.config.option.collectonly else None,
             }
         )
 
@@ -1127,6 +1128,34 @@ def _time_limits(config, items):
         if mine != default:
             out["except"].append([index, mine])
     return out
+
+
+def _collected_listing(session):
+    """``--collect-only``'s listing as pytest's own terminal reporter draws
+    it at this verbosity: the tree of collectors (with docstrings under
+    ``-v``), node ids under ``-q``, counts per file under ``-qq``."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    draw = getattr(reporter, "_printcollecteditems", None)
+    if draw is None or not session.items:
+        return None
+    import io
+
+    try:
+        from _pytest._io import TerminalWriter
+    except ImportError:
+        return None
+    out = io.StringIO()
+    writer = TerminalWriter(out)
+    writer.hasmarkup = False
+    saved = reporter._tw
+    reporter._tw = writer
+    try:
+        draw(session.items)
+    except Exception:
+        return None
+    finally:
+        reporter._tw = saved
+    return out.getvalue()
 
 
 def _cachedir(config):

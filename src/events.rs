@@ -225,6 +225,10 @@ pub enum Event {
         collect_reports: Vec<CollectReport>,
         /// Node ids (for `--collect-only`).
         ids: Vec<String>,
+        /// `--collect-only`'s listing as pytest's terminal reporter draws
+        /// it (a tree, node ids, counts per file); `None` where the worker
+        /// gave none.
+        listing: Option<String>,
         /// pytest's header lines from the controller's session
         /// (`rootdir:`, `configfile:`, `plugins:` and what plugins add);
         /// empty without a controller.

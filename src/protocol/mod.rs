@@ -910,6 +910,10 @@ pub struct Collected {
     /// (`pytest_report_collectionfinish`: `run-last-failure: ...`).
     #[serde(default)]
     pub report_lines: Vec<String>,
+    /// With `--collect-only`: the items as pytest's terminal reporter lists
+    /// them at the run's verbosity.
+    #[serde(default)]
+    pub listing: Option<String>,
 }
 
 /// The time limits a worker's pytest plugin (pytest-timeout) enforces on

@@ -1287,13 +1287,6 @@ impl Terminal {
                 return;
             }
         }
-        if self.opts.collect_only {
-            self.summary_errors();
-            self.final_line(elapsed);
-            self.plugin_text(&plugins.after_final);
-            let _ = self.out.flush();
-            return;
-        }
         if let Some(StopReason::TestInterrupted(text)) | Some(StopReason::Signal(text)) = stop {
             self.sep_line('!', "KeyboardInterrupt", RED, false);
             if !text.is_empty() && text != "KeyboardInterrupt" {
@@ -1314,7 +1307,10 @@ impl Terminal {
             self.summary_passes(Category::XPassed);
         }
         self.plugin_text(&plugins.summary);
-        self.summary_durations();
+        // Nothing ran under --collect-only: pytest shows no durations.
+        if !self.opts.collect_only {
+            self.summary_durations();
+        }
         if self.draws("short_test_summary") {
             self.short_summary();
         }
@@ -1452,6 +1448,7 @@ impl Reporter for Terminal {
                 deselected,
                 collect_reports,
                 ids,
+                listing,
                 header,
                 collection_lines,
                 plugin_text,
@@ -1485,8 +1482,19 @@ impl Reporter for Terminal {
                     collect_reports,
                 );
                 if self.opts.collect_only {
-                    for id in ids {
-                        self.line(id);
+                    match listing {
+                        Some(text) if !text.is_empty() => {
+                            // pytest's blank line before its tree.
+                            if self.opts.verbosity > -1 {
+                                self.line("");
+                            }
+                            self.line(text.trim_end_matches('\n'));
+                        }
+                        _ => {
+                            for id in ids {
+                                self.line(id);
+                            }
+                        }
                     }
                     self.line("");
                 }

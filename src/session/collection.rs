@@ -163,6 +163,7 @@ impl Session<'_> {
 
             self.collections[coll] = Some(CollectionSet {
                 report_lines: c.report_lines,
+                listing: c.listing,
                 ids: c.ids,
                 offset,
                 owner: slot_id,
@@ -223,7 +224,19 @@ impl Session<'_> {
         let Some(Some(main)) = self.collections.get(self.collection_index(first)) else {
             return;
         };
-        let ids = main.ids.clone();
+        let mut ids = main.ids.clone();
+        let mut listing = main.listing.clone();
+        if self.plan.shard.is_some() {
+            // pytest's listing is of the whole suite: this job lists its
+            // shard.
+            let offset = main.offset;
+            let mut pos = 0;
+            ids.retain(|_| {
+                pos += 1;
+                !self.items[offset + pos - 1].done
+            });
+            listing = None;
+        }
         self.reporter.on_event(&Event::Collected {
             rootdir: main.rootdir.clone(),
             workers,
@@ -232,6 +245,7 @@ impl Session<'_> {
             deselected: main.deselected,
             collect_reports: collect_reports.clone(),
             ids,
+            listing,
             header: self.ctl.header.clone(),
             collection_lines: main.report_lines.clone(),
             plugin_text: std::mem::take(&mut self.ctl.after_header),

@@ -296,6 +296,8 @@ struct CollectionSet {
     rootdir: String,
     /// What plugins reported once it was done.
     report_lines: Vec<String>,
+    /// `--collect-only`'s listing, as pytest draws it.
+    listing: Option<String>,
 }
 
 struct Session<'a> {

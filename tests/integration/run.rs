@@ -258,10 +258,68 @@ fn no_tests_is_exit_5_and_collect_only_lists_ids() {
         "test_c.py",
         "def test_a():\n    pass\n\ndef test_b():\n    pass\n",
     );
-    let r = p.rtest(&["-n", "2", "--collect-only", "-p", "no:cacheprovider"]);
+    let r = p.rtest(&["-n", "2", "--collect-only", "-q", "-p", "no:cacheprovider"]);
     r.code(0)
         .stdout_has("test_c.py::test_a\ntest_c.py::test_b")
         .stdout_has("2 tests collected");
+}
+
+/// `--collect-only` lists what pytest lists, as pytest lists it at every
+/// verbosity: the tree of collectors (with docstrings under `-v`), node ids
+/// under `-q`, counts per file under `-qq`.
+#[test]
+fn collect_only_lists_as_pytest_does_at_every_verbosity() {
+    let p = Project::new()
+        .file(
+            "tests/test_a.py",
+            "import pytest\n\n\
+             def test_one():\n    '''The first.\n\n    Two lines.'''\n\n\
+             @pytest.mark.parametrize('x', [1, 2])\ndef test_two(x):\n    pass\n\n\
+             class TestThing:\n    \"A class.\"\n    def test_m(self):\n        pass\n",
+        )
+        .file("tests/test_b.py", "def test_b():\n    pass\n");
+    // pytest's listing: what comes between its header and its final line.
+    let listing = |out: &str| -> String {
+        out.lines()
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("===")
+                    && !l.contains("tests collected in")
+                    && !l.contains("collected 5 items")
+                    && !l.starts_with("  gw0: ")
+                    && ![
+                        "platform ",
+                        "rootdir:",
+                        "cachedir:",
+                        "plugins:",
+                        "rtest ",
+                        "PYTHONHASHSEED",
+                    ]
+                    .iter()
+                    .any(|h| l.starts_with(h))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for flags in [&[][..], &["-q"], &["-qq"], &["-v"]] {
+        let mut args = vec![
+            "--collect-only",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+        ];
+        args.extend_from_slice(flags);
+        let want = p.pytest(&args);
+        want.code(0);
+        let want = listing(&want.stdout);
+        assert!(!want.is_empty(), "{flags:?}");
+        let mut rargs = vec!["-n", "2"];
+        rargs.extend_from_slice(&args);
+        let got = p.rtest(&rargs);
+        got.code(0).stdout_has("5 tests collected");
+        assert_eq!(listing(&got.stdout), want, "{flags:?}\n{}", got.stdout);
+    }
 }
 
 #[test]
@@ -681,4 +739,20 @@ fn tb_line_failures_are_pytests_own() {
     let run = p.rtest(&[&["-n", "2"][..], &args[..]].concat());
     run.code(1);
     assert_eq!(section(&run), want);
+}
+
+#[test]
+fn collect_only_with_a_broken_module_ends_as_pytest_does() {
+    let p = Project::new()
+        .file("test_ok.py", "def test_ok():\n    pass\n")
+        .file("test_bad.py", "import nonexistent_module_xyz\n");
+    let want = p.pytest(&["--co", "-q", "-p", "no:cacheprovider"]);
+    let got = p.rtest(&["-n", "2", "--co", "-q", "-p", "no:cacheprovider"]);
+    got.code(want.code)
+        .stdout_has("test_ok.py::test_ok\n")
+        .stdout_has("ERROR collecting test_bad.py")
+        .stdout_has("short test summary info")
+        .stdout_has("ERROR test_bad.py")
+        .stdout_has("Interrupted: 1 error during collection")
+        .stdout_has("\n1 test collected, 1 error in ");
 }
