@@ -340,6 +340,9 @@ class Worker:
         self.deselected = 0
         self.hang_dump = None
         self.terminal = TerminalTail()
+        # With live logging on (log_cli), what the logging plugin wrote to
+        # the terminal during the test, phase by phase; else None.
+        self.live_log = None
         self.collection_lines = []
         # The terminal reporter whose writer is the TerminalTail.
         self.quieted = None
@@ -530,6 +533,9 @@ class Worker:
 
     def pytest_collection_finish(self, session):
         _startup_done()
+        if _live_logging(session.config):
+            self.live_log = []
+            session.config.pluginmanager.register(LiveLogTap(self), "rtest-live-log")
         self.channel.send(
             {
                 "t": "collected",
@@ -543,6 +549,7 @@ class Worker:
                 "limits": _time_limits(session.config, session.items),
                 "report_lines": self.collection_lines,
                 "listing": _collected_listing(session) if session.config.option.collectonly else None,
+                "log_cli": self.live_log is not None,
             }
         )
 
@@ -560,6 +567,8 @@ class Worker:
             self.item_index = index
             self.phases = []
             self.raws = []
+            if self.live_log is not None:
+                self.live_log = []
             item = items[index]
             nextitem = None if nxt == SHUTDOWN else items[nxt]
             start = time.perf_counter()
@@ -584,6 +593,8 @@ class Worker:
                 if self.hang_dump is not None:
                     self.hang_dump.end()
             msg = {"t": "finished", "i": index, "d": time.perf_counter() - start, "ph": self.phases}
+            if self.live_log:
+                msg["log"] = "".join(self.live_log)
             if self.stream:
                 # pytest's serialized form of the reports not sent in full,
                 # in one frame with the test (most of them: passes).
@@ -603,6 +614,15 @@ class Worker:
     def pytest_runtest_logstart(self, nodeid, location):
         # After pytest's reporter drew the test's start (trylast).
         self.terminal.clear()
+
+    def _keep_live_log(self):
+        """What the logging plugin wrote to the terminal since the last
+        thing pytest's reporter drew (a "live log" section of the phase)."""
+        if self.live_log is not None:
+            text = self.terminal.text()
+            if text:
+                self.live_log.append(text)
+            self.terminal.clear()
 
     def pytest_runtest_logreport(self, report):
         # After pytest's reporter drew the report (its text is no last word).
@@ -968,6 +988,9 @@ class TerminalTail:
             self.parts = []
             self.size = 0
 
+    def text(self):
+        return "".join(self.parts)
+
     def test_starts(self):
         self.clear()
         self.testing = True
@@ -988,6 +1011,23 @@ class TerminalTail:
             real(status)
 
         os._exit = _exit
+
+
+class LiveLogTap:
+    """With live logging on, takes what the logging plugin wrote to the
+    terminal during each phase of a test (its "live log" sections) before
+    pytest's reporter draws the phase's report (tryfirst), and the
+    "live log finish" section after everyone's logfinish (trylast): the
+    coordinator shows it with the test."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def pytest_runtest_logreport(self, report):
+        self.worker._keep_live_log()
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.worker._keep_live_log()
 
 
 class HangDump:
@@ -1128,6 +1168,17 @@ def _time_limits(config, items):
         if mine != default:
             out["except"].append([index, mine])
     return out
+
+
+def _live_logging(config):
+    """Whether pytest's logging plugin shows log records live (``log_cli``
+    or ``--log-cli-level``) in this session, as it decides it."""
+    plugin = config.pluginmanager.get_plugin("logging-plugin")
+    enabled = getattr(plugin, "_log_cli_enabled", None)
+    try:
+        return bool(enabled()) if enabled is not None else False
+    except Exception:
+        return False
 
 
 def _collected_listing(session):
@@ -1400,6 +1451,8 @@ def run_pytest(channel, inbox, start):
     Worker.pytest_configure = pytest.hookimpl(trylast=True)(Worker.pytest_configure)
     Worker.pytest_sessionstart = pytest.hookimpl(tryfirst=True)(Worker.pytest_sessionstart)
     Worker.pytest_runtest_logstart = pytest.hookimpl(trylast=True)(Worker.pytest_runtest_logstart)
+    LiveLogTap.pytest_runtest_logreport = pytest.hookimpl(tryfirst=True)(LiveLogTap.pytest_runtest_logreport)
+    LiveLogTap.pytest_runtest_logfinish = pytest.hookimpl(trylast=True)(LiveLogTap.pytest_runtest_logfinish)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_sessionfinish)
     Worker.pytest_unconfigure = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_unconfigure)
     Worker.pytest_report_teststatus = pytest.hookimpl(hookwrapper=True)(Worker.pytest_report_teststatus)

@@ -160,6 +160,9 @@ pub struct TestResult {
     pub duration: f64,
     /// The worker died or was killed while running it.
     pub crashed: bool,
+    /// With live logging on (`log_cli`): the "live log" sections pytest's
+    /// logging plugin wrote to the worker's terminal during the test.
+    pub live_log: Option<String>,
 }
 
 impl TestResult {
@@ -229,6 +232,9 @@ pub enum Event {
         /// it (a tree, node ids, counts per file); `None` where the worker
         /// gave none.
         listing: Option<String>,
+        /// pytest's logging plugin shows records live (`log_cli`): pytest
+        /// then shows every test on its own line, as with `-v`.
+        live_logging: bool,
         /// pytest's header lines from the controller's session
         /// (`rootdir:`, `configfile:`, `plugins:` and what plugins add);
         /// empty without a controller.

@@ -914,6 +914,10 @@ pub struct Collected {
     /// them at the run's verbosity.
     #[serde(default)]
     pub listing: Option<String>,
+    /// pytest's logging plugin shows records live (`log_cli`,
+    /// `--log-cli-level`).
+    #[serde(default)]
+    pub log_cli: bool,
 }
 
 /// The time limits a worker's pytest plugin (pytest-timeout) enforces on
@@ -1026,6 +1030,10 @@ pub struct Finished {
     /// with `ph` (when the controller gets every report).
     #[serde(default)]
     pub rw: Vec<Option<RawJson>>,
+    /// With live logging on: the "live log" sections the logging plugin
+    /// wrote to the terminal during the test.
+    #[serde(default)]
+    pub log: Option<String>,
 }
 
 impl Finished {

@@ -221,6 +221,11 @@ pub struct Terminal {
     done: usize,
     line_len: usize,
     current_line: String,
+    /// The last line written is a test's `-v` result line: pytest leaves a
+    /// blank line below it before its summary (its reporter's line is
+    /// still open when the session ends, and the first separator opens a
+    /// new one).
+    after_result_line: bool,
     status_visible: bool,
     last_draw: Instant,
     started: Instant,
@@ -267,6 +272,7 @@ impl Terminal {
             done: 0,
             line_len: 0,
             current_line: String::new(),
+            after_result_line: false,
             status_visible: false,
             last_draw: Instant::now(),
             started: Instant::now(),
@@ -349,6 +355,13 @@ impl Terminal {
         self.hide_status();
         self.finish_progress_line();
         let _ = writeln!(self.out, "{text}");
+        self.after_result_line = false;
+    }
+
+    /// A test's `-v` result line.
+    fn result_line(&mut self, text: &str) {
+        self.line(text);
+        self.after_result_line = true;
     }
 
     fn sep_line(&mut self, ch: char, title: &str, color: &str, bold: bool) {
@@ -508,6 +521,13 @@ impl Terminal {
 
     fn on_result(&mut self, r: &TestResult) {
         self.done += 1;
+        if let Some(log) = r.live_log.as_deref().filter(|l| !l.trim().is_empty()) {
+            // The test's live log sections, below the line that names it
+            // (pytest's: its location, at the test's start).
+            let head = format!("[{}] {} ", r.worker, self.shown(&r.nodeid));
+            self.line(&head);
+            self.line(log.trim_start_matches('\n').trim_end_matches('\n'));
+        }
         let cats: Vec<(Category, PhaseReport)> =
             r.categories().map(|(c, p)| (c, p.clone())).collect();
         // A plugin's own outcome (pytest-rerunfailures' `rerun`) counts
@@ -526,7 +546,7 @@ impl Terminal {
                         let prefix = self.verbose_prefix(&r.worker);
                         let word = self.paint(&word, YELLOW, false);
                         let id = self.shown(&r.nodeid);
-                        self.line(&format!("{prefix}{word} {id} "));
+                        self.result_line(&format!("{prefix}{word} {id} "));
                     } else if !letter.is_empty() && !self.opts.collect_only {
                         self.progress_text(&letter, YELLOW);
                     }
@@ -557,7 +577,7 @@ impl Terminal {
                         text.push_str(&format!("({reason})"));
                     }
                 }
-                self.line(&text);
+                self.result_line(&text);
             } else if self.opts.verbosity > -2 || !matches!(c, Category::Passed) {
                 self.progress_char(*c);
             }
@@ -1269,6 +1289,9 @@ impl Terminal {
         self.hide_status();
         self.finish_progress_line();
         self.plugin_text_after_loop(&plugins.after_loop);
+        if self.after_result_line {
+            self.line("");
+        }
         if let Some(e) = error.filter(|e| matches!(e.kind, crate::error::ErrorKind::Exit(_))) {
             // pytest.exit() before the run: pytest's own line, where its
             // terminal writes it (none at configure time).
@@ -1358,6 +1381,7 @@ impl Terminal {
 
     /// A plugin's text during the run, below the progress so far.
     fn live_plugin_text(&mut self, text: &str) {
+        self.after_result_line = false;
         self.hide_status();
         let mut text = text;
         if self.line_len > 0 {
@@ -1391,6 +1415,7 @@ impl Terminal {
         if text.is_empty() {
             return;
         }
+        self.after_result_line = false;
         self.hide_status();
         self.finish_progress_line();
         let _ = self.out.write_all(text.as_bytes());
@@ -1449,6 +1474,7 @@ impl Reporter for Terminal {
                 collect_reports,
                 ids,
                 listing,
+                live_logging,
                 header,
                 collection_lines,
                 plugin_text,
@@ -1456,6 +1482,11 @@ impl Reporter for Terminal {
             } => {
                 self.left_to_plugins = left_to_plugins.clone();
                 self.collection_lines = collection_lines.clone();
+                if *live_logging && self.opts.verbosity < 1 && !self.opts.collect_only {
+                    // pytest's logging plugin turns -v on for live logs
+                    // ("to avoid messy test progress output").
+                    self.opts.verbosity = 1;
+                }
                 if !rootdir.is_empty() {
                     self.rootdir = Some(std::path::PathBuf::from(rootdir));
                 }

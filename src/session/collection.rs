@@ -164,6 +164,7 @@ impl Session<'_> {
             self.collections[coll] = Some(CollectionSet {
                 report_lines: c.report_lines,
                 listing: c.listing,
+                log_cli: c.log_cli,
                 ids: c.ids,
                 offset,
                 owner: slot_id,
@@ -246,6 +247,7 @@ impl Session<'_> {
             collect_reports: collect_reports.clone(),
             ids,
             listing,
+            live_logging: main.log_cli,
             header: self.ctl.header.clone(),
             collection_lines: main.report_lines.clone(),
             plugin_text: std::mem::take(&mut self.ctl.after_header),

@@ -87,6 +87,7 @@ impl Session<'_> {
             phases,
             duration: f.d,
             crashed: false,
+            live_log: f.log,
         };
         self.record_final(global, result, true);
         self.dispatch(i);

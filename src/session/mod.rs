@@ -298,6 +298,8 @@ struct CollectionSet {
     report_lines: Vec<String>,
     /// `--collect-only`'s listing, as pytest draws it.
     listing: Option<String>,
+    /// Live logging is on in the workers that collected it.
+    log_cli: bool,
 }
 
 struct Session<'a> {
@@ -756,6 +758,7 @@ impl Session<'_> {
             duration: phases.iter().map(|p| p.duration).sum(),
             phases,
             crashed: false,
+            live_log: None,
         };
         self.record_final(global, result, true);
     }

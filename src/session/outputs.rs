@@ -104,6 +104,7 @@ impl Session<'_> {
                         phases: vec![report],
                         duration: 0.0,
                         crashed: true,
+                        live_log: None,
                     };
                     self.record(result);
                 }

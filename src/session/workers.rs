@@ -339,6 +339,7 @@ impl Session<'_> {
                 phases: vec![report],
                 duration: elapsed,
                 crashed: true,
+                live_log: None,
             };
             let coll = self.slots[i].collection;
             match coll {

@@ -301,3 +301,66 @@ fn a_workers_summary_is_quiet_even_where_plugins_print_it() {
         r.stdout
     );
 }
+
+/// Live logging (`log_cli`): pytest shows each test on its own line, as
+/// with `-v`, and the records as they come, in "live log" sections. rtest
+/// shows each test's sections when it ends, below a line naming it, before
+/// its result line; xdist shows none of them.
+#[test]
+fn live_logs_are_shown_with_their_test() {
+    let test = "import logging\n\nlog = logging.getLogger('x')\n\n\
+        import pytest\n\n\
+        @pytest.fixture\ndef fx():\n    log.info('setting up')\n    yield\n    log.info('tearing down')\n\n\
+        def test_a(fx):\n    log.info('hello from a')\n    log.warning('warn from a')\n\n\
+        def test_b():\n    log.error('err from b')\n    assert 0\n\n\
+        def test_quiet():\n    pass\n";
+    let p = Project::new().file("test_l.py", test);
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "--log-cli-level=INFO"]);
+    r.code(1);
+    let out = &r.stdout;
+    let pos = |text: &str| {
+        out.find(text)
+            .unwrap_or_else(|| panic!("{text:?} not in\n{out}"))
+    };
+    // test_a: its line, then its setup, call and teardown sections, then
+    // its result.
+    let head = pos("] test_l.py::test_a \n");
+    let setup = pos("live log setup");
+    let hello = pos("INFO     x:test_l.py:14 hello from a");
+    let warn = pos("WARNING  x:test_l.py:15 warn from a");
+    let teardown = pos("live log teardown");
+    let result = pos("PASSED test_l.py::test_a");
+    assert!(
+        head < setup && setup < hello && hello < warn && warn < teardown && teardown < result,
+        "{out}"
+    );
+    assert!(
+        out[setup..].contains("INFO     x:test_l.py:9 setting up"),
+        "{out}"
+    );
+    assert!(
+        out[teardown..].contains("INFO     x:test_l.py:11 tearing down"),
+        "{out}"
+    );
+    // test_b's record, and its failure as usual.
+    assert!(pos("ERROR    x:test_l.py:18 err from b") < pos("FAILED test_l.py::test_b"));
+    // A test that logged nothing has its result line alone, as under -v.
+    r.stdout_has("PASSED test_l.py::test_quiet")
+        .stdout_lacks("] test_l.py::test_quiet \n");
+    // From the ini too, and -q does not take the lines away (pytest turns
+    // -v on for live logs).
+    let p = p.file(
+        "pytest.ini",
+        "[pytest]\nlog_cli = true\nlog_cli_level = INFO\n",
+    );
+    p.rtest(&["-n", "2", "-q", "-p", "no:cacheprovider"])
+        .code(1)
+        .stdout_has("INFO     x:test_l.py:14 hello from a")
+        .stdout_has("PASSED test_l.py::test_quiet");
+    // Without live logging: progress dots, no records.
+    let p = p.file("pytest.ini", "[pytest]\n");
+    p.rtest(&["-n", "2", "-p", "no:cacheprovider"])
+        .code(1)
+        .stdout_lacks("hello from a")
+        .stdout_lacks("PASSED test_l.py::test_quiet");
+}

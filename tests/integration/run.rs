@@ -126,6 +126,26 @@ fn verbose_lines_name_the_worker_and_quiet_is_terse() {
         "{}",
         r.stdout
     );
+    // As xdist's (and pytest's) -v: a blank line below the last result
+    // line, none below quiet progress.
+    let xdist = p.pytest(&["-n", "2", "-v", "-p", "no:cacheprovider"]);
+    let tail = |out: &str| -> Vec<bool> {
+        let lines: Vec<&str> = out.lines().collect();
+        lines[lines.len() - 3..]
+            .iter()
+            .map(|l| l.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        tail(&r.stdout),
+        tail(&xdist.stdout),
+        "{}\n{}",
+        r.stdout,
+        xdist.stdout
+    );
+    assert_eq!(tail(&r.stdout), [false, true, false], "{}", r.stdout);
+    let plain = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
+    assert_eq!(tail(&plain.stdout)[1..], [false, false], "{}", plain.stdout);
     let q = p.rtest(&["-n", "2", "-q", "-p", "no:cacheprovider"]);
     q.code(0).stdout_lacks("test session starts");
     assert!(
