@@ -243,6 +243,8 @@ pub struct Terminal {
     /// Summary sections a plugin's terminal reporter draws in the
     /// controller (pytest's method names).
     left_to_plugins: Vec<String>,
+    /// The items `--collect-only` lists (this job's, with `--shard`).
+    listed: usize,
     /// What plugins report once collection is done, for the header.
     collection_lines: Vec<String>,
 }
@@ -286,6 +288,7 @@ impl Terminal {
             header_done: false,
             rootdir: None,
             left_to_plugins: Vec::new(),
+            listed: 0,
             collection_lines: Vec::new(),
         }
     }
@@ -1088,19 +1091,36 @@ impl Terminal {
                 t % 60
             ));
         }
-        let color = self.stats.main_color();
+        let mut color = self.stats.main_color();
         let body = if self.opts.collect_only {
-            let n = self.total;
-            let mut s = format!("{n} test{} collected", if n == 1 { "" } else { "s" });
-            if self.stats.collect_errors > 0 {
+            // pytest's words for it (`_build_collect_only_summary_stats_line`).
+            let deselected = self.stats.deselected;
+            let collected = self.listed + deselected;
+            let mut s = if collected == 0 {
+                color = YELLOW;
+                "no tests collected".to_string()
+            } else if deselected == 0 {
+                color = GREEN;
+                format!(
+                    "{collected} test{} collected",
+                    if collected == 1 { "" } else { "s" }
+                )
+            } else if deselected == collected {
+                color = YELLOW;
+                format!("no tests collected ({deselected} deselected)")
+            } else {
+                color = GREEN;
+                format!(
+                    "{}/{collected} tests collected ({deselected} deselected)",
+                    self.listed
+                )
+            };
+            let errors = self.stats.collect_errors;
+            if errors > 0 {
+                color = RED;
                 s.push_str(&format!(
-                    ", {} error{}",
-                    self.stats.collect_errors,
-                    if self.stats.collect_errors == 1 {
-                        ""
-                    } else {
-                        "s"
-                    }
+                    ", {errors} error{}",
+                    if errors == 1 { "" } else { "s" }
                 ));
             }
             format!("{s} in {time}")
@@ -1513,6 +1533,7 @@ impl Reporter for Terminal {
                     collect_reports,
                 );
                 if self.opts.collect_only {
+                    self.listed = ids.len();
                     match listing {
                         Some(text) if !text.is_empty() => {
                             // pytest's blank line before its tree.

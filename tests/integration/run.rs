@@ -340,6 +340,36 @@ fn collect_only_lists_as_pytest_does_at_every_verbosity() {
         got.code(0).stdout_has("5 tests collected");
         assert_eq!(listing(&got.stdout), want, "{flags:?}\n{}", got.stdout);
     }
+    // The final line in pytest's words, with deselection and without.
+    let last = |out: &str| -> String {
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.contains("collected"))
+            .unwrap_or("");
+        let body = line.trim_matches(|c| c == '=' || c == ' ');
+        body.rsplit_once(" in ")
+            .map_or(body, |(a, _)| a)
+            .to_string()
+    };
+    for k in ["two", "nothing_matches"] {
+        let args = [
+            "--co",
+            "-k",
+            k,
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+        ];
+        let want = p.pytest(&args);
+        let mut rargs = vec!["-n", "2"];
+        rargs.extend_from_slice(&args);
+        let got = p.rtest(&rargs);
+        got.code(want.code);
+        assert_eq!(last(&got.stdout), last(&want.stdout), "{}", got.stdout);
+        assert!(last(&got.stdout).contains("deselected)"), "{}", got.stdout);
+    }
 }
 
 #[test]
