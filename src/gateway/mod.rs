@@ -6,6 +6,7 @@
 //! group, so that killing a worker also kills whatever its tests started.
 
 pub mod exec;
+pub mod paced;
 pub mod popen;
 pub mod provision;
 pub mod serve;
@@ -36,6 +37,8 @@ pub struct Connection {
     /// The agent already runs (an exec= worker synced over this
     /// connection): the session sends no bootstrap, only a new hello.
     pub agent_started: bool,
+    /// How the session paces reading `reader` (local agents' pipes).
+    pub pacer: Option<std::sync::Arc<paced::Pacer>>,
 }
 
 /// How to kill a worker.
@@ -91,13 +94,18 @@ fn child_connection(mut child: tokio::process::Child, what: &str) -> Result<Conn
             Err(e) => format!("lost track of the process: {e}"),
         }
     });
+    let (reader, pacer) = stdout
+        .into_owned_fd()
+        .and_then(paced::reader)
+        .map_err(|e| Error::internal(format!("cannot read the pipe of {what}: {e}")))?;
     Ok(Connection {
-        reader: Box::new(stdout),
+        reader: Box::new(reader),
         writer: Box::new(stdin),
         stderr: Some(Box::new(stderr)),
         exit,
         killer: Killer::ProcessGroup(pid as i32),
         agent_started: false,
+        pacer: Some(pacer),
     })
 }
 

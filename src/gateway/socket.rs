@@ -170,6 +170,7 @@ pub async fn connect(
         }),
         killer: Killer::Socket(fd),
         agent_started: false,
+        pacer: None,
     })
 }
 

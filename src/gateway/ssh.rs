@@ -575,6 +575,7 @@ async fn spawn_on(
         exit,
         killer: Killer::Ssh(kill),
         agent_started: false,
+        pacer: None,
     })
 }
 

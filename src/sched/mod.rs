@@ -438,6 +438,11 @@ impl Scheduler {
             .collect()
     }
 
+    /// The worker tests are being taken from (until it answers).
+    pub fn stealing_from(&self) -> Option<usize> {
+        self.steal_inflight
+    }
+
     /// Workers that must be polled again: a pool they were waiting on ran
     /// dry, so they now need a shutdown to run their last queued test.
     pub fn take_wakeups(&mut self) -> Vec<usize> {

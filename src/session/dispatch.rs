@@ -19,6 +19,11 @@ impl Session<'_> {
                 if slot.pending.is_empty() {
                     slot.started = Some(Instant::now());
                 }
+                if slot.pending.len() <= 1 {
+                    // It may have waited for this (it starts a test once it
+                    // knows the next): a new measure of its pace.
+                    slot.pace_window = None;
+                }
                 slot.pending.extend(ids);
                 self.send(i, &ToAgent::Run { indices });
             }
@@ -29,6 +34,8 @@ impl Session<'_> {
             Action::Steal { victim, items } => {
                 let indices: Vec<usize> = items.iter().map(|g| self.items[*g].local).collect();
                 self.send(victim, &ToAgent::Steal { indices });
+                // An idle worker waits for the victim's answer.
+                self.pace(victim);
             }
             Action::Run(_) | Action::Wait => {}
         }
@@ -55,6 +62,16 @@ impl Session<'_> {
         };
         let slot = &mut self.slots[i];
         slot.pending.remove(pos);
+        let now = Instant::now();
+        slot.pace_window = match slot.pace_window {
+            None => Some((now, 0)),
+            Some((since, n)) if now - since >= PACE_WINDOW => {
+                let took = (now - since).as_secs_f64() / (n + 1) as f64;
+                slot.test_time = Some(slot.test_time.map_or(took, |t| t * 0.5 + took * 0.5));
+                Some((now, 0))
+            }
+            Some((since, n)) => Some((since, n + 1)),
+        };
         let mut full = slot.reports.remove(&f.i).unwrap_or_default();
         slot.started = if slot.pending.is_empty() {
             None

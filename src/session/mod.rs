@@ -31,6 +31,13 @@ mod workers;
 use controller::CtlState;
 pub use outputs::{history_path, load_history};
 
+/// How much work (by its recent tests' durations) a worker must have
+/// queued for its frames to be read in batches: several times the longest
+/// a frame waits then, so that it never runs dry waiting to be read.
+const PACED_WORK: Duration = Duration::from_millis(4 * gateway::paced::PACE.as_millis() as u64);
+/// The shortest stretch a worker's pace of tests is measured over.
+const PACE_WINDOW: Duration = Duration::from_millis(50);
+
 /// How many bytes of a worker's stderr are kept for crash reports.
 const TAIL_BYTES: usize = 16 * 1024;
 /// How many lines of that tail a crash report shows.
@@ -220,6 +227,17 @@ struct Slot {
     exit_message: Option<String>,
     /// The status its session ended with, once it said it was done.
     exit_status: Option<i32>,
+    /// How its frames are read (a local agent's pipe): batched while it
+    /// has plenty of work queued, see [`Session::pace`].
+    pacer: Option<std::sync::Arc<gateway::paced::Pacer>>,
+    /// How long its tests take, start to end of each as this process
+    /// sees them arrive (so with the agent's and pytest's own time between
+    /// tests), measured over windows of [`PACE_WINDOW`] while it never
+    /// waited for work.
+    test_time: Option<f64>,
+    /// Since when, and how many tests it finished since then, while it had
+    /// work all along.
+    pace_window: Option<(Instant, usize)>,
 }
 
 impl Slot {
@@ -254,6 +272,9 @@ impl Slot {
             held_output: Vec::new(),
             exit_message: None,
             exit_status: None,
+            pacer: None,
+            test_time: None,
+            pace_window: None,
         }
     }
 
@@ -278,6 +299,9 @@ impl Slot {
         self.guessed_input = None;
         self.configured = None;
         self.held_output.clear();
+        self.pacer = None;
+        self.test_time = None;
+        self.pace_window = None;
     }
 }
 
@@ -506,6 +530,30 @@ impl Session<'_> {
     }
 
     fn on_worker_input(&mut self, i: usize, input: Pumped) {
+        self.on_worker_input_inner(i, input);
+        self.pace(i);
+    }
+
+    /// Let worker `i`'s frames gather in its pipe while it has at least
+    /// `PACED_WORK` of tests queued by the time its tests take, and not
+    /// while anything waits on its answer (starting, collecting, giving
+    /// tests back to an idle worker) or its work runs low: then every
+    /// frame is read as it comes.
+    pub(super) fn pace(&mut self, i: usize) {
+        let stealing = self.sched.stealing_from() == Some(i);
+        let slot = &self.slots[i];
+        let Some(pacer) = &slot.pacer else {
+            return;
+        };
+        let queued = slot.test_time.unwrap_or(0.0) * slot.pending.len() as f64;
+        let on = slot.state == SlotState::Running
+            && !slot.shut
+            && !stealing
+            && queued >= PACED_WORK.as_secs_f64();
+        pacer.set_batching(on);
+    }
+
+    fn on_worker_input_inner(&mut self, i: usize, input: Pumped) {
         match input {
             Pumped::Frame(msg) => {
                 self.release_output(i);
@@ -519,24 +567,27 @@ impl Session<'_> {
                     let cut = slot.tail.len() - TAIL_BYTES;
                     slot.tail.drain(..cut);
                 }
-                // What a worker writes while no test of it runs (plugins
-                // at configure or unconfigure, warnings outside a test) is
-                // not captured by pytest: shown, as pytest and xdist show
-                // it, once the worker shows it is alive (else it is a
-                // death rattle, which goes with the report of the loss).
-                // During a test, only a crash or hang dump gets past
-                // pytest's capture: that goes with the test's report (and
-                // is shown as it comes with -s).
-                if slot.pending.is_empty() {
+                // What reaches a worker's stderr is not pytest's to
+                // capture: plugins at configure or unconfigure, warnings
+                // outside a test, and during a test what gets past the
+                // capture (`--capture=sys` lets C code and subprocesses
+                // through). It is shown, as pytest and xdist show it, once
+                // the worker shows it is alive by its next frame (else it
+                // is a death rattle, a crash or hang dump, which goes with
+                // the report of the loss). Output and frames come through
+                // separate pipes, so what a worker wrote after it
+                // finished a test may well come before that test's frame.
+                // With -s, what comes during a test is shown as it comes.
+                if self.echo_output && !slot.pending.is_empty() {
+                    let worker = slot.id.clone();
+                    self.reporter
+                        .on_event(&Event::WorkerOutput { worker, data });
+                } else {
                     slot.held_output.push(data);
                     // A worker that talks that much without dying is alive.
                     if slot.held_output.iter().map(Vec::len).sum::<usize>() > HELD_BYTES {
                         self.release_output(i);
                     }
-                } else if self.echo_output {
-                    let worker = slot.id.clone();
-                    self.reporter
-                        .on_event(&Event::WorkerOutput { worker, data });
                 }
             }
             Pumped::Gone(how) => self.on_gone(i, how),

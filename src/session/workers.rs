@@ -74,7 +74,7 @@ impl Session<'_> {
 
     /// A gateway connected (or failed to): start the agent on it.
     pub(super) fn connected(&mut self, index: usize, conn: Result<Connection, Error>) {
-        let conn = match conn {
+        let mut conn = match conn {
             Ok(c) => c,
             Err(e) => {
                 self.slots[index].state = SlotState::Exited;
@@ -102,6 +102,7 @@ impl Session<'_> {
         }
         let gen = self.slots[index].gen;
         let agent_started = conn.agent_started;
+        let conn_pacer = conn.pacer.take();
         let env = self.worker_env(index);
         let (wtx, killer) = pump(conn, &self.tx, move |p| Input::Worker(index, gen, p));
         // Without a controller to ask, the worker gets its workerinput at
@@ -177,6 +178,7 @@ impl Session<'_> {
         let _ = wtx.send(bytes);
         slot.writer = Some(wtx);
         slot.killer = Some(killer);
+        slot.pacer = conn_pacer;
         slot.state = SlotState::Starting;
         slot.spawned = Some(Instant::now());
         if self.ctl.state == CtlState::Active {

@@ -43,6 +43,33 @@ fn three_crash_kinds_are_failures_and_the_rest_still_run() {
 }
 
 #[test]
+fn a_crash_among_many_fast_tests_loses_none_of_their_results() {
+    // Many short tests: the coordinator reads their results in batches
+    // (each worker has plenty queued). A worker killed mid-run has
+    // written every earlier result to its pipe already: each is still
+    // reported as it ended, the killed test as crashed, the rest run on.
+    let p = Project::new().file(
+        "test_many.py",
+        "import os, signal, time\nimport pytest\n\n\
+         @pytest.mark.parametrize('i', range(400))\n\
+         def test_fast(i):\n    time.sleep(0.001)\n    \
+             if i == 250:\n        os.kill(os.getpid(), signal.SIGKILL)\n",
+    );
+    let r = p.rtest(&["-n", "2", "-p", "no:randomly", "--junitxml", "j.xml"]);
+    r.code(1).stdout_has(
+        "crashed while running test_many.py::test_fast[250] (killed by signal 9 (SIGKILL))",
+    );
+    assert_eq!(r.summary(), "1 failed, 399 passed");
+    let outcomes = junit_outcomes(&p.path().join("j.xml"));
+    assert_eq!(outcomes.len(), 400, "{outcomes:?}");
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, o)| o.as_str() != "passed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+}
+
+#[test]
 fn timeout_kills_the_hung_test_only() {
     let p = Project::new().file(
         "test_hang.py",

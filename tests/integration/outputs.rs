@@ -302,6 +302,32 @@ fn a_workers_summary_is_quiet_even_where_plugins_print_it() {
     );
 }
 
+#[test]
+fn what_a_test_writes_past_the_capture_is_shown_as_under_xdist() {
+    // --capture=sys captures Python's streams only: what C code or a
+    // subprocess writes to the worker's stderr during a test reaches the
+    // terminal under pytest and xdist, and so under rtest, once.
+    let p = Project::new().file(
+        "test_leak.py",
+        "import os\n\n\
+         def test_leaks():\n    os.write(2, b'written past the capture\\n')\n\n\
+         def test_quiet():\n    pass\n",
+    );
+    let args = ["-n", "2", "--capture=sys", "-p", "no:randomly"];
+    let base = p.pytest(&args);
+    base.code(0);
+    let r = p.rtest(&args);
+    r.code(0);
+    for run in [&base, &r] {
+        let said = run.stdout.clone() + &run.stderr;
+        assert_eq!(
+            said.matches("written past the capture").count(),
+            1,
+            "{said}"
+        );
+    }
+}
+
 /// Live logging (`log_cli`): pytest shows each test on its own line, as
 /// with `-v`, and the records as they come, in "live log" sections. rtest
 /// shows each test's sections when it ends, below a line naming it, before
