@@ -319,6 +319,12 @@ class Controller:
         self.replaced = []
         self.awaiting_workers = False
         self.after_final = ""
+        # (numprocesses, dist) as the run was given them, and as plugins'
+        # pytest_cmdline_main left them; whether a plugin turned the
+        # distribution off.
+        self.given = None
+        self.after_cmdline = None
+        self.undistributed = False
 
     # -- making plugins see a distributed session --------------------------
 
@@ -332,12 +338,63 @@ class Controller:
         namespace.distload = False
         namespace.tx = []
 
+    def give_options(self, option):
+        """What xdist's option parsing gives plugins' pytest_cmdline_main:
+        the ``-n`` (as the number of workers rtest counted for ``auto``, so
+        that xdist's own pytest_cmdline_main does not ask plugins again)
+        and ``--dist`` the run was given, None and "no" where it was not."""
+        n = self.control.get("given_numprocesses")
+        if isinstance(n, str):
+            n = self.control.get("numprocesses") or None
+        dist = self.control.get("given_dist") or "no"
+        option.numprocesses = n
+        option.dist = dist
+        self.given = (n, dist)
+
+    def pytest_cmdline_main(self, config):
+        # After plugins' and conftest files' own (tryfirst ones, and those
+        # registered after rtest's), before pytest's session: what they
+        # made of the distribution, as xdist would read it.
+        option = config.option
+        n = getattr(option, "numprocesses", None)
+        dist = getattr(option, "dist", "no")
+        if n and dist == "no":
+            # What xdist's pytest_cmdline_main makes of -n, where it is
+            # not loaded (not installed, or -p no:xdist) to do it.
+            option.dist = dist = "load"
+        self.after_cmdline = (n, dist)
+
+    def _turned_off(self, option):
+        """Whether a plugin turned the distribution off before xdist would
+        have read it: ``numprocesses`` set to 0 (or ``dist`` to "no") in
+        its pytest_cmdline_main, or ``dist`` to "no" in a pytest_configure
+        that runs before xdist's (pytest-codspeed, mypy's --update-data,
+        conftest files that keep a tier serial)."""
+        if self.given is None or self.after_cmdline is None or self.given[0] == 0:
+            return False
+        given_dist = self.given[1]
+        after_n, after_dist = self.after_cmdline
+        now_n = getattr(option, "numprocesses", None)
+        now_dist = getattr(option, "dist", "no")
+        return (
+            after_n == 0
+            or now_n == 0
+            or (after_dist == "no" and given_dist != "no")
+            or (now_dist == "no" and after_dist != "no")
+        )
+
     def pytest_load_initial_conftests(self, early_config, parser, args):
         self._as_distributed(early_config.known_args_namespace)
         yield
 
     def pytest_configure(self, config):
         self.config = config
+        if self._turned_off(config.option):
+            # As rtest's -n 0: one worker, which plugins here see as one
+            # node of a run that is not distributed further.
+            self.undistributed = True
+            self.control["numprocesses"] = 1
+            self.control["dist"] = "no"
         self._as_distributed(config.option)
         config.option.looponfail = False
         config.option.usepdb = False
@@ -470,6 +527,7 @@ class Controller:
                 "before_header": before,
                 "after_header": after,
                 "basetemp": basetemp,
+                "undistributed": self.undistributed,
             }
         )
 
@@ -1133,6 +1191,7 @@ def run_controller(channel, inbox, control):
     if control.get("auto_workers"):
         controller.tell_auto_workers(config, control["auto_workers"], control.get("auto_cap"))
     give_timeout(config, control.get("timeout"))
+    controller.give_options(config.option)
     status = 3
     try:
         status = int(config.hook.pytest_cmdline_main(config=config))

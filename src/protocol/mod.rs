@@ -400,6 +400,14 @@ pub struct ControlArgs {
     /// the controller answers is capped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_cap: Option<usize>,
+    /// The `-n` the run was given (a number, `auto` or `logical`), which
+    /// plugins' `pytest_cmdline_main` sees as xdist's option parsing
+    /// leaves it; none where the worker count is rtest's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_numprocesses: Option<serde_json::Value>,
+    /// The `--dist` the run was given; none where it is the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_dist: Option<String>,
     /// Make pytest's numbered base temporary directory for the run and
     /// say it in [`ControllerReady::basetemp`]: the local workers' lie in
     /// it (`popen-gw0`, ...), as under xdist.
@@ -652,6 +660,12 @@ pub struct WarningMsg {
 /// What the controller's session is, once started.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ControllerReady {
+    /// A plugin turned the distribution off before xdist would have
+    /// read it (`numprocesses` 0 or `dist` "no" in its
+    /// `pytest_cmdline_main` or `pytest_configure`): the run goes on as
+    /// with `-n 0`.
+    #[serde(default)]
+    pub undistributed: bool,
     /// Lines plugins add to the header (`pytest_report_header`), pytest's
     /// `rootdir:`/`configfile:`/`plugins:` lines among them.
     #[serde(default)]

@@ -164,6 +164,18 @@ impl Session<'_> {
             timeout: self.plan.timeout,
             auto_workers: self.plan.auto_workers.as_ref().map(|a| a.word.clone()),
             auto_cap: self.plan.auto_workers.as_ref().and_then(|a| a.cap),
+            given_numprocesses: self
+                .plan
+                .settings
+                .get("numprocesses")
+                .filter(|s| s.source != "default")
+                .map(|s| s.value.clone()),
+            given_dist: self
+                .plan
+                .settings
+                .get("dist")
+                .filter(|s| s.source != "default")
+                .map(|_| self.plan.dist.name().to_string()),
             dist: self.plan.dist.name().to_string(),
             basetemp: self.plan.basetemp.is_none()
                 && !self.plan.collect_only
@@ -299,6 +311,44 @@ impl Session<'_> {
         for i in 0..self.slots.len() {
             self.spawn(i);
         }
+    }
+
+    /// A plugin turned the distribution off (xdist's controller lets
+    /// plugins set `numprocesses` to 0 or `dist` to "no" before it reads
+    /// them, and then runs the tests in its own process): the run goes on
+    /// as with `-n 0`, on the first worker alone. The others are stopped
+    /// before they ran anything: tests start only once the controller is
+    /// ready, which is when it says this.
+    fn undistributed(&mut self) {
+        if self.collected_event {
+            return;
+        }
+        for slot in self.slots.iter().skip(1) {
+            if let Some(killer) = &slot.killer {
+                killer.kill();
+            }
+        }
+        self.slots.truncate(1);
+        self.plan.workers.truncate(1);
+        self.plan.dist = DistMode::No;
+        let mut sched = crate::sched::Scheduler::new(DistMode::No)
+            .with_max_chunk(self.plan.max_sched_chunk)
+            .with_scope_reorder(self.plan.loadscope_reorder);
+        // What the workers collected so far, as one worker runs it.
+        for (coll, set) in self.collections.iter().enumerate() {
+            let Some(set) = set else { continue };
+            let infos = (set.offset..set.offset + set.ids.len())
+                .filter(|g| !self.items[*g].done)
+                .map(|g| crate::sched::ItemInfo {
+                    id: g,
+                    key: None,
+                    module: crate::sched::history::module_of(&self.items[g].nodeid).to_string(),
+                    expected: None,
+                })
+                .collect();
+            sched.add_collection(coll, infos, 1);
+        }
+        self.sched = sched;
     }
 
     /// Workers waiting for the controller get rtest's own workerinput.
@@ -584,6 +634,9 @@ impl Session<'_> {
                     return;
                 }
                 self.remember(&ready);
+                if ready.undistributed {
+                    self.undistributed();
+                }
                 let guessed = self.ctl.speculative.take();
                 self.ctl.header = ready.header;
                 self.ctl.sections = ready.sections;

@@ -506,6 +506,13 @@ impl Session<'_> {
 
     fn handle(&mut self, input: Input) {
         match input {
+            // Workers let go when a plugin turned the distribution off.
+            Input::Connected(i, _, conn) if i >= self.slots.len() => {
+                if let Ok(c) = *conn {
+                    c.killer.kill();
+                }
+            }
+            Input::Worker(i, ..) if i >= self.slots.len() => {}
             Input::Connected(i, gen, conn) if self.slots[i].gen == gen => self.connected(i, *conn),
             Input::Worker(i, gen, p) if self.slots[i].gen == gen => self.on_worker_input(i, p),
             Input::Controller(p) => self.on_controller_input(p),

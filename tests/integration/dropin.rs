@@ -680,6 +680,89 @@ fn header_and_summary_options_are_pytests() {
 }
 
 #[test]
+fn a_plugin_that_turns_the_distribution_off_runs_the_tests_in_one_process() {
+    // As pytest-codspeed, mypy's --update-data or a serial tier's conftest:
+    // a tryfirst pytest_cmdline_main that sees the -n given (xdist's
+    // option parsing) and sets numprocesses to 0, or a tryfirst
+    // pytest_configure that sets dist to "no" before xdist reads it.
+    // xdist then runs every test in its own process; rtest on one worker.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import os, sys\nimport pytest\n\n\n\
+             @pytest.hookimpl(tryfirst=True)\n\
+             def pytest_cmdline_main(config):\n    \
+                 if not hasattr(config, 'workerinput'):\n        \
+                     sys.stderr.write('given -n %r\\n' % (config.option.numprocesses,))\n    \
+                 if os.environ.get('SERIAL') == 'cmdline' and config.option.numprocesses:\n        \
+                     config.option.numprocesses = 0\n\n\n\
+             @pytest.hookimpl(tryfirst=True)\n\
+             def pytest_configure(config):\n    \
+                 if os.environ.get('SERIAL') == 'configure':\n        \
+                     config.option.dist = 'no'\n",
+        )
+        .file(
+            "test_p.py",
+            "import os\nimport pytest\n\n\n@pytest.mark.parametrize('i', range(8))\n\
+             def test_p(i):\n    open(os.path.join(os.environ['PIDS'], str(os.getpid())), 'w').close()\n",
+        );
+    // How many processes ran the tests.
+    let pids = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    let args = ["-n", "2", "-p", "no:randomly"];
+    // Without pytest-xdist (switched off here) no xdist reads -n: the run
+    // stays distributed unless a plugin turns it off.
+    let scratch = p.path().join("pids-without-xdist");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for (serial, workers) in [
+        ("", "2 workers"),
+        ("cmdline", "1 worker"),
+        ("configure", "1 worker"),
+    ] {
+        let mut cmd = p.command(&["-n", "2", "-p", "no:randomly", "-p", "no:xdist"]);
+        cmd.env("SERIAL", serial).env("PIDS", &scratch);
+        Run::from(cmd.output().unwrap())
+            .code(0)
+            .stdout_has(&format!("{workers} [8 items]"));
+    }
+    for serial in ["", "cmdline", "configure"] {
+        let dirs = [
+            p.path().join(format!("pids-{serial}-xdist")),
+            p.path().join(format!("pids-{serial}-rtest")),
+        ];
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let base = Run::from(
+            std::process::Command::new(crate::harness::venv_python())
+                .args(["-m", "pytest"])
+                .args(args)
+                .current_dir(p.path())
+                .env("SERIAL", serial)
+                .env("PIDS", &dirs[0])
+                .env("COLUMNS", "100")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap(),
+        );
+        base.code(0);
+        let mut cmd = p.command(&args);
+        cmd.env("SERIAL", serial).env("PIDS", &dirs[1]);
+        let r = Run::from(cmd.output().unwrap());
+        r.code(0);
+        assert_eq!(r.summary(), "8 passed");
+        for (run, dir) in [(&base, &dirs[0]), (&r, &dirs[1])] {
+            let said = run.stdout.clone() + &run.stderr;
+            assert!(said.contains("given -n 2"), "{serial}: {said}");
+            let expected = if serial.is_empty() { 2 } else { 1 };
+            assert_eq!(pids(dir), expected, "{serial}: {said}");
+        }
+        if !serial.is_empty() {
+            r.stdout_has("1 worker [8 items]");
+        }
+    }
+}
+
+#[test]
 fn a_conftest_decides_how_many_auto_workers_as_under_xdist() {
     // xdist's -n auto asks pytest_xdist_auto_num_workers (a conftest.py
     // that caps the workers, say); an explicit -n N does not.
