@@ -683,15 +683,19 @@ class Controller:
             sys.stdout = real
 
     def pytest_unconfigure(self, config):
-        # What plugins print at unconfigure (pytest-xprocess's reminder)
-        # comes after pytest's final line.
+        # What plugins print or write to the terminal at unconfigure
+        # (pytest-xprocess's reminder, pytest-md-report's table) comes after
+        # pytest's final line.
         import io
 
+        self.marks["unconfigure"] = self._position()
         real, sys.stdout = sys.stdout, io.StringIO()
         try:
             yield
         finally:
-            self.after_final, sys.stdout = sys.stdout.getvalue(), real
+            printed, sys.stdout = sys.stdout.getvalue(), real
+            written = self.buffer.getvalue()[self.marks["unconfigure"] :] if self.buffer is not None else ""
+            self.after_final = written + printed
 
     def _position(self):
         return self.buffer.tell() if self.buffer is not None else 0
@@ -704,6 +708,7 @@ class Controller:
         if self.buffer is None:
             return "", ""
         text = self.buffer.getvalue()
+        text = text[: self.marks.get("unconfigure", len(text))]
         loop = self.marks.get("loop", len(text))
         summary = self.marks.get("summary", len(text))
         return text[loop:summary], text[summary:]

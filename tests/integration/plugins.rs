@@ -879,8 +879,8 @@ def pytest_terminal_summary(terminalreporter, config):
 #[test]
 fn what_plugins_write_at_the_end_is_laid_out_as_pytest_lays_it_out() {
     // Their blank lines kept; what sessionfinish writes comes right below
-    // the progress (before the failures); what the controller prints at
-    // unconfigure comes after the final line, and a worker's not at all
+    // the progress (before the failures); what the controller prints or
+    // writes to the terminal at unconfigure comes after the final line, and a worker's not at all
     // (xdist drops a worker's stdout). Against serial pytest: xdist glues
     // the sessionfinish line to its progress line.
     let p = Project::new()
@@ -904,6 +904,9 @@ def pytest_unconfigure(config):
     if hasattr(config, "workerinput"):
         print("a worker's unconfigure line")
     else:
+        # pytest-md-report's way: its table through the reporter's writer.
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        tr._tw.write("written at unconfigure\n")
         print("unconfigure line")
 "#,
         )
@@ -937,7 +940,11 @@ def pytest_unconfigure(config):
         );
         let want = tail(&want.stdout);
         assert_eq!(want[..2], ["sessionfinish line", ""], "{want:?}");
-        assert_eq!(want.last().unwrap(), "unconfigure line");
+        assert_eq!(
+            want[want.len() - 2..],
+            ["written at unconfigure", "unconfigure line"],
+            "{want:?}"
+        );
         assert_eq!(tail(&run.stdout), want, "{}", run.stdout);
     }
 }
