@@ -578,15 +578,7 @@ class Worker:
             try:
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
             except KeyboardInterrupt:
-                import traceback
-
-                self.channel.send(
-                    {
-                        "t": "interrupted",
-                        "i": index,
-                        "message": traceback.format_exc(limit=-3),
-                    }
-                )
+                self.channel.send(_interrupted(index, session.config))
                 raise
             finally:
                 self.terminal.test_ends()
@@ -776,6 +768,29 @@ class Worker:
             return data
         except Exception:
             return None
+
+
+def _interrupted(index, config):
+    """A test raised KeyboardInterrupt: what pytest's reporter shows of it
+    (its ``_report_keyboardinterrupt``): the exception's line as the title,
+    then where it was raised, or with --full-trace the whole traceback."""
+    msg = {"t": "interrupted", "i": index}
+    try:
+        from _pytest._code import ExceptionInfo
+
+        excrepr = ExceptionInfo.from_current().getrepr(funcargs=True)
+        crash = excrepr.reprcrash
+        msg["title"] = _text(crash.message)
+        if config.option.fulltrace:
+            msg["message"] = str(excrepr)
+        else:
+            msg["location"] = [_text(crash.path), crash.lineno]
+            msg["message"] = _text(crash.message).split("\n")[0]
+    except Exception:
+        import traceback
+
+        msg["message"] = traceback.format_exc(limit=-3)
+    return msg
 
 
 def _exit_message(excinfo):

@@ -179,6 +179,18 @@ impl TestResult {
     }
 }
 
+/// A test's KeyboardInterrupt, as pytest's reporter shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Interruption {
+    /// The banner's title: the exception's line.
+    pub title: String,
+    /// Where it was raised (path, line), shown with a hint to use
+    /// --full-trace; none when `text` is the whole traceback.
+    pub location: Option<(String, Option<u64>)>,
+    /// The exception's first line, or the whole traceback.
+    pub text: String,
+}
+
 /// Why a run stopped early.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StopReason {
@@ -193,7 +205,7 @@ pub enum StopReason {
     /// Errors during collection.
     CollectionErrors(usize),
     /// A test raised KeyboardInterrupt.
-    TestInterrupted(String),
+    TestInterrupted(Interruption),
     /// Ctrl-C or SIGTERM.
     Signal(String),
     /// Every worker died and none can be replaced.

@@ -533,7 +533,14 @@ pub enum FromAgent {
     Interrupted {
         /// Index of the test.
         i: usize,
-        /// The traceback.
+        /// The exception's line (`KeyboardInterrupt`), pytest's title for
+        /// it; absent from agents that could not make pytest's report.
+        #[serde(default)]
+        title: Option<String>,
+        /// Where it was raised (the innermost frame), unless --full-trace.
+        #[serde(default)]
+        location: Option<(String, Option<u64>)>,
+        /// The exception's first line, or the whole traceback.
         message: String,
     },
     /// `pytest.exit()` ended the worker's session.

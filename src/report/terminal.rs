@@ -1330,12 +1330,6 @@ impl Terminal {
                 return;
             }
         }
-        if let Some(StopReason::TestInterrupted(text)) | Some(StopReason::Signal(text)) = stop {
-            self.sep_line('!', "KeyboardInterrupt", RED, false);
-            if !text.is_empty() && text != "KeyboardInterrupt" {
-                self.line(text);
-            }
-        }
         if self.draws("summary_errors") {
             self.summary_errors();
         }
@@ -1357,6 +1351,7 @@ impl Terminal {
         if self.draws("short_test_summary") {
             self.short_summary();
         }
+        self.interrupted(stop);
         match stop {
             Some(StopReason::MaxFail(n)) => {
                 self.sep_line('!', &format!("stopping after {n} failures"), RED, false)
@@ -1392,6 +1387,43 @@ impl Terminal {
 }
 
 impl Terminal {
+    /// A KeyboardInterrupt, where pytest's reporter shows it (after the
+    /// summary, before the final line): its line as the title, then where
+    /// a test raised it with a hint to use --full-trace, or the whole
+    /// traceback with it.
+    fn interrupted(&mut self, stop: Option<&StopReason>) {
+        match stop {
+            Some(StopReason::TestInterrupted(int)) => {
+                self.line(&self.sep('!', &int.title));
+                if !int.title.contains("KeyboardInterrupt") {
+                    return;
+                }
+                match &int.location {
+                    Some((path, lineno)) => {
+                        let lineno = lineno.map_or_else(|| "None".to_string(), |n| n.to_string());
+                        let path = self.paint(path, RED, true);
+                        self.line(&format!("{path}:{lineno}: {}", int.text));
+                        let hint =
+                            "(to show a full traceback on KeyboardInterrupt use --full-trace)";
+                        self.line(&self.paint(hint, YELLOW, false));
+                    }
+                    None => {
+                        for line in int.text.trim_end().lines() {
+                            self.line(line);
+                        }
+                    }
+                }
+            }
+            Some(StopReason::Signal(why)) => {
+                self.line(&self.sep('!', "KeyboardInterrupt"));
+                if !why.is_empty() && why != "KeyboardInterrupt" {
+                    self.line(why);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Whether rtest draws this summary section (pytest's method name),
     /// rather than a plugin's terminal reporter in the controller; none
     /// with `--no-summary`.

@@ -173,10 +173,4 @@ impl Session<'_> {
             .and_then(Option::as_ref)
             .map_or(0, |c| c.offset)
     }
-
-    pub(super) fn nodeid_of(&self, slot: usize, local: usize) -> Option<String> {
-        let coll = self.slots[slot].collection?;
-        let c = self.collections.get(coll)?.as_ref()?;
-        c.ids.get(local).cloned()
-    }
 }

@@ -7,7 +7,7 @@
 //! workers, and tells reporters everything through [`Event`]s.
 
 use crate::error::{Error, ExitCode};
-use crate::events::{Event, Reporter, StopReason, TestResult, WorkerDesc};
+use crate::events::{Event, Interruption, Reporter, StopReason, TestResult, WorkerDesc};
 use crate::gateway::{self, Connection, Killer};
 use crate::plan::{DistMode, Plan};
 use crate::protocol::{
@@ -711,9 +711,17 @@ impl Session<'_> {
             | FromAgent::ControllerDone(_)
             | FromAgent::CrashVerdict(_)
             | FromAgent::PluginText { .. } => {}
-            FromAgent::Interrupted { i: local, message } => {
-                let nodeid = self.nodeid_of(i, local).unwrap_or_default();
-                self.interrupt(StopReason::TestInterrupted(format!("{nodeid}\n{message}")));
+            FromAgent::Interrupted {
+                title,
+                location,
+                message,
+                ..
+            } => {
+                self.interrupt(StopReason::TestInterrupted(Interruption {
+                    title: title.unwrap_or_else(|| "KeyboardInterrupt".into()),
+                    location,
+                    text: message,
+                }));
             }
             FromAgent::Exit { message, .. } => self.slots[i].exit_message = Some(message),
             FromAgent::ShouldStop { reason } => {

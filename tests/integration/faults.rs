@@ -203,15 +203,57 @@ fn every_worker_dying_still_reports_every_test() {
 
 #[test]
 fn keyboard_interrupt_in_a_test_stops_the_run_with_exit_2() {
+    // test_kbd raises once test_fail has run (on either worker).
     let mut body = String::from(
-        "import time\n\ndef test_kbd():\n    time.sleep(0.2)\n    raise KeyboardInterrupt\n",
+        "import os, time\n\ndef test_fail():\n    open('failed', 'w').close()\n    assert 0\n\n\
+         def test_kbd():\n    for _ in range(600):\n        if os.path.exists('failed'):\n            break\n        \
+         time.sleep(0.05)\n    raise KeyboardInterrupt\n",
     );
     for i in 0..20 {
         body.push_str(&format!("\ndef test_{i}():\n    time.sleep(0.1)\n"));
     }
     let p = Project::new().file("test_k.py", &body);
-    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider"]);
-    r.code(2).stdout_has("KeyboardInterrupt");
+    // As pytest's reporter lays it out: after the summary, the banner,
+    // where the test raised it and a hint; the final line below.
+    let tail = |out: &str| -> Vec<String> {
+        let lines: Vec<&str> = out.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains("short test summary info"))
+            .unwrap_or_else(|| panic!("no short summary in\n{out}"));
+        lines[at + 1..lines.len() - 1]
+            .iter()
+            .map(|l| l.replace(&p.path().display().to_string(), "ROOT"))
+            .collect()
+    };
+    let args = [
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "-k",
+        "fail or kbd",
+    ];
+    let serial = p.pytest(&args);
+    let want = tail(&serial.stdout);
+    assert_eq!(want.len(), 4, "{}", serial.stdout);
+    assert_eq!(want[0], "FAILED test_k.py::test_fail - assert 0");
+    assert!(want[1].starts_with("!!!") && want[1].contains(" KeyboardInterrupt "));
+    assert_eq!(want[2], "ROOT/test_k.py:12: KeyboardInterrupt");
+    assert_eq!(
+        want[3],
+        "(to show a full traceback on KeyboardInterrupt use --full-trace)"
+    );
+    std::fs::remove_file(p.path().join("failed")).unwrap();
+    let r = p.rtest(&[&["-n", "2"][..], &args].concat());
+    r.code(2);
+    assert_eq!(tail(&r.stdout), want, "{}", r.stdout);
+    std::fs::remove_file(p.path().join("failed")).unwrap();
+    // With --full-trace, the whole traceback instead, down to the raise.
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "--full-trace"]);
+    r.code(2)
+        .stdout_has(">       raise KeyboardInterrupt\nE       KeyboardInterrupt")
+        .stdout_lacks("use --full-trace");
 }
 
 fn pids_alive(pids: &[i32]) -> Vec<i32> {
