@@ -702,13 +702,20 @@ impl Terminal {
                         }
                         self.print_sections(p);
                     }
-                    // pytest's _getcrashline: "path:line: message".
-                    let line = match &p.crash {
+                    // pytest's _getcrashline: "path:line: message" (its
+                    // first line), or a text report's first 50 characters.
+                    let line = match p.crash.as_ref().filter(|c| c.path.is_some()) {
                         Some(c) => format!(
                             "{}:{}: {}",
-                            c.path.as_deref().unwrap_or(&r.nodeid),
-                            c.lineno.unwrap_or(0),
-                            c.message.as_deref().unwrap_or("")
+                            c.path.as_deref().unwrap_or_default(),
+                            c.lineno
+                                .map_or_else(|| "None".to_string(), |n| n.to_string()),
+                            c.message
+                                .as_deref()
+                                .unwrap_or("")
+                                .split('\n')
+                                .next()
+                                .unwrap_or("")
                         ),
                         None => p
                             .longrepr

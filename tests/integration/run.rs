@@ -794,6 +794,25 @@ fn tb_line_failures_are_pytests_own() {
     let run = p.rtest(&[&["-n", "2"][..], &args[..]].concat());
     run.code(1);
     assert_eq!(section(&run), want);
+    // A crash line is the first line of the message (an assertion's
+    // explanation is not); a text report (a strict xpass) is its first 50
+    // characters, as pytest's _getcrashline makes them. One worker keeps
+    // pytest's order.
+    let p = Project::new().file(
+        "test_line.py",
+        "import pytest\n\ndef test_list():\n    assert [1, 2] == [1, 3]\n\n\
+         @pytest.mark.xfail(strict=True)\ndef test_xpass():\n    pass\n",
+    );
+    let serial = p.pytest(&args);
+    serial.code(1);
+    let want = section(&serial);
+    assert!(
+        want.contains("test_line.py:4: assert [1, 2] == [1, 3]\n"),
+        "{want}"
+    );
+    let run = p.rtest(&[&["-n", "1"][..], &args[..]].concat());
+    run.code(1);
+    assert_eq!(section(&run), want);
 }
 
 #[test]
