@@ -708,8 +708,7 @@ impl Terminal {
                         Some(c) => format!(
                             "{}:{}: {}",
                             c.path.as_deref().unwrap_or_default(),
-                            c.lineno
-                                .map_or_else(|| "None".to_string(), |n| n.to_string()),
+                            py_str(c.lineno),
                             c.message
                                 .as_deref()
                                 .unwrap_or("")
@@ -1407,9 +1406,8 @@ impl Terminal {
                 }
                 match &int.location {
                     Some((path, lineno)) => {
-                        let lineno = lineno.map_or_else(|| "None".to_string(), |n| n.to_string());
                         let path = self.paint(path, RED, true);
-                        self.line(&format!("{path}:{lineno}: {}", int.text));
+                        self.line(&format!("{path}:{}: {}", py_str(*lineno), int.text));
                         let hint =
                             "(to show a full traceback on KeyboardInterrupt use --full-trace)";
                         self.line(&self.paint(hint, YELLOW, false));
@@ -1667,6 +1665,12 @@ fn trimmed_message(msg: &str, available: isize) -> Option<String> {
         cut.pop();
     }
     Some(format!(" - {cut}..."))
+}
+
+/// A number as Python's `str()` writes it, `None` where there is none
+/// (pytest's crash lines print a missing line number so).
+fn py_str<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "None".to_string(), |n| n.to_string())
 }
 
 #[cfg(test)]
