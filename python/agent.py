@@ -35,7 +35,10 @@ class Channel:
         data = _ENCODER.encode(msg)
         # Lone surrogates (undecodable bytes from a test's output) are not
         # valid UTF-8: replace them rather than corrupt the frame.
-        payload = data.encode("utf-8", "replace")
+        self.send_frame(data.encode("utf-8", "replace"))
+
+    def send_frame(self, payload):
+        """Send one message already encoded as UTF-8 JSON."""
         frame = struct.pack(">I", len(payload)) + payload
         with self.lock:
             view = memoryview(frame)
@@ -82,6 +85,30 @@ def _wire_default(value):
 
 # One for every frame (json.dumps with options makes a new one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, default=_wire_default)
+
+
+# The words a finished test's phases are made of, when pytest's own: JSON
+# strings as they are.
+_PLAIN_WORDS = frozenset(("setup", "call", "teardown", "passed", "failed", "skipped"))
+
+
+def _finished_frame(index, took, phases):
+    """The ``finished`` message of a test whose phases are pytest's plain
+    ``[when, outcome, duration]``, written directly (most tests; the
+    encoder costs several microseconds a test), else None."""
+    parts = []
+    for phase in phases:
+        if len(phase) != 3 or not (phase[0] in _PLAIN_WORDS and phase[1] in _PLAIN_WORDS and _plain_float(phase[2])):
+            return None
+        parts.append('["%s","%s",%r]' % tuple(phase))
+    if type(index) is not int or not _plain_float(took):
+        return None
+    return ('{"t":"finished","i":%d,"d":%r,"ph":[%s]}' % (index, took, ",".join(parts))).encode("ascii")
+
+
+def _plain_float(value):
+    """A float JSON writes as Python's repr does (a finite one)."""
+    return type(value) is float and value - value == 0.0
 
 
 def _unwire(obj):
@@ -584,14 +611,20 @@ class Worker:
                 self.terminal.test_ends()
                 if self.hang_dump is not None:
                     self.hang_dump.end()
-            msg = {"t": "finished", "i": index, "d": time.perf_counter() - start, "ph": self.phases}
-            if self.live_log:
-                msg["log"] = "".join(self.live_log)
-            if self.stream:
-                # pytest's serialized form of the reports not sent in full,
-                # in one frame with the test (most of them: passes).
-                msg["rw"] = self.raws
-            self.channel.send(msg)
+            took = time.perf_counter() - start
+            frame = None if self.live_log or self.stream else _finished_frame(index, took, self.phases)
+            if frame is not None:
+                self.channel.send_frame(frame)
+            else:
+                msg = {"t": "finished", "i": index, "d": took, "ph": self.phases}
+                if self.live_log:
+                    msg["log"] = "".join(self.live_log)
+                if self.stream:
+                    # pytest's serialized form of the reports not sent in
+                    # full, in one frame with the test (most of them:
+                    # passes).
+                    msg["rw"] = self.raws
+                self.channel.send(msg)
             if session.shouldfail or session.shouldstop:
                 self.channel.send(
                     {
@@ -717,6 +750,14 @@ class Worker:
             self.status_seen = (report, outcome.get_result())
         except BaseException:
             self.status_seen = None
+
+    def _teststatus_wrapper(self, report, config):
+        # The same, as a new-style wrapper (pluggy 1.1+), which pluggy calls
+        # for less than an old-style one: three times a test.
+        self.status_seen = None
+        status = yield
+        self.status_seen = (report, status)
+        return status
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         import warnings
@@ -1369,6 +1410,25 @@ def register_xdist(config, pytest):
     return plugin
 
 
+def _as_pytest_main_sets_it():
+    """``PYTEST_VERSION`` in the environment for the session, as
+    ``pytest.main`` sets it (pytest 8.2 and later): under xdist the
+    controller's main sets it and its workers inherit it, and so do the
+    processes tests start; conftests and code under test read it to know
+    they run under pytest."""
+    try:
+        import _pytest.config
+
+        # main itself, or the _main it calls (pytest 9).
+        codes = [getattr(getattr(_pytest.config, name, None), "__code__", None) for name in ("main", "_main")]
+        if any("PYTEST_VERSION" in code.co_consts for code in codes if code is not None):
+            import pytest
+
+            os.environ["PYTEST_VERSION"] = pytest.__version__
+    except Exception:
+        pass
+
+
 def parse_args(channel, args, plugins):
     """pytest's config from a command line, as ``(config, None)``; a
     rejected command line is told to the coordinator: ``(None, status)``."""
@@ -1376,6 +1436,8 @@ def parse_args(channel, args, plugins):
     from _pytest.config import _prepareconfig
 
     from _pytest.config import ConftestImportFailure
+
+    _as_pytest_main_sets_it()
 
     # pytest's usage and its errors name the program as argparse finds it
     # in sys.argv[0] ("-c" here): name the one the user ran.
@@ -1470,7 +1532,10 @@ def run_pytest(channel, inbox, start):
     LiveLogTap.pytest_runtest_logfinish = pytest.hookimpl(trylast=True)(LiveLogTap.pytest_runtest_logfinish)
     Worker.pytest_sessionfinish = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_sessionfinish)
     Worker.pytest_unconfigure = pytest.hookimpl(hookwrapper=True, tryfirst=True)(Worker.pytest_unconfigure)
-    Worker.pytest_report_teststatus = pytest.hookimpl(hookwrapper=True)(Worker.pytest_report_teststatus)
+    try:
+        Worker.pytest_report_teststatus = pytest.hookimpl(wrapper=True)(Worker._teststatus_wrapper)
+    except TypeError:
+        Worker.pytest_report_teststatus = pytest.hookimpl(hookwrapper=True)(Worker.pytest_report_teststatus)
     Worker.pytest_report_collectionfinish = pytest.hookimpl(hookwrapper=True)(
         Worker.pytest_report_collectionfinish
     )

@@ -90,6 +90,10 @@ pub struct Scheduler {
     /// Scopes, files and groups go out largest first (xdist's
     /// `--loadscope-reorder`, the default), else in collection order.
     reorder_scopes: bool,
+    /// Workers still collecting that will share the load modes' pool:
+    /// counted in a fair share, so that the first to collect does not take
+    /// theirs.
+    joining: usize,
 }
 
 /// Group items into units, in collection order: by key; in the load modes
@@ -255,6 +259,7 @@ impl Scheduler {
             held: 0,
             max_chunk: None,
             reorder_scopes: true,
+            joining: 0,
         }
     }
 
@@ -326,6 +331,13 @@ impl Scheduler {
         self.pool_time
             .insert(collection, units.iter().map(|u| u.weight).sum());
         self.pools.insert(collection, units.into());
+    }
+
+    /// How many workers are still collecting (they join with
+    /// [`add_worker`](Scheduler::add_worker) or never): the load modes
+    /// hand out batches as if they were there already.
+    pub fn set_joining(&mut self, workers: usize) {
+        self.joining = workers;
     }
 
     /// A worker that has collected `collection` and can take tests.
@@ -469,6 +481,7 @@ impl Scheduler {
             .values()
             .filter(|w| !w.shut && w.collection == collection)
             .count()
+            .saturating_add(self.joining)
             .max(1);
         let mode = self.mode;
         if self.pools.get(&collection).is_none_or(VecDeque::is_empty) {
@@ -939,6 +952,39 @@ mod tests {
         for w in 0..4 {
             assert!(ran.iter().filter(|r| **r == Some(w)).count() > 100);
         }
+    }
+
+    #[test]
+    fn workers_still_collecting_count_in_a_fair_share() {
+        // The first of two workers to collect takes what it would beside
+        // the other, not twice that; the other joins for its share.
+        let batch = |joining: usize, registered: usize| {
+            let mut s = Scheduler::new(DistMode::Load);
+            s.add_collection(0, infos(ids(100), None), 2);
+            for w in 0..registered {
+                s.add_worker(w, 0);
+            }
+            s.set_joining(joining);
+            match s.poll(0) {
+                Action::Run(b) => b.len(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(batch(1, 1), batch(0, 2));
+        assert_eq!(batch(0, 1), 2 * batch(0, 2));
+        let mut s = Scheduler::new(DistMode::Load);
+        s.add_collection(0, infos(ids(200), None), 2);
+        s.add_worker(0, 0);
+        s.set_joining(1);
+        let Action::Run(first) = s.poll(0) else {
+            panic!("no work for the first worker")
+        };
+        s.set_joining(0);
+        s.add_worker(1, 0);
+        let Action::Run(second) = s.poll(1) else {
+            panic!("no work for the one that joined")
+        };
+        assert!(first.iter().all(|i| !second.contains(i)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Collection: the first worker's options decide the rendering, every
-//! worker's collection is compared, and once all have collected the run
-//! starts.
+//! worker's collection is compared with the first, and the run starts once
+//! one worker has collected (the others join as they collect).
 
 use super::*;
 
@@ -183,7 +183,9 @@ impl Session<'_> {
         slot.collection = Some(coll);
         slot.state = SlotState::Running;
         if self.collected_event {
-            // A replacement worker joins the running session.
+            // A worker that collected after the run started (one slower to
+            // start, a replacement) joins it.
+            self.update_joining();
             self.sched.add_worker(i, coll);
             self.dispatch(i);
         } else {
@@ -191,17 +193,36 @@ impl Session<'_> {
         }
     }
 
-    /// Once every first-generation worker has collected (or died), tell the
-    /// reporters and start scheduling.
+    /// Tell the scheduler how many workers are still to join the run
+    /// (starting or collecting), so that a fair share counts them.
+    pub(super) fn update_joining(&mut self) {
+        let joining = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Starting | SlotState::Collecting))
+            .count();
+        self.sched.set_joining(joining);
+    }
+
+    /// Start scheduling once the controller is ready and a worker has
+    /// collected, when every other first-generation worker has at least
+    /// said what it is (the header names them all): in the load modes the
+    /// first to collect starts at once, and the others join as they
+    /// collect (checked against the first collection then). With
+    /// `--dist each` (every worker its own collection, counted in the
+    /// progress) and `--collect-only`, once every worker has collected or
+    /// died.
     pub(super) fn maybe_start_running(&mut self) {
         self.maybe_session_started();
         if self.collected_event || self.error.is_some() {
             return;
         }
-        let waiting = self
-            .slots
-            .iter()
-            .any(|s| matches!(s.state, SlotState::Starting | SlotState::Collecting));
+        let all = self.plan.collect_only || self.plan.dist == DistMode::Each;
+        let waiting = self.slots.iter().any(|s| match s.state {
+            SlotState::Starting => true,
+            SlotState::Collecting => all,
+            SlotState::Running | SlotState::Exited => false,
+        });
         // The header waits for the controller's lines too.
         if waiting || self.ctl.state == CtlState::Starting {
             return;
@@ -267,8 +288,10 @@ impl Session<'_> {
         if self.plan.collect_only {
             self.sched.stop();
         }
-        // Register every worker before the first poll, so the first one
-        // does not take what a fair share would give the others.
+        // Register every worker before the first poll, and count those
+        // still collecting, so the first one does not take what a fair
+        // share would give the others.
+        self.update_joining();
         let running: Vec<usize> = (0..self.slots.len())
             .filter(|i| self.slots[*i].state == SlotState::Running)
             .collect();

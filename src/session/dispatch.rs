@@ -45,6 +45,7 @@ impl Session<'_> {
     }
 
     pub(super) fn dispatch_all(&mut self) {
+        self.update_joining();
         for i in 0..self.slots.len() {
             self.dispatch(i);
         }

@@ -486,6 +486,7 @@ impl Session<'_> {
             self.plan.max_worker_restart
         )));
         self.spawn(i);
+        self.update_joining();
         true
     }
 

@@ -181,10 +181,19 @@ fn conftest_options_pass_through() {
 
 #[test]
 fn xdist_environment_and_fixtures_are_set() {
-    let p = Project::new().file(
-        "test_env.py",
-        "import os\n\ndef test_env(worker_id, testrun_uid):\n    assert os.environ['PYTEST_XDIST_WORKER'] == worker_id\n    assert worker_id in ('gw0', 'gw1', 'gw2')\n    assert os.environ['PYTEST_XDIST_WORKER_COUNT'] == '3'\n    assert os.environ['PYTEST_XDIST_TESTRUNUID'] == testrun_uid\n    assert len(testrun_uid) == 32\n",
-    );
+    // PYTEST_VERSION (pytest 8.2+) is set while conftests load and tests
+    // run, also for the processes they start: xdist's workers inherit it
+    // from the controller's pytest.main.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import os\nimport pytest\n\nAT_IMPORT = os.environ.get('PYTEST_VERSION')\n",
+        )
+        .file(
+            "test_env.py",
+            "import os, subprocess, sys\nimport pytest\nfrom conftest import AT_IMPORT\n\ndef test_env(worker_id, testrun_uid):\n    assert os.environ['PYTEST_XDIST_WORKER'] == worker_id\n    assert worker_id in ('gw0', 'gw1', 'gw2')\n    assert os.environ['PYTEST_XDIST_WORKER_COUNT'] == '3'\n    assert os.environ['PYTEST_XDIST_TESTRUNUID'] == testrun_uid\n    assert len(testrun_uid) == 32\n\ndef test_pytest_version():\n    assert AT_IMPORT == pytest.__version__\n    assert os.environ['PYTEST_VERSION'] == pytest.__version__\n    out = subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"PYTEST_VERSION\"))'], capture_output=True, text=True).stdout\n    assert out.strip() == pytest.__version__\n",
+        );
+    p.pytest(&["-n", "3", "-p", "no:cacheprovider"]).code(0);
     p.rtest(&["-n", "3", "-p", "no:cacheprovider"]).code(0);
 }
 
@@ -506,9 +515,11 @@ fn temporary_directories_are_one_numbered_directory_per_run_as_under_xdist() {
 
 #[test]
 fn basetemp_is_split_per_worker() {
+    // Each test waits until both workers run one (the first to collect
+    // would otherwise run all six before the other has collected).
     let p = Project::new().file(
         "test_t.py",
-        "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_t(tmp_path, i, worker_id):\n    assert worker_id in str(tmp_path)\n    (tmp_path / 'f').write_text('x')\n",
+        "import os, time, pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_t(tmp_path, i, worker_id):\n    assert worker_id in str(tmp_path)\n    (tmp_path / 'f').write_text('x')\n    open('started.' + worker_id, 'w').close()\n    deadline = time.time() + 60\n    while not all(os.path.exists('started.' + w) for w in ('gw0', 'gw1')):\n        assert time.time() < deadline\n        time.sleep(0.01)\n",
     );
     let bt = p.path().join("bt");
     p.rtest(&[

@@ -193,3 +193,48 @@ fn no_loadscope_reorder_keeps_files_in_collection_order() {
         .code(0);
     assert_eq!(files(&p), ["test_a.py", "test_b.py", "test_c.py"]);
 }
+
+#[test]
+fn the_first_worker_to_collect_starts_and_a_slower_one_joins() {
+    // gw1 takes two seconds longer to collect (a slow import, a remote
+    // host's sync): gw0 does not wait for it, and gw1 still gets its share
+    // once it has collected. Every test runs once.
+    let p = Project::new()
+        .file(
+            "conftest.py",
+            "import os, time\n\n\
+             def pytest_collection_modifyitems(items):\n\
+             \x20   if os.environ.get('PYTEST_XDIST_WORKER') == 'gw1':\n\
+             \x20       time.sleep(2)\n\
+             \x20       with open('gw1.collected', 'w') as f:\n\
+             \x20           f.write(repr(time.time()))\n",
+        )
+        .file(
+            "test_s.py",
+            "import time, pytest\n\n\
+             @pytest.mark.parametrize('i', range(12))\n\
+             def test_s(i, worker_id):\n\
+             \x20   with open('ran.%d' % i, 'w') as f:\n\
+             \x20       f.write('%s %r' % (worker_id, time.time()))\n\
+             \x20   time.sleep(0.3)\n",
+        );
+    let r = p.rtest(&["-n", "2", "-p", "no:cacheprovider", "-p", "no:randomly"]);
+    r.code(0);
+    assert_eq!(r.summary(), "12 passed");
+    let collected: f64 = p.read("gw1.collected").parse().unwrap();
+    let ran: Vec<(String, f64)> = (0..12)
+        .map(|i| {
+            let text = p.read(&format!("ran.{i}"));
+            let (worker, at) = text.split_once(' ').unwrap();
+            (worker.to_string(), at.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        ran.iter().any(|(w, at)| w == "gw0" && *at < collected),
+        "gw0 waited for gw1's collection: {ran:?} (gw1 collected at {collected})"
+    );
+    assert!(
+        ran.iter().any(|(w, _)| w == "gw1"),
+        "gw1 ran nothing: {ran:?}"
+    );
+}
