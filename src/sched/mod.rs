@@ -64,6 +64,8 @@ struct WorkerState {
     collection: usize,
     /// Sent and not finished, in order (the first is running or about to).
     queue: VecDeque<usize>,
+    /// Tests it finished.
+    done: usize,
     pending_time: f64,
     shut: bool,
 }
@@ -74,6 +76,8 @@ pub struct Scheduler {
     mode: DistMode,
     pools: BTreeMap<usize, VecDeque<Unit>>,
     pool_time: BTreeMap<usize, f64>,
+    /// How many tests each collection has.
+    sizes: BTreeMap<usize, usize>,
     weights: HashMap<usize, f64>,
     timed: bool,
     workers: BTreeMap<usize, WorkerState>,
@@ -91,8 +95,10 @@ pub struct Scheduler {
     /// `--loadscope-reorder`, the default), else in collection order.
     reorder_scopes: bool,
     /// Workers still collecting that will share the load modes' pool:
-    /// counted in a fair share, so that the first to collect does not take
-    /// theirs.
+    /// counted in a fair share, and until they join no worker takes more
+    /// than its share of the collection, so that the first to collect
+    /// does not run what the others would (a short suite still spreads
+    /// over every worker, as under xdist).
     joining: usize,
 }
 
@@ -250,6 +256,7 @@ impl Scheduler {
             mode,
             pools: BTreeMap::new(),
             pool_time: BTreeMap::new(),
+            sizes: BTreeMap::new(),
             weights: HashMap::new(),
             timed: false,
             workers: BTreeMap::new(),
@@ -300,6 +307,7 @@ impl Scheduler {
     /// workers will share it (for the size of module chunks).
     pub fn add_collection(&mut self, collection: usize, items: Vec<ItemInfo>, workers: usize) {
         let timed = items.iter().any(|i| i.expected.is_some());
+        self.sizes.insert(collection, items.len());
         let total: f64 = items.iter().map(|i| i.expected.unwrap_or(0.0)).sum();
         for i in &items {
             if let Some(e) = i.expected {
@@ -337,7 +345,13 @@ impl Scheduler {
     /// [`add_worker`](Scheduler::add_worker) or never): the load modes
     /// hand out batches as if they were there already.
     pub fn set_joining(&mut self, workers: usize) {
+        let fewer = workers < self.joining;
         self.joining = workers;
+        if fewer {
+            // One joined or never will: a worker that had its share may
+            // get more.
+            self.wake_idle();
+        }
     }
 
     /// A worker that has collected `collection` and can take tests.
@@ -347,6 +361,7 @@ impl Scheduler {
             WorkerState {
                 collection,
                 queue: VecDeque::new(),
+                done: 0,
                 pending_time: 0.0,
                 shut: false,
             },
@@ -391,6 +406,7 @@ impl Scheduler {
         if let Some(w) = self.workers.get_mut(&worker) {
             if let Some(pos) = w.queue.iter().position(|i| *i == item) {
                 w.queue.remove(pos);
+                w.done += 1;
                 w.pending_time = (w.pending_time - w_time).max(0.0);
             }
         }
@@ -491,6 +507,20 @@ impl Scheduler {
         let state = self.workers.get_mut(&worker).expect("checked above");
         let pending = state.queue.len();
         let remaining = pool.len();
+        // While workers are still to join, a worker takes no more than its
+        // share of the collection.
+        let share =
+            (self.joining > 0 && !matches!(mode, DistMode::Each | DistMode::No)).then(|| {
+                self.sizes
+                    .get(&collection)
+                    .copied()
+                    .unwrap_or(0)
+                    .div_ceil(live)
+            });
+        let taken = state.done + pending;
+        if share.is_some_and(|s| taken >= s) {
+            return Action::Wait;
+        }
         let grouped = matches!(
             mode,
             DistMode::LoadScope | DistMode::LoadFile | DistMode::LoadGroup
@@ -529,6 +559,7 @@ impl Scheduler {
         loop {
             let capped = pending + batch.len() >= 2 && batch.len() >= cap;
             let enough = capped
+                || share.is_some_and(|s| taken + batch.len() >= s)
                 || match time_goal {
                     Some(t) if !(pending == 0 && scarce) => {
                         pending + batch.len() >= 2
@@ -985,6 +1016,56 @@ mod tests {
             panic!("no work for the one that joined")
         };
         assert!(first.iter().all(|i| !second.contains(i)));
+    }
+
+    #[test]
+    fn until_the_others_join_a_worker_takes_no_more_than_its_share() {
+        // Eight short tests, two workers, the second still collecting: the
+        // first runs what it can of its four and waits (it needs a
+        // successor to start its last one); the second joins for the rest.
+        let mut s = Scheduler::new(DistMode::Load);
+        s.add_collection(0, infos(ids(8), None), 2);
+        s.add_worker(0, 0);
+        s.set_joining(1);
+        let mut queue: VecDeque<usize> = VecDeque::new();
+        let mut ran = Vec::new();
+        for _ in 0..20 {
+            if let Action::Run(b) = s.poll(0) {
+                queue.extend(b);
+            }
+            if queue.len() >= 2 {
+                let item = queue.pop_front().unwrap();
+                s.finished(0, item);
+                ran.push(item);
+            }
+        }
+        assert_eq!(ran.len() + queue.len(), 4, "{ran:?} {queue:?}");
+        // The second joins; both go on to the end.
+        s.set_joining(0);
+        assert!(s.take_wakeups().contains(&0), "the first is woken");
+        s.add_worker(1, 0);
+        let mut queues = [queue, VecDeque::new()];
+        let mut shut = [false, false];
+        let mut by = [ran.len(), 0];
+        while !(shut[0] && shut[1] && queues.iter().all(VecDeque::is_empty)) {
+            for w in [1, 0] {
+                if !shut[w] {
+                    match s.poll(w) {
+                        Action::Run(b) => queues[w].extend(b),
+                        Action::Shutdown => shut[w] = true,
+                        Action::Wait => {}
+                        other => panic!("{other:?}"),
+                    }
+                }
+                if queues[w].len() >= 2 || (shut[w] && !queues[w].is_empty()) {
+                    let item = queues[w].pop_front().unwrap();
+                    s.finished(w, item);
+                    by[w] += 1;
+                }
+            }
+        }
+        assert_eq!(by[0] + by[1], 8);
+        assert!(by[1] >= 2, "{by:?}");
     }
 
     #[test]
