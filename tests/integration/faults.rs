@@ -1,6 +1,6 @@
 //! Crashes, hangs and interrupts: every test still gets its outcome.
 
-use crate::harness::{junit_outcomes, Project};
+use crate::harness::{junit_outcomes, Project, Run};
 use std::time::Duration;
 
 const CRASHES: &str = r#"
@@ -641,6 +641,80 @@ fn a_worker_stuck_unconfiguring_costs_thirty_seconds_not_the_run() {
     assert_eq!(run.summary(), "2 passed");
     assert!(
         started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_process_that_is_done_ends_as_an_interpreter_ends() {
+    // What a conftest opened and never closed is finalized when its
+    // process ends, as in plain pytest and xdist's workers: a buffered
+    // file is flushed, a sqlite database in WAL mode is closed (its -wal
+    // file folded back, pytest-testmon's case). Threads a test leaves
+    // running, which an interpreter would wait for forever, do not hold
+    // the run.
+    let conftest = "import os, sqlite3, threading, time\n\n\
+        WHO = os.environ.get('PYTEST_XDIST_WORKER', 'main')\n\
+        LOG = open('log-%s.txt' % WHO, 'w')\n\
+        DB = sqlite3.connect('db-%s.sqlite' % WHO)\n\
+        DB.execute('PRAGMA journal_mode=WAL')\n\
+        DB.execute('CREATE TABLE IF NOT EXISTS r (nodeid TEXT)')\n\n\
+        def pytest_runtest_logreport(report):\n    \
+            if report.when == 'call':\n        \
+                LOG.write(report.nodeid + '\\n')\n        \
+                DB.execute('INSERT INTO r VALUES (?)', (report.nodeid,))\n        \
+                DB.commit()\n\n\
+        def pytest_sessionstart(session):\n    \
+            if os.environ.get('LEAVE_A_THREAD') and WHO != 'main':\n        \
+                threading.Thread(target=time.sleep, args=(3600,)).start()\n";
+    let tests =
+        "import pytest\n\n@pytest.mark.parametrize('i', range(6))\ndef test_t(i):\n    pass\n";
+    let logs = |dir: &std::path::Path| -> (Vec<String>, Vec<String>) {
+        let mut lines = Vec::new();
+        let mut left = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("log-gw") {
+                lines.extend(
+                    std::fs::read_to_string(entry.path())
+                        .unwrap()
+                        .lines()
+                        .map(String::from),
+                );
+            }
+            if name.ends_with("-wal") || name.ends_with("-shm") {
+                left.push(name);
+            }
+        }
+        lines.sort();
+        (lines, left)
+    };
+    let xdist = Project::new()
+        .file("conftest.py", conftest)
+        .file("test_t.py", tests);
+    xdist
+        .pytest(&["-n", "2", "-p", "no:cacheprovider", "-p", "no:randomly"])
+        .code(0);
+    let (want, _) = logs(xdist.path());
+    assert_eq!(want.len(), 6, "{want:?}");
+    let p = Project::new()
+        .file("conftest.py", conftest)
+        .file("test_t.py", tests);
+    p.rtest(&["-n", "2", "-p", "no:cacheprovider", "-p", "no:randomly"])
+        .code(0);
+    let (got, left) = logs(p.path());
+    assert_eq!(got, want);
+    assert!(left.is_empty(), "sqlite files left open: {left:?}");
+
+    let started = std::time::Instant::now();
+    let mut cmd = p.command(&["-n", "2", "-p", "no:cacheprovider", "-p", "no:randomly"]);
+    cmd.env("LEAVE_A_THREAD", "1");
+    let run = Run::from(cmd.output().unwrap());
+    run.code(0);
+    assert_eq!(run.summary(), "6 passed");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
