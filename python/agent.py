@@ -1956,6 +1956,8 @@ def _end(code):
     the limit end the process at once, and where tests left threads
     running, which an interpreter would wait for forever, the handlers run
     and the process ends without waiting for them."""
+    import atexit
+
     global _ENDING
     _ENDING = True
     # The session is over: what is printed now is quiet, as at unconfigure
@@ -1967,8 +1969,6 @@ def _end(code):
     timer = threading.Timer(EXIT_HANDLERS_LIMIT, _exit_handlers_hung, (code,))
     timer.daemon = True
     timer.start()
-    import atexit
-
     main_thread = threading.main_thread()
     left = any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate())
     try:
